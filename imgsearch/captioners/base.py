@@ -1,0 +1,104 @@
+"""The one interface every captioner implements, plus shared caption clean-up."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CaptionerError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class CaptionInput:
+    """One picture to caption: its path, and its decoded pixels when the captioner needs them."""
+
+    path: Path
+    image: "Image.Image | None" = None
+
+
+@dataclass(frozen=True)
+class CaptionFailure:
+    """Stands in for the caption of one picture that could not be captioned."""
+
+    reason: str
+
+
+class Captioner(ABC):
+    """Base class: subclasses implement caption_batch; this class batches and checks."""
+
+    #: Whether caption_batch needs decoded pixels (False for captions read from files).
+    needs_pixels: bool = True
+    batch_size: int = 8
+
+    @property
+    @abstractmethod
+    def id(self) -> str:
+        """Stable identity stored with each caption, e.g. 'transformers:Salesforce/blip-...'."""
+
+    @property
+    def prompt(self) -> str:
+        """The prompt used, part of the caption cache key ('' when there is none)."""
+        return ""
+
+    @abstractmethod
+    def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
+        """Return one raw caption (or a CaptionFailure) per input, in order."""
+
+    def caption(
+        self, items: list[CaptionInput], on_batch: Callable[[int], None] | None = None
+    ) -> list[str | CaptionFailure]:
+        """Caption items in batches of batch_size; captions come back cleaned, never empty."""
+        captions: list[str | CaptionFailure] = []
+        for start in range(0, len(items), max(1, self.batch_size)):
+            batch = items[start : start + self.batch_size]
+            raw = self.caption_batch(batch)
+            if len(raw) != len(batch):
+                raise CaptionerError(
+                    f"{self.id} returned {len(raw)} captions for {len(batch)} images"
+                )
+            captions.extend(self._checked(text) for text in raw)
+            if on_batch:
+                on_batch(len(batch))
+        return captions
+
+
+    def _checked(self, raw: str | CaptionFailure) -> str | CaptionFailure:
+        if isinstance(raw, CaptionFailure):
+            return raw
+        text = clean_caption(raw, self.prompt)
+        return text if text else CaptionFailure(f"{self.id} produced an empty caption")
+
+
+_BOILERPLATE = re.compile(
+    r"^\s*(?:"
+    r"arafed|araffe|arafe"  # a known artefact of BLIP's training captions
+    r"|(?:this|the) (?:image|picture|photo(?:graph)?) (?:shows|depicts|features|displays|contains|is of)"
+    r"|in (?:this|the) (?:image|picture|photo(?:graph)?),?"
+    r"|(?:an? )?(?:image|picture|photo(?:graph)?) of"
+    r"|there (?:is|are)"
+    r")\s*[:,]?\s*",
+    re.IGNORECASE,
+)
+
+
+def clean_caption(text: str, prompt: str = "") -> str:
+    """Strip prompt echo and boilerplate openings; collapse whitespace."""
+    text = " ".join((text or "").split())
+    if prompt:
+        flat_prompt = " ".join(prompt.split())
+        if text.lower().startswith(flat_prompt.lower()):
+            text = text[len(flat_prompt) :].lstrip(" :,.-")
+    previous = None
+    while previous != text:
+        previous = text
+        text = _BOILERPLATE.sub("", text, count=1)
+    if text and text[0].islower():
+        text = text[0].upper() + text[1:]
+    return text

@@ -1,0 +1,89 @@
+"""Captions the user already has: a JSONL file, or a .txt file beside each image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..errors import CaptionerError
+from .base import CaptionFailure, CaptionInput, Captioner
+
+
+class ExistingCaptions(Captioner):
+    """Reads captions instead of generating them (imported alt text, human-written captions).
+
+    With a JSONL file, each line is {"image": NAME, "captions": [...]} (or "caption": "...");
+    NAME is matched against the image's path relative to the file's folder, its
+    path relative to an `images/` folder there, then its bare file name. Caption
+    `caption_index` of the list is used. Without a file, `photo.jpg` takes its caption
+    from `photo.txt` (or `photo.jpg.txt`) beside it.
+    """
+
+    needs_pixels = False
+    batch_size = 256
+
+    def __init__(self, captions_file: str | Path | None = None, caption_index: int = 0, **_: object):
+        self.caption_index = caption_index
+        self.captions_file = Path(captions_file).expanduser().absolute() if captions_file else None
+        self._by_name: dict[str, str] = {}
+        self._file_digest = ""
+        if self.captions_file:
+            self._load_jsonl(self.captions_file)
+
+    @property
+    def id(self) -> str:
+        if self.captions_file:
+            return f"captions:{self.captions_file.name}#{self.caption_index}@{self._file_digest}"
+        return "captions:sidecar-txt"
+
+    def _load_jsonl(self, path: Path) -> None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CaptionerError(f"{path}: cannot read captions file ({exc.strerror})") from None
+        # The file's digest is part of the id, so edited captions are picked up on re-index.
+        self._file_digest = hashlib.sha256(raw).hexdigest()[:12]
+        for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                name = str(record["image"])
+                captions = record.get("captions")
+                if captions is None:
+                    captions = [record["caption"]]
+                if not isinstance(captions, list):
+                    raise TypeError("captions must be a list")
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise CaptionerError(
+                    f"{path}:{number}: not a caption record ({type(exc).__name__}: {exc})"
+                ) from None
+            if self.caption_index < len(captions):
+                self._by_name[name] = str(captions[self.caption_index])
+
+    def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
+        return [self._caption_for(item.path) for item in items]
+
+    def _caption_for(self, path: Path) -> str | CaptionFailure:
+        if self.captions_file is None:
+            return _read_sidecar(path)
+        base = self.captions_file.parent
+        candidates = []
+        for folder in (base, base / "images"):
+            try:
+                candidates.append(path.relative_to(folder).as_posix())
+            except ValueError:
+                pass
+        candidates.append(path.name)
+        for name in candidates:
+            if name in self._by_name:
+                return self._by_name[name]
+        return CaptionFailure(f"no caption for this image in {self.captions_file.name}")
+
+
+def _read_sidecar(path: Path) -> str | CaptionFailure:
+    for sidecar in (path.with_suffix(".txt"), path.with_name(path.name + ".txt")):
+        if sidecar.is_file():
+            return sidecar.read_text(encoding="utf-8", errors="replace").strip()
+    return CaptionFailure(f"no caption file {path.with_suffix('.txt').name} beside it")

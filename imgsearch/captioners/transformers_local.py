@@ -1,0 +1,171 @@
+"""Local captioning with transformers: BLIP-style captioners and instruction VLMs behind one class."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import DEFAULT_CAPTION_MODEL
+from ..errors import CaptionerError, MissingDependencyError
+from .base import CaptionFailure, CaptionInput, Captioner
+
+# Instruction VLMs need to be asked; this prompt asks for what makes a caption searchable.
+DEFAULT_CHAT_PROMPT = (
+    "Describe this image in one or two sentences for a photo search index: "
+    "the main subjects, what they are doing, the setting, and notable colours or text."
+)
+# Florence-2 is steered by task tokens rather than free text.
+FLORENCE_TASK = "<MORE_DETAILED_CAPTION>"
+
+
+def pick_device(requested: str = "auto") -> str:
+    """cuda, then mps, then cpu, unless a device is named."""
+    import torch
+
+    if requested and requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str) -> Any:
+    """Half precision on accelerators (bf16 where supported), full precision on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.startswith("mps"):
+        return torch.float16
+    return torch.float32
+
+
+class TransformersCaptioner(Captioner):
+    """Any image-to-text model transformers loads with AutoModelForImageTextToText.
+
+    Models with a chat template (SmolVLM, Qwen2-VL, LLaVA...) get the prompt as a user turn;
+    others (BLIP, BLIP-2, Florence-2) take the prompt as a text prefix or task token.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_CAPTION_MODEL,
+        prompt: str = "",
+        device: str = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int = 60,
+        num_beams: int = 1,
+        **_: object,
+    ):
+        self.model_id = str(model)
+        self._prompt = prompt
+        self.requested_device = device
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self._model: Any = None
+        self._processor: Any = None
+        self._uses_chat = False
+        self._decoder_only = False
+        self.device = ""
+
+    @property
+    def id(self) -> str:
+        return f"transformers:{self.model_id}"
+
+    @property
+    def prompt(self) -> str:
+        return self._prompt
+
+    def load(self) -> None:
+        """Load the model and processor once (from a local path, the cache, or the hub)."""
+        if self._model is not None:
+            return
+        try:
+            import torch  # noqa: F401
+            from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+        except ImportError as exc:  # pragma: no cover - both are core dependencies
+            raise MissingDependencyError(f"transformers backend needs {exc.name}: pip install imgsearch") from None
+        source = os.path.expanduser(self.model_id)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise CaptionerError(_load_hint(self.model_id, exc)) from None
+        self.device = pick_device(self.requested_device)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device))
+        except ValueError as exc:
+            if "Unrecognized configuration class" in str(exc) or "model type" in str(exc):
+                raise CaptionerError(
+                    f"{self.model_id} is a {config.model_type!r} model, not a captioning or "
+                    "image-text-to-text model; pick one such as "
+                    f"{DEFAULT_CAPTION_MODEL} or HuggingFaceTB/SmolVLM-256M-Instruct"
+                ) from None
+            raise CaptionerError(_load_hint(self.model_id, exc)) from None
+        except OSError as exc:
+            raise CaptionerError(_load_hint(self.model_id, exc)) from None
+        processor = AutoProcessor.from_pretrained(source)
+        self._uses_chat = getattr(processor, "chat_template", None) is not None
+        self._decoder_only = not getattr(config, "is_encoder_decoder", False) and config.model_type not in (
+            "blip",
+        )
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is not None and self._decoder_only:
+            # Batched generation with a decoder-only model needs the padding on the left.
+            tokenizer.padding_side = "left"
+        if not self._prompt:
+            if self._uses_chat:
+                self._prompt = DEFAULT_CHAT_PROMPT
+            elif config.model_type == "florence2":
+                self._prompt = FLORENCE_TASK
+        self._model = model.to(self.device).eval()
+        self._processor = processor
+
+    def _texts(self, count: int) -> list[str] | None:
+        if self._uses_chat:
+            messages = [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self._prompt}]}
+            ]
+            text = self._processor.apply_chat_template(messages, add_generation_prompt=True)
+            return [text] * count
+        return [self._prompt] * count if self._prompt else None
+
+    def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
+        import torch
+
+        self.load()
+        images = [item.image for item in items]
+        if any(image is None for image in images):
+            raise CaptionerError(f"{self.id} needs decoded images")
+        texts = self._texts(len(images))
+        kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
+        if texts is not None:
+            kwargs.update(text=texts, padding=True)
+        inputs = self._processor(**kwargs).to(self.device)
+        dtype = pick_dtype(self.device)
+        for key, value in inputs.items():
+            if torch.is_floating_point(value):
+                inputs[key] = value.to(dtype)
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                num_beams=self.num_beams,
+                do_sample=False,
+            )
+        if self._decoder_only and "input_ids" in inputs:
+            # Decoder-only models return the prompt followed by the answer; keep the answer.
+            output = output[:, inputs["input_ids"].shape[1] :]
+        return list(self._processor.batch_decode(output, skip_special_tokens=True))
+
+
+def _load_hint(model_id: str, exc: BaseException) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = (
+        "the hub is unreachable offline: download it once while online, or give a local folder"
+        if os.environ.get("HF_HUB_OFFLINE") == "1"
+        else "check the model id, your network, or give a local folder"
+    )
+    return f"cannot load captioning model {model_id!r}: {reason[:200]} ({hint})"

@@ -1,0 +1,152 @@
+"""Settings with one root: defaults < config file (TOML) < IMGSEARCH_* environment < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+APP_NAME = "imgsearch"
+ENV_PREFIX = "IMGSEARCH_"
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data folder (XDG on Linux, Application Support on macOS...)."""
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def default_config_file() -> Path:
+    from platformdirs import user_config_path
+
+    return user_config_path(APP_NAME, appauthor=False) / "config.toml"
+
+
+@dataclass
+class Settings:
+    """Every knob imgsearch reads; field names double as TOML keys and IMGSEARCH_* names."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    # Empty means the embedded Milvus Lite file inside data_dir.
+    milvus_uri: str = ""
+    milvus_token: str = ""
+    collection: str = "images"
+    captioner: str = "transformers"
+    caption_model: str = DEFAULT_CAPTION_MODEL
+    caption_prompt: str = ""
+    captions_file: str = ""
+    max_new_tokens: int = 60
+    device: str = "auto"
+    embedder: str = "sentence-transformers"
+    embed_model: str = DEFAULT_EMBED_MODEL
+    batch_size: int = 8
+    config_file: Path | None = None
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "index.db")
+
+    @property
+    def uses_embedded_store(self) -> bool:
+        """True when the index is a Milvus Lite file rather than a server."""
+        return "://" not in self.resolved_milvus_uri
+
+    @property
+    def caption_cache_path(self) -> Path:
+        return self.data_dir / "captions.sqlite"
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            parsed = int(value)
+            if parsed < 1:
+                raise ValueError
+            return parsed
+        if kind == "Path":
+            return Path(os.path.expanduser(str(value)))
+        if kind == "Path | None":
+            return Path(os.path.expanduser(str(value))) if value else None
+        if not isinstance(value, (str, int, float)):
+            raise ValueError
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{source}: {name} = {value!r} is not a valid {kind}") from None
+
+
+def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in _FIELD_TYPES or name == "config_file":
+            known = ", ".join(sorted(n for n in _FIELD_TYPES if n != "config_file"))
+            raise ConfigError(f"{source}: unknown setting {key!r} (known: {known})")
+        out[name] = _coerce(name, value, source)
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for name in _FIELD_TYPES:
+        if name == "config_file":
+            continue
+        key = ENV_PREFIX + name.upper()
+        if env.get(key, "") != "":
+            values[name] = _coerce(name, env[key], f"environment {key}")
+    return values
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    # Allow both a flat file and an [imgsearch] table.
+    if isinstance(data.get(APP_NAME), dict):
+        data = data[APP_NAME]
+    return _from_mapping(data, str(path))
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, the config file, the environment and explicit overrides."""
+    env = os.environ if env is None else env
+    explicit_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    path = Path(os.path.expanduser(str(explicit_file))) if explicit_file else default_config_file()
+    values: dict[str, Any] = {}
+    if path.exists():
+        values.update(_read_config_file(path))
+        values["config_file"] = path
+    elif explicit_file:
+        raise ConfigError(f"{path}: config file not found")
+    values.update(_from_env(env))
+    clean = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(_from_mapping(clean, "argument"))
+    return dataclasses.replace(Settings(), **values)

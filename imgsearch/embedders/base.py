@@ -1,0 +1,50 @@
+"""The one interface every embedder implements; the base class batches and checks vectors."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+from ..errors import EmbedderError
+
+
+class Embedder(ABC):
+    """Subclasses implement embed_batch and dimension; vectors come back unit-length."""
+
+    batch_size: int = 64
+
+    @property
+    @abstractmethod
+    def id(self) -> str:
+        """Stable model identity recorded in the index, e.g. 'sentence-transformers/all-MiniLM-L6-v2'."""
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int:
+        """Length of every vector this embedder returns."""
+
+    @abstractmethod
+    def embed_batch(self, texts: list[str]) -> list[list[float]]:
+        """Return one vector per text."""
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed texts in batches; every vector is checked and normalised."""
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            out = self.embed_batch(batch)
+            if len(out) != len(batch):
+                raise EmbedderError(f"{self.id} returned {len(out)} vectors for {len(batch)} texts")
+            vectors.extend(self._normalised(list(map(float, v))) for v in out)
+        return vectors
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed([text])[0]
+
+    def _normalised(self, vector: list[float]) -> list[float]:
+        if len(vector) != self.dimension:
+            raise EmbedderError(f"{self.id} returned a {len(vector)}-d vector, expected {self.dimension}")
+        norm = math.sqrt(sum(x * x for x in vector))
+        if not math.isfinite(norm) or norm == 0:
+            raise EmbedderError(f"{self.id} returned a zero or non-finite vector")
+        return [x / norm for x in vector]

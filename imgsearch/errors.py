@@ -1,0 +1,41 @@
+"""Typed errors raised by the library; messages say what to do next. The CLI renders them."""
+
+
+class ImgsearchError(Exception):
+    """Base class for every error imgsearch raises on purpose."""
+
+
+class ConfigError(ImgsearchError):
+    """A setting has a value that cannot be used."""
+
+
+class PluginNotFoundError(ImgsearchError):
+    """No captioner or embedder is registered under the requested name."""
+
+
+class MissingDependencyError(ImgsearchError):
+    """An optional package needed by the chosen backend is not installed."""
+
+
+class CaptionerError(ImgsearchError):
+    """The captioner could not be loaded or could not caption."""
+
+
+class EmbedderError(ImgsearchError):
+    """The embedder could not be loaded or returned bad vectors."""
+
+
+class StoreError(ImgsearchError):
+    """The vector store could not be reached or used."""
+
+
+class EmbedderMismatchError(StoreError):
+    """The index was built with another embedding model than the one in use."""
+
+
+class IndexBusyError(StoreError):
+    """Another process holds the embedded index file."""
+
+
+class ImageLoadError(ImgsearchError):
+    """A file is not a picture imgsearch can read."""
