@@ -36,7 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 # Options shared by every command, defined once.
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where the index and caption cache live [env IMGSEARCH_DATA_DIR].", show_default=False)]

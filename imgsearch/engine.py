@@ -50,7 +50,8 @@ class ImageSearch:
     >>> engine.query("dog in park", k=5)       # -> list[SearchHit]
 
     Keyword arguments override settings (e.g. ``captioner="captions"``,
-    ``milvus_uri="http://localhost:19530"``); parts can also be passed in directly.
+    ``milvus_uri="http://localhost:19530"``); a Captioner, Embedder or MilvusStore
+    object can also be passed in directly.
     Models load on first use and stay loaded for the life of the object.
     """
 
@@ -58,11 +59,16 @@ class ImageSearch:
         self,
         settings: Settings | None = None,
         *,
-        captioner: Captioner | None = None,
-        embedder: Embedder | None = None,
+        captioner: Captioner | str | None = None,
+        embedder: Embedder | str | None = None,
         store: MilvusStore | None = None,
         **overrides: Any,
     ):
+        # A name selects a registered backend; an object is used as it is.
+        if isinstance(captioner, str):
+            overrides["captioner"], captioner = captioner, None
+        if isinstance(embedder, str):
+            overrides["embedder"], embedder = embedder, None
         if settings is not None and overrides:
             raise ConfigError("pass either a Settings object or keyword overrides, not both")
         self.settings = settings or load_settings(overrides)

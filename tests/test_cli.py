@@ -1,0 +1,108 @@
+"""The `imgsearch` command, through Typer's runner and as a real subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from imgsearch.cli import app
+
+from conftest import make_image
+
+runner = CliRunner()
+IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
+
+
+def run(*args, check_code=None):
+    proc = subprocess.run([IMGSEARCH, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check_code is not None:
+        assert proc.returncode == check_code, proc.stderr
+    return proc
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from imgsearch.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'pymilvus') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+    assert "index" in proc.stdout and "query" in proc.stdout and "status" in proc.stdout
+
+
+def test_every_command_has_help_text():
+    for command in ("index", "query", "status"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        assert "--json" in result.output
+
+
+def test_index_query_status_in_a_subprocess(captioned_folder):
+    first = run("index", captioned_folder, "--captioner", "captions", check_code=0)
+    assert "3 new" in first.stderr and "0 failed" in first.stderr
+    second = run("index", captioned_folder, "--captioner", "captions", "--json", check_code=0)
+    report = json.loads(second.stdout)
+    assert report["unchanged"] == 3 and report["captioned"] == 0 and report["ok"] is True
+    assert "nothing changed" not in second.stdout  # stdout stays pure JSON
+    hits = json.loads(run("query", "a car in the city", "-k", "2", "--json", check_code=0).stdout)
+    assert len(hits) == 2 and hits[0]["path"].endswith("car.webp")
+    assert set(hits[0]) == {"path", "caption", "score", "metadata"}
+    table = run("query", "sunset over the sea", "-k", "1", check_code=0).stdout
+    assert "sunset.png" in table and "orange sunset" in table
+    status = json.loads(run("status", "--json", check_code=0).stdout)
+    assert status["images"] == 3 and status["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert status["data_dir"] == os.environ["IMGSEARCH_DATA_DIR"]
+
+
+def test_failed_file_gives_exit_code_one_and_a_one_line_reason(captioned_folder):
+    (captioned_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    proc = run("index", captioned_folder, "--captioner", "captions")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if "broken.png" in line]
+    assert lines and "not a readable image" in lines[0]
+    assert "3 new" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_query_before_indexing_says_what_to_do():
+    proc = run("query", "dog")
+    assert proc.returncode == 3
+    assert "imgsearch index FOLDER" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_settings_exit_two(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGSEARCH_BATCH_SIZE", "lots")
+    proc = run("status")
+    assert proc.returncode == 2 and "IMGSEARCH_BATCH_SIZE" in proc.stderr
+    monkeypatch.delenv("IMGSEARCH_BATCH_SIZE")
+    result = runner.invoke(app, ["index", str(tmp_path), "--captioner", "nope"])
+    assert result.exit_code == 2 and "no captioner named 'nope'" in result.output
+
+
+def test_runner_index_and_query(captioned_folder, tmp_path):
+    data = tmp_path / "runner-data"
+    result = runner.invoke(app, ["index", str(captioned_folder), "--captioner", "captions", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["query", "dog with a ball", "--data-dir", str(data), "--json", "-k", "1"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)[0]["path"].endswith("dog.jpg")
+
+
+@pytest.mark.parametrize("k", ["0", "5000"])
+def test_k_is_bounded(k):
+    result = runner.invoke(app, ["query", "dog", "-k", k])
+    assert result.exit_code == 2
+
+
+def test_index_accepts_single_file(tmp_path):
+    image = make_image(tmp_path / "one.jpg")
+    image.with_suffix(".txt").write_text("A lonely red square.")
+    proc = run("index", image, "--captioner", "captions", "--json", check_code=0)
+    assert json.loads(proc.stdout)["new"] == 1
