@@ -92,13 +92,31 @@ def clean_caption(text: str, prompt: str = "") -> str:
     """Strip prompt echo and boilerplate openings; collapse whitespace."""
     text = " ".join((text or "").split())
     if prompt:
-        flat_prompt = " ".join(prompt.split())
-        if text.lower().startswith(flat_prompt.lower()):
-            text = text[len(flat_prompt) :].lstrip(" :,.-")
+        text = _without_echo(text, prompt).lstrip(" :,.-")
     previous = None
     while previous != text:
         previous = text
         text = _BOILERPLATE.sub("", text, count=1)
     if text and text[0].islower():
         text = text[0].upper() + text[1:]
+    return text
+
+
+def _without_echo(text: str, prompt: str) -> str:
+    """text minus a leading copy of prompt, matched ignoring case and whitespace.
+
+    Tokenizers give the prompt back re-spaced ("a photo of:" decodes as "a photo of :").
+    """
+    wanted = "".join(prompt.split()).lower()
+    if not wanted:
+        return text
+    matched = 0
+    for pos, char in enumerate(text):
+        if char.isspace():
+            continue
+        if char.lower() != wanted[matched]:
+            return text
+        matched += 1
+        if matched == len(wanted):
+            return text[pos + 1 :]
     return text

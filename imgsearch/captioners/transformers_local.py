@@ -106,7 +106,10 @@ class TransformersCaptioner(Captioner):
             raise CaptionerError(_load_hint(self.model_id, exc)) from None
         except OSError as exc:
             raise CaptionerError(_load_hint(self.model_id, exc)) from None
-        processor = AutoProcessor.from_pretrained(source)
+        try:
+            processor = AutoProcessor.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise CaptionerError(_load_hint(self.model_id, exc, "its processor")) from None
         self._uses_chat = getattr(processor, "chat_template", None) is not None
         self._decoder_only = not getattr(config, "is_encoder_decoder", False) and config.model_type not in (
             "blip",
@@ -161,11 +164,17 @@ class TransformersCaptioner(Captioner):
         return list(self._processor.batch_decode(output, skip_special_tokens=True))
 
 
-def _load_hint(model_id: str, exc: BaseException) -> str:
+def _load_hint(model_id: str, exc: BaseException, part: str = "") -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    hint = (
-        "the hub is unreachable offline: download it once while online, or give a local folder"
-        if os.environ.get("HF_HUB_OFFLINE") == "1"
-        else "check the model id, your network, or give a local folder"
-    )
-    return f"cannot load captioning model {model_id!r}: {reason[:200]} ({hint})"
+    source = os.path.expanduser(model_id)
+    what = f"captioning model {model_id!r}" + (f" ({part})" if part else "")
+    if os.path.isdir(source):
+        hint = "the folder should hold a model and its processor, saved with save_pretrained"
+    elif os.path.isabs(source) or model_id.startswith((".", "~")):
+        # Hub ids never start with these; without this, transformers says "Repo id must be...".
+        return f"cannot load {what}: no such folder"
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        hint = "the hub is unreachable offline: download it once while online, or give a local folder"
+    else:
+        hint = "check the model id, your network, or give a local folder"
+    return f"cannot load {what}: {reason[:200]} ({hint})"

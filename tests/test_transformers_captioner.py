@@ -1,0 +1,395 @@
+"""TransformersCaptioner on tiny random-weight BLIP and LLaVA models built offline.
+
+The models are saved with save_pretrained and loaded back by folder path, which is the
+same from_pretrained path a user's `-m ./my-model` takes. Their captions are random words,
+so the tests check properties (non-empty, deterministic, batch == single, no prompt echo,
+length bound) and compare against what the captioner itself produced, never fixed strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Must be set before huggingface_hub is first imported: it reads the flag once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from conftest import make_image  # noqa: E402
+from imgsearch import ImageSearch  # noqa: E402
+from imgsearch.captioners.base import CaptionFailure, CaptionInput, clean_caption  # noqa: E402
+from imgsearch.captioners.transformers_local import (  # noqa: E402
+    DEFAULT_CHAT_PROMPT,
+    TransformersCaptioner,
+    pick_device,
+)
+from imgsearch.cli import app  # noqa: E402
+from imgsearch.errors import CaptionerError  # noqa: E402
+from imgsearch.images import load_rgb  # noqa: E402
+from tiny_models import build_tiny_blip, build_tiny_llava  # noqa: E402
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240)]
+MAX_NEW = 8
+# Words from the tiny vocabulary, so the prompt survives tokenization and can be echoed.
+BLIP_PROMPT = "a dog sitting on"
+HAS_ACCELERATOR = torch.cuda.is_available() or (
+    getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+)
+
+
+# ---------------------------------------------------------------- models and inputs
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> Path:
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory) -> Path:
+    target = build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+    # Ship the tokenizer padding on the right, as many checkpoints do, so that the
+    # captioner's switch to left padding for decoder-only models is observable.
+    config_file = target / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["padding_side"] = "right"
+    config_file.write_text(json.dumps(config))
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_mute_dir(tiny_blip_dir, tmp_path_factory) -> Path:
+    """The tiny BLIP with its first generated token forced to [SEP]: an empty generation."""
+    from transformers import BlipForConditionalGeneration
+
+    target = tmp_path_factory.mktemp("tiny-blip-mute")
+    model = BlipForConditionalGeneration.from_pretrained(tiny_blip_dir)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[model.config.text_config.sep_token_id] = 1e4
+    model.save_pretrained(target)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_blip_dir / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A text-only BertModel with its tokenizer: loadable, but not a captioner."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from tiny_models import _BLIP_SPECIALS, _vocab
+
+    target = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = BertTokenizer(vocab=_vocab(_BLIP_SPECIALS))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("tiny-captioner-pictures")
+    return [make_image(folder / f"colour{i}.png", color=c) for i, c in enumerate(COLOURS)]
+
+
+@pytest.fixture(scope="module")
+def inputs(pictures) -> list[CaptionInput]:
+    return [CaptionInput(path, load_rgb(path)) for path in pictures]
+
+
+@pytest.fixture(scope="module")
+def blip(tiny_blip_dir) -> TransformersCaptioner:
+    captioner = TransformersCaptioner(model=str(tiny_blip_dir), max_new_tokens=MAX_NEW, batch_size=4)
+    captioner.load()
+    return captioner
+
+
+@pytest.fixture(scope="module")
+def blip_prompted(tiny_blip_dir) -> TransformersCaptioner:
+    return TransformersCaptioner(
+        model=str(tiny_blip_dir), prompt=BLIP_PROMPT, max_new_tokens=MAX_NEW, batch_size=4
+    )
+
+
+@pytest.fixture(scope="module")
+def llava(tiny_llava_dir) -> TransformersCaptioner:
+    captioner = TransformersCaptioner(model=str(tiny_llava_dir), max_new_tokens=MAX_NEW, batch_size=4)
+    captioner.load()
+    return captioner
+
+
+@pytest.fixture(params=["blip", "blip_prompted", "llava"])
+def captioner(request) -> TransformersCaptioner:
+    return request.getfixturevalue(request.param)
+
+
+def token_count(model_dir: Path, text: str) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_local_folders_load_through_from_pretrained(blip, llava, tiny_blip_dir, tiny_llava_dir):
+    from transformers import BlipForConditionalGeneration, LlavaForConditionalGeneration
+
+    assert isinstance(blip._model, BlipForConditionalGeneration) and not blip._model.training
+    assert isinstance(llava._model, LlavaForConditionalGeneration) and not llava._model.training
+    assert blip.id == f"transformers:{tiny_blip_dir}" and llava.id == f"transformers:{tiny_llava_dir}"
+    explicit = TransformersCaptioner(model=str(tiny_blip_dir), device="cpu")
+    explicit.load()
+    assert explicit.device == "cpu" and next(explicit._model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.skipif(HAS_ACCELERATOR, reason="auto picks the accelerator on this machine")
+def test_auto_device_is_cpu_in_float32_without_an_accelerator(blip, llava):
+    for captioner in (blip, llava):
+        assert captioner.device == "cpu"
+        assert {p.dtype for p in captioner._model.parameters()} == {torch.float32}
+    assert pick_device("auto") == "cpu"
+    assert pick_device("cuda:1") == "cuda:1"  # a named device is taken as given
+
+
+def test_chat_model_gets_default_prompt_and_left_padding(blip, llava, tiny_llava_dir):
+    from transformers import AutoProcessor
+
+    # The folder really ships right padding; the captioner must switch it.
+    assert AutoProcessor.from_pretrained(tiny_llava_dir).tokenizer.padding_side == "right"
+    assert llava._uses_chat and llava._decoder_only
+    assert llava._processor.tokenizer.padding_side == "left"
+    assert llava.prompt == DEFAULT_CHAT_PROMPT
+    # BLIP has no chat template and no prompt unless one is given.
+    assert not blip._uses_chat and not blip._decoder_only and blip.prompt == ""
+
+
+# ---------------------------------------------------------------- captions
+
+
+def test_captions_are_non_empty_strings_one_per_image(captioner, inputs):
+    captions = captioner.caption(inputs)
+    assert len(captions) == len(inputs)
+    for caption in captions:
+        assert isinstance(caption, str) and caption.strip() == caption and caption
+    # Random weights, but the image still steers the words: not one caption for all.
+    assert len(set(captions)) > 1
+
+
+def test_same_image_twice_gives_the_same_caption(captioner, inputs):
+    first = captioner.caption_batch([inputs[0], inputs[0]])
+    again = captioner.caption_batch([inputs[0]])
+    assert first[0] == first[1] == again[0]
+
+
+def test_batched_captions_equal_one_at_a_time(captioner, inputs):
+    batched = captioner.caption_batch(inputs)
+    single = [captioner.caption_batch([item])[0] for item in inputs]
+    assert batched == single
+    # caption() splits into batch_size chunks; the chunking must not change anything.
+    original = captioner.batch_size
+    try:
+        captioner.batch_size = 3
+        in_threes = captioner.caption(inputs)
+    finally:
+        captioner.batch_size = original
+    assert in_threes == captioner.caption(inputs)
+
+
+def test_blip_prompt_is_echoed_raw_and_stripped_by_caption(blip_prompted, inputs):
+    raw = blip_prompted.caption_batch(inputs)
+    cleaned = blip_prompted.caption(inputs)
+    for raw_text, caption in zip(raw, cleaned):
+        # BLIP continues the prompt, so its raw output repeats it...
+        assert raw_text.lower().startswith(BLIP_PROMPT)
+        # ...and the cleaned caption is what came after it.
+        assert isinstance(caption, str) and caption
+        assert not caption.lower().startswith(BLIP_PROMPT)
+        assert raw_text.lower().endswith(caption.lower())
+        assert len(caption) < len(raw_text)
+
+
+@pytest.mark.parametrize("prompt", ["front view:", "A dog's view,", "question: what is this? answer:"])
+def test_prompt_echo_is_stripped_after_the_tokenizer_respaces_it(prompt):
+    """BLIP's BERT tokenizer gives "front view:" back as "front view :"; the echo must still go."""
+    from transformers import BertTokenizer
+
+    from tiny_models import _BLIP_SPECIALS, _vocab
+
+    tokenizer = BertTokenizer(vocab=_vocab(_BLIP_SPECIALS, [":", ",", "'", "?", "s", "question", "answer", "what"]))
+    answer = "two people sitting on the grass"
+    decoded = tokenizer.decode(tokenizer(f"{prompt} {answer}")["input_ids"], skip_special_tokens=True)
+    assert not decoded.startswith(prompt.lower())  # the re-spacing this test is about
+    assert clean_caption(decoded, prompt) == "Two people sitting on the grass"
+
+
+def test_llava_instruction_prompt_is_not_in_the_output(llava, inputs, tiny_llava_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llava_dir)
+    chat = llava._texts(1)[0]
+    prompt_ids = tokenizer(chat, add_special_tokens=False)["input_ids"]
+    echoed_prompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    assert len(prompt_ids) > MAX_NEW and echoed_prompt.startswith("user")
+    for raw_text in llava.caption_batch(inputs):
+        assert not raw_text.lower().startswith(echoed_prompt[:20].lower())
+        assert not raw_text.lower().startswith("user")
+        assert token_count(tiny_llava_dir, raw_text) <= MAX_NEW
+        assert DEFAULT_CHAT_PROMPT.lower()[:20] not in raw_text.lower()
+
+
+@pytest.mark.parametrize("which", ["blip", "llava"])
+def test_max_new_tokens_bounds_the_caption(which, tiny_blip_dir, tiny_llava_dir, inputs):
+    model_dir = tiny_blip_dir if which == "blip" else tiny_llava_dir
+    short = TransformersCaptioner(model=str(model_dir), max_new_tokens=3).caption_batch(inputs)
+    long = TransformersCaptioner(model=str(model_dir), max_new_tokens=12).caption_batch(inputs)
+    short_lengths = [token_count(model_dir, text) for text in short]
+    long_lengths = [token_count(model_dir, text) for text in long]
+    assert max(short_lengths) <= 3 and max(long_lengths) <= 12
+    # The bound binds: the longer budget was used, and greedy decoding only extends.
+    assert max(long_lengths) > 3
+    for s, l in zip(short, long):
+        assert l.startswith(s)
+
+
+def test_empty_generation_becomes_a_caption_failure(tiny_blip_mute_dir, inputs):
+    captioner = TransformersCaptioner(model=str(tiny_blip_mute_dir), max_new_tokens=MAX_NEW)
+    assert captioner.caption_batch(inputs[:2]) == ["", ""]
+    results = captioner.caption(inputs[:2])
+    assert all(isinstance(r, CaptionFailure) for r in results)
+    assert all("empty caption" in r.reason and captioner.id in r.reason for r in results)
+
+
+def test_captioner_needs_decoded_pixels(blip, pictures):
+    with pytest.raises(CaptionerError, match="needs decoded images"):
+        blip.caption([CaptionInput(pictures[0])])
+
+
+# ---------------------------------------------------------------- clear errors
+
+
+def test_model_that_is_not_a_captioner_gives_a_clear_error(tiny_bert_dir):
+    captioner = TransformersCaptioner(model=str(tiny_bert_dir))
+    with pytest.raises(CaptionerError) as info:
+        captioner.load()
+    message = str(info.value)
+    assert str(tiny_bert_dir) in message
+    assert "'bert' model" in message and "not a captioning" in message
+    assert captioner._model is None  # nothing half-loaded is kept
+
+
+def test_folder_without_a_processor_gives_a_clear_error(tiny_blip_dir, tmp_path):
+    weights_only = tmp_path / "weights-only"
+    weights_only.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(tiny_blip_dir / name, weights_only / name)
+    with pytest.raises(CaptionerError) as info:
+        TransformersCaptioner(model=str(weights_only)).load()
+    message = str(info.value)
+    assert str(weights_only) in message and "processor" in message
+    assert "offline" not in message  # a local folder has nothing to do with the hub
+
+
+def test_missing_local_folder_says_so(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(CaptionerError) as info:
+        TransformersCaptioner(model=str(missing)).load()
+    message = str(info.value)
+    assert str(missing) in message and "no such folder" in message
+    assert "repo id" not in message.lower()
+
+
+def test_uncached_hub_id_offline_fails_fast_with_a_clear_cli_error(tmp_path):
+    """In a fresh process, so the offline flag and the empty cache are certainly in force."""
+    folder = tmp_path / "photos"
+    make_image(folder / "one.png")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
+        "IMGSEARCH_DATA_DIR": str(tmp_path / "data"),
+    }
+    model_id = "imgsearch-tests/not-a-cached-model"
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgsearch", "index", str(folder), "-m", model_id],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"error: cannot load captioning model '{model_id}'" in proc.stderr
+    assert "offline" in proc.stderr
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_engine_indexes_with_tiny_blip_and_query_returns_its_captions(
+    tiny_blip_dir, blip, embedder, pictures, tmp_path
+):
+    expected = {str(p): c for p, c in zip(pictures, blip.caption([CaptionInput(p, load_rgb(p)) for p in pictures]))}
+    assert all(isinstance(c, str) and c for c in expected.values())
+    assert len(set(expected.values())) == len(expected)
+    with ImageSearch(
+        captioner="transformers",
+        caption_model=str(tiny_blip_dir),
+        max_new_tokens=MAX_NEW,
+        batch_size=3,  # two chunks for four pictures
+        device="cpu",
+        embedder=embedder,
+        data_dir=tmp_path / "data",
+        milvus_uri=str(tmp_path / "index.db"),
+    ) as engine:
+        assert isinstance(engine.captioner, TransformersCaptioner)
+        report = engine.index([pictures[0].parent])
+        assert report.ok and (report.new, report.captioned) == (len(pictures), len(pictures))
+        for path, caption in expected.items():
+            hits = engine.query(caption, k=len(pictures))
+            assert len(hits) == len(pictures)
+            assert hits[0].path == path and hits[0].caption == caption
+            assert hits[0].metadata["captioner"] == f"transformers:{tiny_blip_dir}"
+        assert engine.status().captioners == [f"transformers:{tiny_blip_dir}"]
+
+
+def test_engine_reports_empty_generations_as_failed_files(tiny_blip_mute_dir, embedder, pictures, tmp_path):
+    with ImageSearch(
+        captioner="transformers",
+        caption_model=str(tiny_blip_mute_dir),
+        max_new_tokens=MAX_NEW,
+        embedder=embedder,
+        data_dir=tmp_path / "data",
+    ) as engine:
+        report = engine.index([pictures[0]])
+        assert report.new == 0 and report.captioned == 0 and not report.ok
+        assert [f.reason for f in report.failed] == [f"transformers:{tiny_blip_mute_dir} produced an empty caption"]
+
+
+def test_cli_index_with_a_tiny_model_folder_then_status(tiny_blip_dir, pictures):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["index", str(pictures[0].parent), "-m", str(tiny_blip_dir), "--max-new-tokens", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["new"] == len(pictures) and report["captioned"] == len(pictures)
+    status = runner.invoke(app, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    info = json.loads(status.stdout)
+    assert info["captioners"] == [f"transformers:{tiny_blip_dir}"]
+    assert info["images"] == len(pictures)
+    hits = json.loads(runner.invoke(app, ["query", "anything at all", "--json", "-k", "10"]).stdout)
+    assert {hit["metadata"]["captioner"] for hit in hits} == {f"transformers:{tiny_blip_dir}"}
+    assert all(hit["caption"] and len(hit["caption"].split()) <= 5 for hit in hits)
