@@ -30,7 +30,9 @@ class CaptionCache:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # WAL lets a reader (a query) and a writer (an index run) share the file.
-        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        # Not pinned to the creating thread: a server runs successive index runs on worker
+        # threads (one run at a time, so the connection is never used by two at once).
+        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)

@@ -53,7 +53,29 @@ class Settings:
     device: str = "auto"
     embedder: str = "sentence-transformers"
     embed_model: str = DEFAULT_EMBED_MODEL
-    batch_size: int = 8
+    # 0: the captioner's own batch size (8 for transformers, 256 for existing captions).
+    batch_size: int = 0
+    # Captioning: prompt preset (search, alt-text), local generation, hosted APIs, OCR.
+    caption_preset: str = ""
+    num_beams: int = 1
+    dtype: str = "auto"
+    api_base_url: str = ""
+    api_key: str = field(default="", repr=False)  # never shown, logged or stored
+    concurrency: int = 4
+    image_max_side: int = 1024
+    request_timeout: float = 60.0
+    max_attempts: int = 5
+    ocr: bool = False
+    # Search: mode and fusion weights chosen by `imgsearch eval` on coco-mini (see README).
+    search_mode: str = "hybrid"
+    keyword_weight: float = 0.0  # share of BM25 in hybrid scores for sentence-like queries
+    short_query_keyword_weight: float = 0.5  # ... and for one- or two-word queries and file names
+    min_score: float = 0.0  # hits scoring below this are dropped ("no good match")
+    # `imgsearch serve`: address, access token, and the folders it serves and may index.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_token: str = field(default="", repr=False)
+    serve_folders: str = ""  # several separated by os.pathsep (":" on Linux and macOS)
     config_file: Path | None = None
 
     @property
@@ -71,11 +93,27 @@ class Settings:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+_SECRET_FIELDS = {"api_key", "serve_token"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = _FIELD_TYPES[name]
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            parsed_float = float(value)
+            if not 0 <= parsed_float < float("inf"):  # also refuses NaN
+                raise ValueError
+            return parsed_float
         if kind == "int":
             if isinstance(value, bool):
                 raise ValueError
@@ -91,7 +129,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ValueError
         return str(value)
     except ValueError:
-        raise ConfigError(f"{source}: {name} = {value!r} is not a valid {kind}") from None
+        shown = "***" if name in _SECRET_FIELDS else repr(value)
+        raise ConfigError(f"{source}: {name} = {shown} is not a valid {kind}") from None
 
 
 def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:

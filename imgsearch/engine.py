@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +13,13 @@ from .caption_cache import CaptionCache
 from .captioners.base import Captioner
 from .config import Settings, load_settings
 from .embedders.base import Embedder
-from .errors import ConfigError
+from .errors import ConfigError, ImageLoadError, StoreError
+from .files import display_path, path_key, root_path
 from .indexer import Indexer, IndexProgress
+from .ocr import TextReader
 from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
-from .results import IndexReport, IndexStatus, SearchHit
+from .search import FUSION_CANDIDATES, SearchFilters, check_mode, fuse, is_keyword_like
+from .results import ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
 from .store import PROP_DIMENSION, PROP_EMBEDDER, ROW_FIELDS, MilvusStore
 
 MAX_K = 1000
@@ -26,9 +32,18 @@ def build_captioner(settings: Settings) -> Captioner:
         model=settings.caption_model,
         prompt=settings.caption_prompt,
         device=settings.device,
-        batch_size=settings.batch_size,
+        **({"batch_size": settings.batch_size} if settings.batch_size else {}),
         max_new_tokens=settings.max_new_tokens,
         captions_file=settings.captions_file or None,
+        preset=settings.caption_preset,
+        num_beams=settings.num_beams,
+        dtype=settings.dtype,
+        api_base_url=settings.api_base_url,
+        api_key=settings.api_key,
+        concurrency=settings.concurrency,
+        image_max_side=settings.image_max_side,
+        request_timeout=settings.request_timeout,
+        max_attempts=settings.max_attempts,
     )
 
 
@@ -76,6 +91,7 @@ class ImageSearch:
         self._embedder = embedder
         self._store = store
         self._cache: CaptionCache | None = None
+        self._text_reader: TextReader | None = None
 
     @property
     def captioner(self) -> Captioner:
@@ -101,22 +117,177 @@ class ImageSearch:
             self._cache = CaptionCache(self.settings.caption_cache_path)
         return self._cache
 
-    def index(self, paths: Iterable[str | Path], progress: IndexProgress | None = None) -> IndexReport:
-        """Caption, embed and store every picture under paths; unchanged pictures cost a stat."""
+    @property
+    def text_reader(self) -> TextReader | None:
+        """The OCR step when the ocr setting is on, else None."""
+        if self.settings.ocr and self._text_reader is None:
+            self._text_reader = TextReader()
+        return self._text_reader if self.settings.ocr else None
+
+    def describe(self, image: str | Path) -> ImageDescription:
+        """Caption one picture (or answer the prompt about it) without touching the index."""
+        from .captioners.base import CaptionFailure, CaptionInput
+        from .errors import CaptionerError
+        from .images import load_rgb
+
+        path = root_path(image)
+        try:
+            pixels = load_rgb(path)
+        except ImageLoadError as exc:
+            raise ImageLoadError(f"{display_path(path)}: {exc}") from None
+        captioner = self.captioner
+        try:
+            [text] = captioner.caption([CaptionInput(path, pixels)])
+        finally:
+            usage = captioner.take_usage()
+        if isinstance(text, CaptionFailure):
+            raise CaptionerError(f"{display_path(path)}: {text.reason}")
+        reader = self.text_reader
+        return ImageDescription(
+            path=display_path(path),
+            text=text,
+            captioner=captioner.id,
+            prompt=captioner.prompt,
+            truncated=bool(usage.truncated),
+            ocr_text=reader.read(pixels) if reader else "",
+            usage=usage,
+        )
+
+    def index(
+        self,
+        paths: Iterable[str | Path],
+        progress: IndexProgress | None = None,
+        *,
+        stop: threading.Event | None = None,
+        keep_missing: bool = False,
+        gone: Iterable[str | Path] = (),
+    ) -> IndexReport:
+        """Caption, embed and store every picture under paths; unchanged pictures cost a stat.
+
+        Rows of pictures that are gone from the folders are removed unless keep_missing;
+        a picture moved or renamed keeps its caption. Setting stop ends the run after the
+        current batch (report.interrupted); running it again resumes.
+        """
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        indexer = Indexer(self.captioner, self.embedder, self.store, self.cache, progress)
-        return indexer.run(paths)
+        indexer = Indexer(self.captioner, self.embedder, self.store, self.cache, progress, self.text_reader)
+        return indexer.run(paths, stop=stop, remove_missing=not keep_missing, gone=gone)
 
-    def query(self, text: str, k: int = 10) -> list[SearchHit]:
-        """The k pictures whose captions best match text, best first."""
+    def prune(self, paths: Iterable[str | Path] | None = None) -> PruneReport:
+        """Remove the rows whose picture file is gone (under paths, or anywhere); no captioning."""
+        from .pruning import prune
+
+        return prune(self.store, None if paths is None else _roots(paths))
+
+    def reembed(self, progress: Any = None) -> ReembedReport:
+        """Give every stored caption a vector from this engine's embedder, captioning nothing.
+
+        The collection is rebuilt beside the old one and swapped in when complete, so a
+        stopped run leaves the index as it was.
+        """
+        from .reembed import reembed
+
+        return reembed(self.store, self.embedder, progress)
+
+    def watch(
+        self,
+        paths: Iterable[str | Path],
+        stop: threading.Event,
+        on_report: Callable[[IndexReport], None],
+        *,
+        progress: Callable[[], ContextManager[IndexProgress]] | None = None,
+        on_busy: Callable[[str], None] | None = None,
+        debounce: float = 1.0,
+    ) -> None:
+        """Index paths, then keep indexing what changes under them until stop is set.
+
+        progress, when given, makes a fresh progress display for each batch. Between
+        batches an embedded (Milvus Lite) index is released, so queries can run.
+        """
+        from .watcher import watch_folders
+
+        def index_batch(changed: list[Path], gone: list[Path]) -> IndexReport:
+            try:
+                with progress() if progress else nullcontext() as shown:
+                    return self.index(changed, shown, stop=stop, gone=gone)
+            finally:
+                if self.settings.uses_embedded_store and self._store is not None:
+                    self._store.close()
+
+        folders = _roots(paths)
+        for folder in folders:
+            if not folder.is_dir():
+                raise ConfigError(f"{folder}: not a folder; watch needs a folder to watch")
+        watch_folders(folders, index_batch, stop, on_report, on_busy, debounce)
+
+    def query(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        mode: str | None = None,
+        filters: SearchFilters | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchHit]:
+        """The k pictures that best match text, best first.
+
+        mode: "dense" (caption meaning), "keyword" (BM25 over caption, text in the image,
+        file and folder names) or "hybrid" (both, blended); default from settings.
+        filters: conditions every hit must meet (folder, file type, date taken, camera, size).
+        min_score: drop hits scoring below this; an empty list means no good match.
+        """
         if not text or not text.strip():
             raise ConfigError("the query is empty: give some words to search for")
+        text = text.strip()
+        self._check_k(k)
+        mode = check_mode(mode or self.settings.search_mode)
+        expression = filters.expression() if filters else ""
+        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
+        if mode != "dense" and not self.store.keyword_search_enabled:
+            if mode == "keyword":
+                raise ConfigError(
+                    f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {self.store.uri} has none: use --mode dense"
+                )
+            mode = "dense"  # older servers: hybrid quietly means dense
+        weight = self._keyword_weight(text, mode)
+        wanted = k if weight in (0.0, 1.0) else max(k, FUSION_CANDIDATES)
+        dense = self.store.search(self.embedder.embed_query(text), wanted, expression) if weight < 1 else []
+        keyword = self.store.keyword_search(text, wanted, expression) if weight > 0 else []
+        rows = fuse(dense, keyword, weight)[:k]
+        return self._above(rows, min_score)
+
+    def similar(
+        self, path: str | Path, k: int = 10, *, filters: SearchFilters | None = None, min_score: float | None = None
+    ) -> list[SearchHit]:
+        """More like this: the k indexed pictures whose captions are closest to path's caption."""
+        self._check_k(k)
+        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
+        target = root_path(path)
+        row_id = path_key(target)
+        vector = self.store.get_vector(row_id)
+        if vector is None:
+            raise ConfigError(f"{display_path(target)} is not in the index: run `imgsearch index` on its folder first")
+        expression = filters.expression() if filters else ""
+        rows = [row for row in self.store.search(vector, k + 1, expression) if row["id"] != row_id][:k]
+        return self._above(rows, min_score)
+
+    def _keyword_weight(self, text: str, mode: str) -> float:
+        if mode == "dense":
+            return 0.0
+        if mode == "keyword":
+            return 1.0
+        if is_keyword_like(text):
+            return self.settings.short_query_keyword_weight
+        return self.settings.keyword_weight
+
+    def _above(self, rows: list[dict[str, Any]], min_score: float | None) -> list[SearchHit]:
+        floor = self.settings.min_score if min_score is None else min_score
+        return [_hit(row) for row in rows if row["score"] >= floor]
+
+    @staticmethod
+    def _check_k(k: int) -> None:
         if not 1 <= k <= MAX_K:
             raise ConfigError(f"k must be between 1 and {MAX_K}, got {k}")
-        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        vector = self.embedder.embed_query(text.strip())
-        return [_hit(row) for row in self.store.search(vector, k)]
 
     def status(self) -> IndexStatus:
         """Where the index lives, which models built it and how many pictures it holds."""
@@ -141,6 +312,18 @@ class ImageSearch:
             config_file=str(self.settings.config_file) if self.settings.config_file else None,
         )
 
+    def records(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every indexed picture's stored fields (no vector), read page by page in bounded memory."""
+        store = self.store
+        # Checked now, not on first iteration, so a missing index fails before any output.
+        if not store.exists():
+            raise StoreError(
+                f"no index yet in collection {store.collection!r} at {store.uri}: "
+                "run `imgsearch index FOLDER` first"
+            )
+        store.load()
+        return ({k: v for k, v in row.items() if k != "id"} for row in store.iter_rows(batch_size=batch_size))
+
     def close(self) -> None:
         """Release the store connection and the caption cache."""
         if self._store is not None:
@@ -154,6 +337,10 @@ class ImageSearch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _roots(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    return [root_path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
 
 
 def _hit(row: dict[str, Any]) -> SearchHit:

@@ -21,6 +21,10 @@ class CaptionerError(ImgsearchError):
     """The captioner could not be loaded or could not caption."""
 
 
+class ApiAuthError(CaptionerError):
+    """A captioning API refused the credentials (HTTP 401/403): the whole run stops."""
+
+
 class EmbedderError(ImgsearchError):
     """The embedder could not be loaded or returned bad vectors."""
 

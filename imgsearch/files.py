@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +44,19 @@ def walk_images(roots: Iterable[str | Path]) -> Iterator[FoundFile | WalkProblem
     """
     seen_dirs: set[tuple[int, int]] = set()
     for root in roots:
-        root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
-        if root_path.is_file() or (root_path.is_symlink() and not root_path.is_dir()):
-            yield _stat_file(root_path)
+        top = root_path(root)
+        if top.is_file() or (top.is_symlink() and not top.is_dir()):
+            yield _stat_file(top)
             continue
-        if not root_path.is_dir():
-            yield WalkProblem(root_path, "no such file or folder")
+        if not top.is_dir():
+            yield WalkProblem(top, "no such file or folder")
             continue
-        yield from _walk_dir(root_path, seen_dirs)
+        yield from _walk_dir(top, seen_dirs)
+
+
+def root_path(root: str | Path) -> Path:
+    """A root as given by a user, made absolute (symlinks kept, as stored paths keep them)."""
+    return Path(os.path.abspath(os.path.expanduser(root)))
 
 
 def _walk_dir(top: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[FoundFile | WalkProblem]:
@@ -102,11 +108,52 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def path_key(path: str | Path) -> str:
-    """A fixed-length primary key for a path (paths can be longer than a key may be)."""
-    return hashlib.sha256(os.fsencode(str(path))).hexdigest()[:32]
+def path_key(path: str | bytes | Path) -> str:
+    """A fixed-length primary key for a path, from its raw bytes (so two names that differ
+    only in undecodable bytes stay apart; paths can also be longer than a key may be)."""
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
 
 
 def display_path(path: str | Path) -> str:
     """A printable, UTF-8-safe form of a path (undecodable bytes become U+FFFD)."""
     return os.fsencode(str(path)).decode("utf-8", errors="replace")
+
+
+def file_is_gone(stored_path: str, key: str) -> bool:
+    """Whether the file a row was made from no longer exists (a vanished or dangling path).
+
+    stored_path is the display form kept in the index; when the real name had bytes that
+    are not UTF-8 it is found again by listing its folder and matching path_key.
+    Errors other than "not found" (permissions, a loop) count as present: a folder that
+    merely cannot be read now must not cost its rows.
+    """
+    if "\ufffd" not in stored_path:
+        return _gone(Path(stored_path))
+    return not any(path_key(candidate) == key for candidate in _real_paths(stored_path))
+
+
+def _gone(path: str | bytes | Path) -> bool:
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+
+
+def _real_paths(stored_path: str) -> list[bytes]:
+    """The existing files whose display form is stored_path (several bytes map to U+FFFD)."""
+    found = [b"/"]
+    for part in stored_path.strip("/").split("/"):
+        matches = []
+        for parent in found:
+            if "\ufffd" not in part:
+                matches.append(os.path.join(parent, os.fsencode(part)))
+                continue
+            try:
+                names = os.listdir(parent)
+            except OSError:
+                continue
+            matches += [os.path.join(parent, n) for n in names if n.decode("utf-8", "replace") == part]
+        found = matches
+    return [p for p in found if not _gone(p)]

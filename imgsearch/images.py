@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -13,8 +14,9 @@ from .errors import ImageLoadError
 # Captioners look at a few hundred pixels; decoding a 50-megapixel photo at full size
 # only costs memory and time. JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly.
 MAX_DECODE_SIDE = 2048
-# Refuse files whose header declares more pixels than this before decoding a byte.
-MAX_PIXELS = 200_000_000
+# Refuse files whose header declares more pixels than this before decoding a byte: above any
+# camera's full-resolution output, below Pillow's own hard limit (about 179 megapixels).
+MAX_PIXELS = 150_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -26,6 +28,8 @@ class ImageHeader:
     width: int
     height: int
     format: str
+    taken_at: float | None = None  # EXIF DateTimeOriginal as a Unix time, when the file has one
+    camera: str = ""  # EXIF Make and Model, e.g. "Canon EOS 80D"
 
 
 def read_header(path: Path) -> ImageHeader:
@@ -34,7 +38,8 @@ def read_header(path: Path) -> ImageHeader:
         width, height = image.size
         if _exif_swaps_sides(image):
             width, height = height, width
-        return ImageHeader(width, height, image.format or "")
+        taken_at, camera = _exif_facts(image)
+        return ImageHeader(width, height, image.format or "", taken_at, camera)
 
 
 def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
@@ -45,6 +50,9 @@ def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
                 image.draft("RGB", (max_side, max_side))
             image.seek(0)  # animated GIF/WebP: the first frame stands for the file
             image.load()
+            if image.mode in ("RGB", "L", "CMYK") and max(image.size) > max_side:
+                # Shrunk before the copies below, so the peak is one decode, not three.
+                image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
             upright = ImageOps.exif_transpose(image)
             rgb = _to_rgb(upright)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -57,7 +65,9 @@ def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
 def _open(path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from 89 megapixels, which a 108-megapixel phone photo passes;
+            # MAX_PIXELS below is the limit, and JPEGs decode at reduced size anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except FileNotFoundError:
         raise ImageLoadError("file not found") from None
@@ -84,6 +94,29 @@ def _exif_swaps_sides(image: Image.Image) -> bool:
     except Exception:  # a broken EXIF block must not make the file unreadable
         return False
     return orientation in (5, 6, 7, 8)
+
+
+def _exif_facts(image: Image.Image) -> tuple[float | None, str]:
+    """When the picture was taken and with which camera, from EXIF; (None, "") if unknown."""
+    try:
+        exif = image.getexif()
+        make = str(exif.get(0x010F, "") or "").strip(" \x00")
+        model = str(exif.get(0x0110, "") or "").strip(" \x00")
+        taken = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
+    except Exception:  # a broken EXIF block must not make the file unreadable
+        return None, ""
+    # Models often repeat the make ("Canon" + "Canon EOS 80D").
+    camera = model if make and model.lower().startswith(make.lower()) else " ".join(filter(None, [make, model]))
+    return _exif_time(taken), camera[:256]
+
+
+def _exif_time(value: object) -> float | None:
+    try:
+        moment = datetime.strptime(str(value).strip(" \x00")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    # EXIF times carry no zone; read them as UTC so a date filter means the calendar date shown.
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

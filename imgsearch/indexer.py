@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +14,11 @@ from .caption_cache import CaptionCache
 from .captioners.base import CaptionFailure, CaptionInput, Captioner
 from .embedders.base import Embedder
 from .errors import ImageLoadError
-from .files import FoundFile, WalkProblem, content_hash, display_path, path_key, walk_images
-from .images import load_rgb, read_header
+from .files import FoundFile, WalkProblem, content_hash, display_path, path_key, root_path, walk_images
+from .images import ImageHeader, load_rgb, read_header
+from .ocr import TextReader, searchable_text
+from .picture_facts import file_facts, keyword_text
+from .pruning import missing_rows
 from .results import FailedFile, IndexReport
 from .store import MilvusStore
 
@@ -51,6 +56,8 @@ class _Pending:
     failed: bool = False
     width: int = 0
     height: int = 0
+    header: ImageHeader | None = None
+    ocr_text: str = ""
 
 
 class Indexer:
@@ -63,20 +70,41 @@ class Indexer:
         store: MilvusStore,
         cache: CaptionCache,
         progress: IndexProgress | None = None,
+        text_reader: TextReader | None = None,
     ):
         self.captioner = captioner
         self.embedder = embedder
         self.store = store
         self.cache = cache
         self.progress = progress or _Silent()
+        self.text_reader = text_reader
+        # What made a row's text; turning OCR on or off re-makes rows (captions come from the cache).
+        self.row_captioner = captioner.id + ("+ocr" if text_reader else "")
+        # Content hashes of the rows this run added, to tell a move from a deletion.
+        self._added_hashes: list[str] = []
 
-    def run(self, roots: Iterable[str | Path]) -> IndexReport:
+    def run(
+        self,
+        roots: Iterable[str | Path],
+        stop: threading.Event | None = None,
+        remove_missing: bool = True,
+        gone: Iterable[str | Path] = (),
+    ) -> IndexReport:
+        """Index roots batch by batch; stop (when set) ends the run after the current batch.
+
+        With remove_missing, rows under the folders among roots, or at or under the gone
+        paths (from watch mode), whose file is gone are deleted at the end of a complete run
+        (after new rows are in, so a moved picture is never unfindable).
+        """
         started = time.monotonic()
         report = IndexReport()
+        roots = [root_path(root) for root in roots]
         self.store.open(self.embedder.id, lambda: self.embedder.dimension)
-        self.store.record_captioner(self.captioner.id)
+        self.store.record_captioner(self.row_captioner)
         files: list[FoundFile] = []
+        present_keys: set[str] = set()
         for found in walk_images(roots):
+            present_keys.add(path_key(found.path))
             if isinstance(found, WalkProblem):
                 self._fail(report, found.path, found.reason, counted=False)
             else:
@@ -85,20 +113,44 @@ class Indexer:
         chunk_size = max(1, self.captioner.batch_size)
         try:
             for start in range(0, len(files), chunk_size):
+                if stop is not None and stop.is_set():
+                    report.interrupted = True
+                    break
                 self._index_chunk(files[start : start + chunk_size], report)
         except KeyboardInterrupt:
             # Everything finished so far is in the store and the caption cache.
             report.interrupted = True
+        if remove_missing and not report.interrupted:
+            # A root that is not there (an unmounted drive) says nothing about its files.
+            folders = [root for root in roots if root.is_dir()]
+            self._remove_missing(folders + [root_path(path) for path in gone], present_keys, report)
         report.seconds = time.monotonic() - started
         return report
 
+    def _remove_missing(self, roots: list[Path], present_keys: set[str], report: IndexReport) -> None:
+        if not roots:
+            return
+        missing = missing_rows(self.store, roots, present_keys)
+        if not missing:
+            return
+        self.store.delete_ids([row["id"] for row in missing])
+        added = Counter(self._added_hashes)
+        for row in missing:
+            if added[row["content_hash"]] > 0:
+                # The same picture was added at a new path in this run: a move, not a loss.
+                added[row["content_hash"]] -= 1
+                report.moved += 1
+                report.new -= 1
+            else:
+                report.removed += 1
+
     def _index_chunk(self, files: list[FoundFile], report: IndexReport) -> None:
-        keys = [path_key(display_path(f.path)) for f in files]
+        keys = [path_key(f.path) for f in files]
         existing = self.store.get_rows(keys)
         pending: list[_Pending] = []
         for file, key in zip(files, keys):
             row = existing.get(key)
-            if row and row["size"] == file.size and row["mtime"] == file.mtime and row["captioner"] == self.captioner.id:
+            if row and row["size"] == file.size and row["mtime"] == file.mtime and row["captioner"] == self.row_captioner:
                 report.unchanged += 1
                 self.progress.advance(1)
                 continue
@@ -108,29 +160,31 @@ class Indexer:
                 self._fail(report, file.path, f"cannot read file: {exc.strerror or exc}")
                 continue
             item = _Pending(file, key, digest, replaces_row=row is not None)
-            if row and row["content_hash"] == digest and row["captioner"] == self.captioner.id:
+            if row and row["content_hash"] == digest and row["captioner"] == self.row_captioner:
                 item.caption = row["caption"]  # touched, not changed: keep its caption
             pending.append(item)
         self._fill_captions(pending, report)
         self._store_rows([p for p in pending if p.caption], report)
 
     def _fill_captions(self, pending: list[_Pending], report: IndexReport) -> None:
-        cached = self.cache.get_many(
-            (p.content_hash for p in pending if p.caption is None), self.captioner.id, self.captioner.prompt
-        )
+        wanted = [p.content_hash for p in pending if p.caption is None]
+        # Asked only when needed: a captioner may have to load its model to know its prompt.
+        cached = self.cache.get_many(wanted, self.captioner.id, self.captioner.prompt) if wanted else {}
         to_caption: dict[str, tuple[_Pending, Any]] = {}
         for item in pending:
             try:
                 header = read_header(item.file.path)
                 item.width, item.height = header.width, header.height
+                item.header = header
                 if item.caption is None and item.content_hash in cached:
                     item.caption = cached[item.content_hash]
                 if item.caption is not None:
                     report.captions_reused += 1
                 elif item.content_hash not in to_caption:
-                    # The same picture at two paths is captioned once.
-                    image = load_rgb(item.file.path) if self.captioner.needs_pixels else None
-                    to_caption[item.content_hash] = (item, image)
+                    # The same picture at two paths is captioned once. Decoded even for a
+                    # captioner that reads no pixels, so a truncated or fake picture fails here.
+                    image = load_rgb(item.file.path)
+                    to_caption[item.content_hash] = (item, image if self.captioner.needs_pixels else None)
             except ImageLoadError as exc:
                 item.caption = None
                 item.failed = True
@@ -138,7 +192,16 @@ class Indexer:
         if not to_caption:
             return
         inputs = [CaptionInput(item.file.path, image) for item, image in to_caption.values()]
-        captions = self.captioner.caption(inputs)
+        try:
+            captions = self.captioner.caption(inputs)
+        except BaseException as exc:
+            # A stopped run (refused key, Ctrl-C) keeps the captions already paid for.
+            digests = list(to_caption)
+            paid = getattr(exc, "finished_captions", None) or {}
+            self.cache.put_many({digests[i]: text for i, text in paid.items()}, self.captioner.id, self.captioner.prompt)
+            raise
+        finally:
+            report.usage.add(self.captioner.take_usage())
         finished: dict[str, str] = {}
         refused: dict[str, str] = {}
         for (digest, (item, _)), caption in zip(to_caption.items(), captions):
@@ -163,7 +226,12 @@ class Indexer:
     def _store_rows(self, ready: list[_Pending], report: IndexReport) -> None:
         if not ready:
             return
-        vectors = self.embedder.embed([item.caption or "" for item in ready])
+        if self.text_reader is not None:
+            texts = self._read_texts(ready)
+            for item in ready:
+                item.ocr_text = texts.get(item.content_hash, "")
+        # Words read from the picture are embedded with its caption, so queries find them.
+        vectors = self.embedder.embed([searchable_text(item.caption or "", item.ocr_text) for item in ready])
         now = time.time()
         rows = []
         for item, vector in zip(ready, vectors):
@@ -173,13 +241,14 @@ class Indexer:
                     "vector": vector,
                     "path": display_path(item.file.path),
                     "caption": item.caption,
-                    "captioner": self.captioner.id,
+                    "captioner": self.row_captioner,
                     "content_hash": item.content_hash,
                     "size": item.file.size,
                     "mtime": item.file.mtime,
                     "width": item.width,
                     "height": item.height,
                     "indexed_at": now,
+                    **self._facts(item),
                 }
             )
         self.store.upsert_rows(rows)
@@ -188,7 +257,36 @@ class Indexer:
                 report.updated += 1
             else:
                 report.new += 1
+                self._added_hashes.append(item.content_hash)
         self.progress.advance(len(ready))
+
+    @staticmethod
+    def _facts(item: _Pending) -> dict[str, Any]:
+        """Filterable fields and the keyword text of a row."""
+        shown = display_path(item.file.path)
+        header = item.header or ImageHeader(item.width, item.height, "")
+        ocr_text = getattr(item, "ocr_text", "") or ""
+        return {
+            **file_facts(shown, header, item.file.mtime),
+            "ocr_text": ocr_text,
+            "keywords": keyword_text(item.caption or "", ocr_text, shown),
+        }
+
+    def _read_texts(self, ready: list[_Pending]) -> dict[str, str]:
+        """Text in each picture by content hash, read once and kept in the caption cache."""
+        assert self.text_reader is not None
+        reader = self.text_reader
+        texts = self.cache.get_many((item.content_hash for item in ready), reader.id, "")
+        found: dict[str, str] = {}
+        for item in ready:
+            if item.content_hash in texts or item.content_hash in found:
+                continue
+            try:
+                found[item.content_hash] = reader.read(load_rgb(item.file.path))
+            except ImageLoadError:
+                found[item.content_hash] = ""  # its caption came from the same file; nothing to read
+        self.cache.put_many(found, reader.id, "")
+        return {**texts, **found}
 
     def _fail(self, report: IndexReport, path: Path, reason: str, counted: bool = True) -> None:
         """Record a file that cannot be indexed; counted files are part of the progress total."""

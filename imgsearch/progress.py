@@ -20,6 +20,15 @@ from rich.text import Text
 from .results import FailedFile
 
 
+# Control characters (a newline in a file name) would break a message over several lines.
+_ESCAPED_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def one_line(text: str) -> str:
+    """text with control characters shown as escapes, so a path prints on one line."""
+    return text.translate(_ESCAPED_CONTROLS)
+
+
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
@@ -29,11 +38,11 @@ class _RateColumn(ProgressColumn):
 class RichIndexProgress:
     """Draws a progress bar on stderr; prints one line per failed file above it."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, label: str = "indexing"):
         self.console = console
         self._progress = Progress(
             SpinnerColumn(),
-            TextColumn("indexing"),
+            TextColumn(escape(label)),
             BarColumn(),
             MofNCompleteColumn(),
             _RateColumn(),
@@ -61,5 +70,31 @@ class RichIndexProgress:
 
     def failed(self, failure: FailedFile) -> None:
         self._progress.console.print(
-            f"[yellow]skipped[/] {escape(failure.path)}: {escape(failure.reason)}", highlight=False
+            f"[yellow]skipped[/] {escape(one_line(failure.path))}: {escape(failure.reason)}", highlight=False
         )
+
+
+class RichRowProgress:
+    """A progress bar on stderr for work counted in rows (exports)."""
+
+    def __init__(self, console: Console, label: str, total: int | None):
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn(escape(label)),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = self._progress.add_task(label, total=total)
+
+    def __enter__(self) -> RichRowProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task, 1)

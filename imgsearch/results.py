@@ -18,6 +18,48 @@ class SearchHit:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def ocr_text(self) -> str:
+        """Text read from the picture by the OCR step ('' when none was found or OCR was off)."""
+        return str(self.metadata.get("ocr_text") or "")
+
+
+@dataclass
+class CaptionUsage:
+    """What captioning cost: API requests, retries, tokens and time, and captions cut short."""
+
+    requests: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    # Paths whose caption stopped at the token limit (raise max_new_tokens to get all of it).
+    truncated: list[str] = field(default_factory=list)
+
+    def add(self, other: CaptionUsage) -> None:
+        self.requests += other.requests
+        self.retries += other.retries
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.seconds += other.seconds
+        self.truncated.extend(other.truncated)
+
+
+@dataclass(frozen=True)
+class ImageDescription:
+    """The caption (or answer to a prompt) for one picture, from `describe`."""
+
+    path: str
+    text: str
+    captioner: str
+    prompt: str
+    truncated: bool = False
+    ocr_text: str = ""
+    usage: CaptionUsage = field(default_factory=CaptionUsage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class FailedFile:
@@ -34,11 +76,16 @@ class IndexReport:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    # A picture found at a new path whose old path is gone (its caption came along).
+    moved: int = 0
+    # Rows deleted because their file is gone from the indexed folders.
+    removed: int = 0
     captioned: int = 0
     captions_reused: int = 0
     failed: list[FailedFile] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    usage: CaptionUsage = field(default_factory=CaptionUsage)
 
     @property
     def ok(self) -> bool:
@@ -47,13 +94,38 @@ class IndexReport:
 
     @property
     def seen(self) -> int:
-        return self.new + self.updated + self.unchanged + len(self.failed)
+        return self.new + self.updated + self.unchanged + self.moved + len(self.failed)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed"] = [asdict(f) for f in self.failed]
         data["ok"] = self.ok
         return data
+
+
+@dataclass
+class PruneReport:
+    """What `prune` did: rows checked against the disk, and the paths of rows removed."""
+
+    checked: int = 0
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReembedReport:
+    """What `reembed` did: rows given new vectors from their stored captions (none captioned)."""
+
+    rows: int = 0
+    embedder: str = ""
+    previous_embedder: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

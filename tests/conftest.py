@@ -92,3 +92,7 @@ def store_uri(request, tmp_path):
     if request.param == "lite":
         return str(tmp_path / "store.db")
     return request.getfixturevalue("milvus_server").uri
+
+
+# The coco-mini index that the server, web page and retriever tests share.
+from served_coco import served_index  # noqa: E402,F401

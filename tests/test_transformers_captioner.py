@@ -393,3 +393,45 @@ def test_cli_index_with_a_tiny_model_folder_then_status(tiny_blip_dir, pictures)
     hits = json.loads(runner.invoke(app, ["query", "anything at all", "--json", "-k", "10"]).stdout)
     assert {hit["metadata"]["captioner"] for hit in hits} == {f"transformers:{tiny_blip_dir}"}
     assert all(hit["caption"] and len(hit["caption"].split()) <= 5 for hit in hits)
+
+
+# ---------------------------------------------------------------- presets, beams, dtype
+
+
+def test_chat_model_follows_a_preset_and_a_custom_prompt_wins(tiny_llava_dir, inputs):
+    from imgsearch.captioners.prompts import PRESETS
+
+    alt = TransformersCaptioner(model=str(tiny_llava_dir), preset="alt-text", max_new_tokens=MAX_NEW)
+    # Known before any captioning: the prompt keys the caption cache.
+    assert alt.prompt == PRESETS["alt-text"]
+    assert alt._processor is not None and PRESETS["alt-text"] in alt._texts(1)[0]
+    custom = TransformersCaptioner(model=str(tiny_llava_dir), preset="alt-text", prompt="What is red here?")
+    assert custom.prompt == "What is red here?"
+    assert len(alt.caption(inputs[:2])) == 2
+
+
+def test_blip_ignores_presets_and_takes_a_conditional_prefix(tiny_blip_dir):
+    assert TransformersCaptioner(model=str(tiny_blip_dir), preset="alt-text").prompt == ""
+    assert TransformersCaptioner(model=str(tiny_blip_dir), prompt="a photography of").prompt == "a photography of"
+
+
+def test_beam_search_from_settings_gives_deterministic_captions(tiny_blip_dir, inputs, tmp_path):
+    engine = ImageSearch(caption_model=str(tiny_blip_dir), num_beams=3, dtype="float32", data_dir=tmp_path)
+    beams = engine.captioner
+    assert (beams.num_beams, beams.dtype) == (3, "float32")
+    first = beams.caption(inputs)
+    assert first == beams.caption(inputs) and len(first) == len(inputs)
+    assert all(isinstance(c, (str, CaptionFailure)) for c in first)
+
+
+def test_dtype_is_applied_and_an_unknown_one_refused(tiny_blip_dir, inputs):
+    from imgsearch.errors import ConfigError
+
+    bf16 = TransformersCaptioner(model=str(tiny_blip_dir), dtype="bfloat16", max_new_tokens=MAX_NEW)
+    bf16.load()
+    assert {p.dtype for p in bf16._model.parameters()} == {torch.bfloat16}
+    assert len(bf16.caption(inputs[:1])) == 1
+    with pytest.raises(ConfigError, match="float16"):
+        TransformersCaptioner(model=str(tiny_blip_dir), dtype="fp8")
+    with pytest.raises(ConfigError, match="alt-text"):
+        TransformersCaptioner(model=str(tiny_blip_dir), preset="haiku")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CaptionerError
+from ..results import CaptionUsage
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,11 +56,28 @@ class Captioner(ABC):
     def caption(
         self, items: list[CaptionInput], on_batch: Callable[[int], None] | None = None
     ) -> list[str | CaptionFailure]:
-        """Caption items in batches of batch_size; captions come back cleaned, never empty."""
+        """Caption items in batches of batch_size; captions come back cleaned, never empty.
+
+        If captioning stops early (a refused key, Ctrl-C), the exception carries the
+        captions finished so far as ``finished_captions`` ({index in items: caption}),
+        so that the caller can keep what was already paid for.
+        """
         captions: list[str | CaptionFailure] = []
         for start in range(0, len(items), max(1, self.batch_size)):
             batch = items[start : start + self.batch_size]
-            raw = self.caption_batch(batch)
+            started = time.monotonic()
+            try:
+                raw = self.caption_batch(batch)
+            except BaseException as exc:
+                finished = {i: c for i, c in enumerate(captions) if isinstance(c, str)}
+                for i, text in (getattr(exc, "finished_captions", None) or {}).items():
+                    cleaned = self._checked(text)
+                    if isinstance(cleaned, str):
+                        finished[start + i] = cleaned
+                exc.finished_captions = finished  # type: ignore[attr-defined]
+                raise
+            finally:
+                self._usage_tally().seconds += time.monotonic() - started
             if len(raw) != len(batch):
                 raise CaptionerError(
                     f"{self.id} returned {len(raw)} captions for {len(batch)} images"
@@ -68,6 +87,18 @@ class Captioner(ABC):
                 on_batch(len(batch))
         return captions
 
+
+    def take_usage(self) -> CaptionUsage:
+        """Requests, tokens, time and cut-off captions since the last call, then start afresh."""
+        usage = self._usage_tally()
+        self._usage = CaptionUsage()
+        return usage
+
+    def _usage_tally(self) -> CaptionUsage:
+        # Created on first use: subclasses need not call a base __init__.
+        if getattr(self, "_usage", None) is None:
+            self._usage = CaptionUsage()
+        return self._usage
 
     def _checked(self, raw: str | CaptionFailure) -> str | CaptionFailure:
         if isinstance(raw, CaptionFailure):

@@ -23,7 +23,11 @@ class ExistingCaptions(Captioner):
     needs_pixels = False
     batch_size = 256
 
-    def __init__(self, captions_file: str | Path | None = None, caption_index: int = 0, **_: object):
+    def __init__(
+        self, captions_file: str | Path | None = None, caption_index: int = 0, batch_size: int = 256, **_: object
+    ):
+        # Also how many pictures the indexer commits at a time: small batches, finer resume points.
+        self.batch_size = batch_size
         self.caption_index = caption_index
         self.captions_file = Path(captions_file).expanduser().absolute() if captions_file else None
         self._by_name: dict[str, str] = {}

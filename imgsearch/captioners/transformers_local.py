@@ -6,14 +6,13 @@ import os
 from typing import Any
 
 from ..config import DEFAULT_CAPTION_MODEL
-from ..errors import CaptionerError, MissingDependencyError
+from ..errors import CaptionerError, ConfigError, MissingDependencyError
 from .base import CaptionFailure, CaptionInput, Captioner
+from .prompts import DEFAULT_PRESET, PRESETS, resolve_prompt
 
-# Instruction VLMs need to be asked; this prompt asks for what makes a caption searchable.
-DEFAULT_CHAT_PROMPT = (
-    "Describe this image in one or two sentences for a photo search index: "
-    "the main subjects, what they are doing, the setting, and notable colours or text."
-)
+# Instruction VLMs need to be asked; the search preset asks for what makes a caption searchable.
+DEFAULT_CHAT_PROMPT = PRESETS[DEFAULT_PRESET]
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Florence-2 is steered by task tokens rather than free text.
 FLORENCE_TASK = "<MORE_DETAILED_CAPTION>"
 
@@ -31,10 +30,14 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(device: str) -> Any:
-    """Half precision on accelerators (bf16 where supported), full precision on CPU."""
+def pick_dtype(device: str, requested: str = "auto") -> Any:
+    """The named dtype; for auto, half precision on accelerators (bf16 where supported), fp32 on CPU."""
     import torch
 
+    if requested and requested != "auto":
+        if requested not in DTYPES:
+            raise ConfigError(f"unknown dtype {requested!r} (known: {', '.join(DTYPES)})")
+        return getattr(torch, requested)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.startswith("mps"):
@@ -57,10 +60,19 @@ class TransformersCaptioner(Captioner):
         batch_size: int = 8,
         max_new_tokens: int = 60,
         num_beams: int = 1,
+        preset: str = "",
+        dtype: str = "auto",
         **_: object,
     ):
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
         self.model_id = str(model)
         self._prompt = prompt
+        # Only instruction (chat) models follow a preset; BLIP-style models take a text prefix.
+        self.preset = preset
+        if preset:
+            resolve_prompt(preset)  # an unknown preset fails now, not after the model loads
+        self.dtype = dtype
         self.requested_device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
@@ -77,6 +89,10 @@ class TransformersCaptioner(Captioner):
 
     @property
     def prompt(self) -> str:
+        # Whether the model follows instructions (and so gets a preset) is known once loaded;
+        # the prompt keys the caption cache, so it must be the one actually used.
+        if not self._prompt and self._model is None:
+            self.load()
         return self._prompt
 
     def load(self) -> None:
@@ -95,7 +111,7 @@ class TransformersCaptioner(Captioner):
             raise CaptionerError(_load_hint(self.model_id, exc)) from None
         self.device = pick_device(self.requested_device)
         try:
-            model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device))
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype))
         except ValueError as exc:
             if "Unrecognized configuration class" in str(exc) or "model type" in str(exc):
                 raise CaptionerError(
@@ -120,7 +136,7 @@ class TransformersCaptioner(Captioner):
             tokenizer.padding_side = "left"
         if not self._prompt:
             if self._uses_chat:
-                self._prompt = DEFAULT_CHAT_PROMPT
+                self._prompt = resolve_prompt(self.preset)
             elif config.model_type == "florence2":
                 self._prompt = FLORENCE_TASK
         self._model = model.to(self.device).eval()
@@ -147,7 +163,7 @@ class TransformersCaptioner(Captioner):
         if texts is not None:
             kwargs.update(text=texts, padding=True)
         inputs = self._processor(**kwargs).to(self.device)
-        dtype = pick_dtype(self.device)
+        dtype = pick_dtype(self.device, self.dtype)
         for key, value in inputs.items():
             if torch.is_floating_point(value):
                 inputs[key] = value.to(dtype)

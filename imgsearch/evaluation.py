@@ -1,0 +1,175 @@
+"""`imgsearch eval`: retrieval quality on a captioned dataset, per search mode, in a throw-away index.
+
+A dataset is a folder with `images/` and `captions.jsonl` (`{"image": name, "captions": [...]}`
+per line), several human captions per image.
+
+- oracle mode: caption 0 of each image is indexed as its caption; captions 1.. are queries
+  whose answer is that image. Measures retrieval alone.
+- live mode: the configured captioner captions the images; every human caption is a query.
+  Measures the whole system.
+
+Besides the caption queries, two keyword query sets check what word search must never miss:
+each image's file name, and each image's rarest caption word (one-word queries).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .errors import ConfigError
+from .search import SEARCH_MODES
+
+CUTOFFS = (1, 5, 10)
+_WORD = re.compile(r"[a-z]{4,}")
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    text: str
+    answer: str  # file name of the one right image
+
+
+@dataclass
+class ModeScores:
+    """Quality and speed of one search mode on one query set."""
+
+    mode: str
+    query_set: str
+    queries: int
+    recall: dict[int, float]  # cutoff -> share of queries whose answer ranks within it
+    mrr: float
+    ndcg10: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    live: bool
+    images: int
+    index_seconds: float
+    scores: list[ModeScores] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def best(self, query_set: str = "captions") -> ModeScores:
+        """The mode with the highest MRR on a query set."""
+        return max((s for s in self.scores if s.query_set == query_set), key=lambda s: s.mrr)
+
+
+def load_dataset(folder: str | Path) -> tuple[Path, dict[str, list[str]]]:
+    """The images folder and {file name: human captions} of a dataset."""
+    root = Path(folder).expanduser()
+    images, captions_file = root / "images", root / "captions.jsonl"
+    if not images.is_dir() or not captions_file.is_file():
+        raise ConfigError(f"{root} is not an eval dataset: it needs images/ and captions.jsonl")
+    captions: dict[str, list[str]] = {}
+    for number, line in enumerate(captions_file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            captions[str(record["image"])] = [str(c) for c in record["captions"]]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{captions_file}:{number}: expected {{\"image\": ..., \"captions\": [...]}}") from None
+    missing = [name for name in captions if not (images / name).is_file()]
+    if missing:
+        raise ConfigError(f"{images} lacks {len(missing)} images named in captions.jsonl, e.g. {missing[0]}")
+    return images, captions
+
+
+def caption_queries(captions: dict[str, list[str]], live: bool) -> list[EvalQuery]:
+    first = 0 if live else 1  # in oracle mode caption 0 is the indexed caption, not a query
+    return [EvalQuery(text, name) for name, texts in captions.items() for text in texts[first:]]
+
+
+def file_name_queries(captions: dict[str, list[str]]) -> list[EvalQuery]:
+    return [EvalQuery(name, name) for name in captions]
+
+
+def rare_word_queries(captions: dict[str, list[str]]) -> list[EvalQuery]:
+    """One-word queries: each image's caption-0 word that no other image's caption 0 has."""
+    words = {name: set(_WORD.findall(texts[0].lower())) for name, texts in captions.items() if texts}
+    frequency = Counter(word for found in words.values() for word in found)
+    queries = []
+    for name, found in words.items():
+        unique = sorted(word for word in found if frequency[word] == 1)
+        if unique:
+            queries.append(EvalQuery(max(unique, key=len), name))
+    return queries
+
+
+def score_ranks(mode: str, query_set: str, ranks: Sequence[int | None], latencies: Sequence[float]) -> ModeScores:
+    """Metrics from the rank (1-based, None = not in the top results) of each query's answer."""
+    count = len(ranks) or 1
+    found = [rank for rank in ranks if rank is not None]
+    ordered = sorted(latencies) or [0.0]
+    return ModeScores(
+        mode=mode,
+        query_set=query_set,
+        queries=len(ranks),
+        recall={cut: 100 * sum(rank <= cut for rank in found) / count for cut in CUTOFFS},
+        mrr=sum(1 / rank for rank in found) / count,
+        ndcg10=sum(1 / math.log2(rank + 1) for rank in found if rank <= 10) / count,
+        latency_p50_ms=statistics.median(ordered),
+        latency_p95_ms=ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+    )
+
+
+def run_eval(
+    dataset: str | Path,
+    settings: Settings,
+    *,
+    live: bool = False,
+    modes: Sequence[str] = SEARCH_MODES,
+    depth: int = 10,
+    embedder: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Index a dataset into a throw-away Milvus Lite file and measure each search mode."""
+    from .engine import ImageSearch
+
+    images, captions = load_dataset(dataset)
+    say = progress or (lambda _message: None)
+    with tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as scratch:
+        # Never the user's index: a fresh data folder (index file and caption cache) per run.
+        eval_settings = replace(settings, data_dir=Path(scratch), milvus_uri="", collection="eval")
+        if not live:
+            eval_settings = replace(eval_settings, captioner="captions", captions_file=str(Path(dataset) / "captions.jsonl"))
+        with ImageSearch(eval_settings, embedder=embedder) as engine:
+            say(f"indexing {len(captions)} images")
+            started = time.monotonic()
+            report = engine.index([images])
+            if report.failed:
+                raise ConfigError(f"{len(report.failed)} dataset images failed to index, e.g. {report.failed[0]}")
+            result = EvalReport(str(dataset), live, report.new + report.updated + report.unchanged, time.monotonic() - started)
+            query_sets = {
+                "captions": caption_queries(captions, live),
+                "file names": file_name_queries(captions),
+                "rare words": rare_word_queries(captions),
+            }
+            for query_set, queries in query_sets.items():
+                for mode in modes:
+                    say(f"{query_set}: {len(queries)} queries, {mode}")
+                    ranks, latencies = [], []
+                    for query in queries:
+                        began = time.perf_counter()
+                        hits = engine.query(query.text, k=depth, mode=mode, min_score=-math.inf)
+                        latencies.append((time.perf_counter() - began) * 1000)
+                        names = [Path(hit.path).name for hit in hits]
+                        ranks.append(names.index(query.answer) + 1 if query.answer in names else None)
+                    result.scores.append(score_ranks(mode, query_set, ranks, latencies))
+    return result

@@ -1,0 +1,74 @@
+"""Exporting the index: every picture's path, caption and metadata as JSONL or CSV, streamed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import ConfigError
+
+EXPORT_FORMATS = ("jsonl", "csv")
+# Leading columns, in this order; every other stored field follows in the store's order.
+_FIRST_COLUMNS = ("path", "caption", "ocr_text")
+
+
+def export_columns(stored_fields: Sequence[str]) -> list[str]:
+    """Columns of an export: path and caption (and OCR text when stored) first, then metadata."""
+    fields = [name for name in stored_fields if name not in ("id", "vector")]
+    first = [name for name in _FIRST_COLUMNS if name in fields]
+    return first + [name for name in fields if name not in first]
+
+
+def write_rows(
+    rows: Iterable[dict[str, Any]],
+    stream: TextIO,
+    fmt: str,
+    columns: Sequence[str],
+    on_row: Callable[[], None] | None = None,
+) -> int:
+    """Write rows one at a time in fmt ("jsonl" or "csv"); returns how many were written."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    csv_writer = None
+    if fmt == "csv":
+        # Plain \n row endings, so the output reads the same on stdout and in a file.
+        csv_writer = csv.writer(stream, lineterminator="\n")
+        csv_writer.writerow(columns)
+    written = 0
+    for row in rows:
+        values = [row.get(name) for name in columns]
+        if csv_writer is not None:
+            csv_writer.writerow(["" if value is None else value for value in values])
+        else:
+            stream.write(json.dumps(dict(zip(columns, values)), ensure_ascii=False) + "\n")
+        written += 1
+        if on_row is not None:
+            on_row()
+    return written
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[TextIO]:
+    """A text file that appears at path only when writing finished: no half-written exports."""
+    path = path.expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name for --out")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        handle = open(partial, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with handle:
+            yield handle
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,38 @@
+"""A LangChain retriever: pictures as Documents (caption as text; path, caption, score in metadata)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..errors import MissingDependencyError
+from . import hit_metadata, hit_text, search_options
+
+try:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+    from pydantic import ConfigDict
+except ImportError:  # pragma: no cover - depends on what is installed
+    raise MissingDependencyError("the LangChain retriever needs: pip install 'imgsearch[langchain]'") from None
+
+
+class ImageSearchRetriever(BaseRetriever):
+    """Retrieve indexed pictures for a query, best first.
+
+    >>> retriever = ImageSearchRetriever(engine=ImageSearch(), k=4)
+    >>> docs = retriever.invoke("dog in park")      # list[Document]
+    >>> docs[0].metadata["path"], docs[0].metadata["score"]
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: Any
+    """An imgsearch.ImageSearch; its models stay loaded between calls."""
+    k: int = 4
+    mode: Optional[str] = None
+    filters: Any = None
+    min_score: Optional[float] = None
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        hits = self.engine.query(query, k=self.k, **search_options(self.mode, self.filters, self.min_score))
+        return [Document(id=hit.path, page_content=hit_text(hit), metadata=hit_metadata(hit)) for hit in hits]

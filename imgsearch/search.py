@@ -1,0 +1,140 @@
+"""The query side: search modes, filters turned into safe Milvus expressions, score fusion."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from .errors import ConfigError
+from .picture_facts import normalize_folder
+
+SEARCH_MODES = ("dense", "keyword", "hybrid")
+# How many candidates each half of a hybrid search brings to the fusion.
+FUSION_CANDIDATES = 50
+# A query this short (in words), or one that looks like a file name, leans on keywords.
+SHORT_QUERY_WORDS = 2
+_FILE_NAME_LIKE = re.compile(r"\w[\w\-]*\.[A-Za-z0-9]{2,5}$|\d{3,}|_")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Conditions every hit must meet; unset fields do not filter.
+
+    folder: only pictures under this folder (at any depth).
+    file_types: e.g. ("jpeg", "png"); "jpg" and "tif" are accepted as aliases.
+    taken_after / taken_before: date taken (EXIF, else file modification time), inclusive
+    on the after side and exclusive on the before side; dates, datetimes, ISO strings or
+    Unix times.
+    camera: the EXIF make and model exactly as `imgsearch query --json` shows it.
+    """
+
+    folder: str | None = None
+    file_types: tuple[str, ...] = ()
+    taken_after: Any = None
+    taken_before: Any = None
+    camera: str | None = None
+    min_width: int | None = None
+    max_width: int | None = None
+    min_height: int | None = None
+    max_height: int | None = None
+
+    def expression(self) -> str:
+        """A Milvus filter expression; every user value is a quoted literal or a checked number."""
+        parts: list[str] = []
+        if self.folder:
+            parts.append(f"array_contains(folders, {quote(normalize_folder(self.folder))})")
+        if self.file_types:
+            types = ", ".join(quote(_file_type(t)) for t in self.file_types)
+            parts.append(f"file_type in [{types}]")
+        if self.taken_after is not None:
+            parts.append(f"taken_at >= {_unix_time(self.taken_after, 'taken_after')!r}")
+        if self.taken_before is not None:
+            parts.append(f"taken_at < {_unix_time(self.taken_before, 'taken_before')!r}")
+        if self.camera:
+            parts.append(f"camera == {quote(self.camera)}")
+        for name, op, field in (
+            ("min_width", ">=", "width"), ("max_width", "<=", "width"),
+            ("min_height", ">=", "height"), ("max_height", "<=", "height"),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{field} {op} {_whole_number(value, name)}")
+        return " and ".join(f"({part})" for part in parts)
+
+
+def quote(value: str) -> str:
+    """A Milvus string literal for any text: quotes, backslashes and newlines cannot end it early."""
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def check_mode(mode: str) -> str:
+    if mode not in SEARCH_MODES:
+        raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    return mode
+
+
+def is_keyword_like(text: str) -> bool:
+    """Short queries and file names are where word matching beats meaning."""
+    words = text.split()
+    return len(words) <= SHORT_QUERY_WORDS or any(_FILE_NAME_LIKE.search(word) for word in words)
+
+
+def fuse(dense: list[dict[str, Any]], keyword: list[dict[str, Any]], keyword_weight: float) -> list[dict[str, Any]]:
+    """Blend cosine and BM25 rankings into one, best first.
+
+    BM25 scores are scaled by the best one of this query, so both halves span 0..1; a row
+    the dense half did not bring scores its lowest dense score there (it ranked below all).
+    """
+    if not keyword or keyword_weight <= 0:
+        return dense
+    if not dense or keyword_weight >= 1:
+        top = max(hit["score"] for hit in keyword) or 1.0
+        return [{**hit, "score": hit["score"] / top} for hit in keyword]
+    top_keyword = max(hit["score"] for hit in keyword) or 1.0
+    dense_floor = min(hit["score"] for hit in dense)
+    keyword_scores = {hit["id"]: hit["score"] / top_keyword for hit in keyword}
+    rows = {hit["id"]: hit for hit in keyword}
+    rows.update({hit["id"]: hit for hit in dense})
+    dense_scores = {hit["id"]: hit["score"] for hit in dense}
+    fused = []
+    for row_id, row in rows.items():
+        score = (1 - keyword_weight) * dense_scores.get(row_id, dense_floor) + keyword_weight * keyword_scores.get(
+            row_id, 0.0
+        )
+        fused.append({**row, "score": score})
+    fused.sort(key=lambda hit: hit["score"], reverse=True)
+    return fused
+
+
+def _file_type(value: str) -> str:
+    name = str(value).lower().lstrip(".")
+    return {"jpg": "jpeg", "tif": "tiff"}.get(name, name)
+
+
+def _unix_time(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a date, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
+    try:
+        return _unix_time(datetime.fromisoformat(str(value).strip()), name)
+    except ValueError:
+        raise ConfigError(f"{name} must be a date like 2024-06-30, got {value!r}") from None
+
+
+def _whole_number(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number != value and str(number) != str(value):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    return number

@@ -1,0 +1,146 @@
+"""Starting the server: one engine with its models, the app, and uvicorn on a loopback address."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import ConfigError, MissingDependencyError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+# The token also travels in a cookie and a URL, so it keeps to characters that need no escaping.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~\-]{8,256}")
+
+
+def check_token(token: str) -> str:
+    if token and not _TOKEN_CHARS.fullmatch(token):
+        raise ConfigError("the server token must be 8 to 256 characters of letters, digits and . _ ~ -")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """A bound socket, the app over an engine, and uvicorn to serve it."""
+
+    def __init__(self, uvicorn_server: Any, sock: socket.socket, engine: Any, owns_engine: bool = True):
+        self.uvicorn = uvicorn_server
+        self.socket = sock
+        self.engine = engine
+        self.owns_engine = owns_engine
+        self._thread: threading.Thread | None = None
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+    def run(self) -> None:
+        """Serve until interrupted (Ctrl-C or SIGTERM), then release what it opened."""
+        try:
+            self.uvicorn.run(sockets=[self.socket])
+            if not self.uvicorn.started:
+                raise ConfigError(f"the server at {self.url} could not start (see the lines above)")
+        finally:
+            self.socket.close()
+            if self.owns_engine:
+                self.engine.close()
+
+    def start_in_thread(self, timeout: float = 120) -> Server:
+        """Serve from a background thread (tests, notebooks); returns once requests are answered."""
+        self._thread = threading.Thread(target=self.run, name="imgsearch-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"the server at {self.url} did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def build_server(
+    settings: Settings,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    folders: Sequence[Path] = (),
+    token: str = "",
+    max_k: int | None = None,
+    access_log: bool = False,
+    engine: Any = None,
+) -> Server:
+    """The server for settings, its port already bound (so a busy port fails here, clearly).
+
+    engine: an ImageSearch to serve instead of a new one built from settings (its embedder
+    should be a SerializedEmbedder when an index run and searches may overlap).
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError("the server needs the serve extra: pip install 'imgsearch[serve]'") from None
+    from ..engine import ImageSearch, build_embedder
+    from .app import DEFAULT_MAX_K, ServeOptions, create_app
+    from .jobs import SerializedEmbedder
+
+    missing = [str(f) for f in folders if not Path(f).expanduser().is_dir()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: not a folder; --folder needs a folder that exists")
+    options = ServeOptions(
+        folders=[Path(f).expanduser().absolute() for f in folders],
+        token=check_token(token),
+        max_k=max_k or DEFAULT_MAX_K,
+    )
+    sock = _bind(host, port)
+    owns_engine = engine is None
+    if engine is None:
+        engine = ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)))
+    try:
+        # Load the embedding model now: a model that cannot load is one clear error here,
+        # not a failed start inside uvicorn, and no request ever waits for the load.
+        engine.embedder.dimension  # noqa: B018
+    except BaseException:
+        sock.close()
+        raise
+    config = uvicorn.Config(
+        create_app(engine, options),
+        log_level="warning",
+        access_log=access_log,
+        server_header=False,
+        # Bounded work: request line and headers, open connections, idle keep-alive.
+        h11_max_incomplete_event_size=16 * 1024,
+        limit_concurrency=128,
+        timeout_keep_alive=5,
+    )
+    return Server(uvicorn.Server(config), sock, engine, owns_engine)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # IPPROTO_TCP spelled out: asyncio turns off Nagle only on sockets that say they are TCP,
+        # and with Nagle on, a keep-alive client waits ~40 ms (delayed ACK) on every response.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port") from None
+    sock.setblocking(False)
+    return sock

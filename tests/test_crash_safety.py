@@ -1,0 +1,223 @@
+"""Crash safety and two processes at once, with the real `imgsearch` command in subprocesses.
+
+The folder is coco-mini (159 real photos) captioned from its human captions, in small
+batches so that a run has dozens of commit points to be killed between or inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
+
+from imgsearch.captioners.base import clean_caption
+
+# Reads the index and the caption cache in a fresh process: Milvus Lite keeps a database's
+# state in the process that opened it, so the test process must not be the one to look.
+CHECKER = r"""
+import json, sys
+from pathlib import Path
+from imgsearch.caption_cache import CaptionCache
+from imgsearch.store import MilvusStore
+data = Path(sys.argv[1])
+store = MilvusStore(str(data / "index.db"), "images")
+rows, count = [], 0
+if store.exists():
+    store.load()
+    count = store.count()
+    rows = [
+        {"id": r["id"], "path": r["path"], "caption": r["caption"], "hash": r["content_hash"],
+         "captioner": r["captioner"], "dim": len(r["vector"])}
+        for r in store.iter_rows(fields=["path", "caption", "content_hash", "captioner", "vector"])
+    ]
+store.close()
+cache = {}
+if (data / "captions.sqlite").exists():
+    db = CaptionCache(data / "captions.sqlite")
+    cache = {h: c for h, c in db._db.execute("SELECT content_hash, caption FROM captions")}
+print(json.dumps({"count": count, "rows": rows, "cache": cache}))
+"""
+
+
+def check_index(data: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHECKER, str(data)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def cached_captions(data: Path) -> int:
+    """How many captions the cache holds now, read while an index run writes it (WAL)."""
+    path = data / "captions.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM captions").fetchone()[0]
+    except sqlite3.OperationalError:  # created but its table not yet
+        return 0
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120, poll: float = 0.005) -> bool:
+    """Poll until condition() holds (True) or the process exits first (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(poll)
+    raise AssertionError("timed out waiting for the index run")
+
+
+def assert_consistent(state: dict, folder: Path, truth: dict[str, str]) -> None:
+    """No duplicate or half-written rows; every row's caption is the cached (and true) one."""
+    rows = state["rows"]
+    assert state["count"] == len(rows), "count(*) disagrees with the rows that can be read: duplicates"
+    assert len({r["id"] for r in rows}) == len(rows), "duplicate row ids"
+    assert len({r["path"] for r in rows}) == len(rows), "two rows for one path"
+    for row in rows:
+        assert row["dim"] == 384 and row["caption"], row
+        assert row["caption"] == state["cache"][row["hash"]], "row caption differs from the cache"
+        assert row["caption"] == truth[Path(row["path"]).name]
+        assert Path(row["path"]).parent == folder
+
+
+@pytest.fixture
+def coco_run(coco_mini, coco_captions, tmp_path):
+    folder = coco_mini / "images"
+    data = tmp_path / "data"
+    env = imgsearch_env(data)
+    args = [
+        "index", folder, "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
+    ]
+    truth = {name: clean_caption(captions[0]) for name, captions in coco_captions.items()}
+    return folder, data, env, args, truth
+
+
+@pytest.mark.slow
+def test_sigkill_at_many_points_then_resume(coco_run):
+    folder, data, env, args, truth = coco_run
+    files = sorted(p.name for p in folder.glob("*.jpg"))
+    rng = random.Random(5)
+    # (where, captions the run must add before the kill is armed, seconds to wait after that)
+    kill_points = [
+        ("during start-up, before any batch", None, 1.0),
+        ("just after a batch's captions were committed", 1, 0.0),
+        ("three batches in", 12, 0.0),
+        *[(f"at a random moment, {delay:.2f}s after a batch", 1, delay) for delay in (rng.uniform(0, 0.6) for _ in range(4))],
+    ]
+    kills = []
+    cache_before = 0
+    for label, growth, delay in kill_points:
+        proc = start_imgsearch(*args, "--batch-size", "4", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if growth is not None:
+            wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)
+        time.sleep(delay)
+        alive = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        state = check_index(data)
+        assert len(state["cache"]) >= cache_before, "a finished caption was lost"
+        assert_consistent(state, folder, truth)
+        kills.append((label, alive, len(state["cache"]), state["count"]))
+        cache_before = len(state["cache"])
+    print("\nkill point | killed while running | captions cached | rows stored")
+    for kill in kills:
+        print(" | ".join(map(str, kill)))
+    assert all(alive for _, alive, _, _ in kills), kills
+    assert 0 < cache_before < len(files), "the kills should leave the run part-way"
+    final = run_imgsearch(*args, "--batch-size", "4", "--json", env=env)
+    assert final.returncode == 0, final.stderr
+    report = json.loads(final.stdout)
+    # Captions finished before the kills are reused, never recomputed.
+    assert report["captioned"] == len(files) - cache_before
+    state = check_index(data)
+    assert_consistent(state, folder, truth)
+    assert state["count"] == len(files) == len(state["cache"])
+    assert sorted(Path(r["path"]).name for r in state["rows"]) == files
+    hits = json.loads(run_imgsearch("query", "a giraffe", "-k", "3", "--json", env=env).stdout)
+    assert any("giraffe" in hit["caption"].lower() for hit in hits)
+
+
+def test_ctrl_c_stops_after_the_current_batch_and_says_how_to_resume(coco_run):
+    folder, data, env, args, truth = coco_run
+    proc = start_imgsearch(*args, "--batch-size", "2", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_for(lambda: cached_captions(data) >= 6, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "stopping after the current batch" in stderr
+    assert f"run `imgsearch index {folder} --captioner captions" in stderr and "--batch-size 2` again to resume" in stderr
+    assert "Traceback" not in stderr
+    state = check_index(data)
+    assert_consistent(state, folder, truth)
+    # The batch in progress was finished: every committed caption has its row.
+    assert state["count"] == len(state["cache"]) >= 6
+    resumed = run_imgsearch(*args, "--batch-size", "2", "--json", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["unchanged"] == state["count"] and report["new"] == 159 - state["count"]
+    assert report["captioned"] == 159 - state["count"]
+
+
+def test_second_process_gets_one_line_naming_the_holder(coco_run):
+    folder, data, env, args, truth = coco_run
+    holder = start_imgsearch(*args, "--batch-size", "1", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: cached_captions(data) > 0, holder)
+        for command in (["query", "a dog"], ["status"], ["index", folder, "--captioner", "captions"], ["prune"]):
+            proc = run_imgsearch(*command, env=env, timeout=60)
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert proc.returncode == 3, (command, proc.stderr)
+            assert len(lines) == 1, (command, proc.stderr)
+            assert f"is in use by pid {holder.pid} (imgsearch index" in lines[0]
+            assert "wait for it to finish" in lines[0] and "Milvus server" in lines[0]
+        assert holder.poll() is None, "the holder must not be disturbed"
+        assert holder.wait(timeout=300) == 0
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+    # Neither process corrupted the index.
+    state = check_index(data)
+    assert_consistent(state, folder, truth)
+    assert state["count"] == 159
+
+
+@pytest.mark.server
+def test_query_during_indexing_works_with_a_milvus_server(coco_run, milvus_server, embedder):
+    from imgsearch import ImageSearch
+
+    folder, data, env, args, truth = coco_run
+    collection = f"crash_{uuid.uuid4().hex[:8]}"
+    server_args = ["--uri", milvus_server.uri, "--collection", collection]
+    # A server flushes each batch in a few seconds: 8 batches keep the run long enough to query into.
+    indexer = start_imgsearch(*args, *server_args, "--batch-size", "20", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    answered_while_indexing = 0
+    try:
+        with ImageSearch(milvus_uri=milvus_server.uri, collection=collection, embedder=embedder, data_dir=data) as engine:
+            while indexer.poll() is None:
+                if engine.store.exists():
+                    engine.store._ready = False  # reopen: the collection may be new
+                    hits = engine.query("a dog", k=3)
+                    if hits and indexer.poll() is None:
+                        answered_while_indexing += 1
+                time.sleep(0.2)
+        _, stderr = indexer.communicate(timeout=300)
+        assert indexer.returncode == 0, stderr
+    finally:
+        if indexer.poll() is None:
+            os.killpg(indexer.pid, signal.SIGKILL)
+    print(f"\n{answered_while_indexing} queries answered while the server index run was writing")
+    assert answered_while_indexing >= 1
+    status = json.loads(run_imgsearch("status", *server_args, "--json", env=env).stdout)
+    assert status["images"] == 159
