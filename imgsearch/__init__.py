@@ -21,6 +21,7 @@ __all__ = [
     "ImgsearchError",
     "IndexReport",
     "IndexStatus",
+    "SearchFilters",
     "SearchHit",
     "Settings",
     "load_settings",
@@ -29,6 +30,7 @@ __all__ = [
 _EXPORTS = {
     "ImageSearch": "imgsearch.engine",
     "SearchHit": "imgsearch.results",
+    "SearchFilters": "imgsearch.search",
     "IndexReport": "imgsearch.results",
     "IndexStatus": "imgsearch.results",
     "FailedFile": "imgsearch.results",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .engine import ImageSearch
     from .errors import ImgsearchError
     from .results import FailedFile, IndexReport, IndexStatus, SearchHit
+    from .search import SearchFilters
 
 
 def __getattr__(name: str) -> Any:
