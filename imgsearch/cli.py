@@ -58,6 +58,8 @@ Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Local model preci
 ApiBaseUrl = Annotated[Optional[str], typer.Option("--api-base-url", help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL.", show_default=False)]
 Concurrency = Annotated[Optional[int], typer.Option("--concurrency", help="API requests in flight at once (default 4).", show_default=False)]
 Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one API answer (default 60).", show_default=False)]
+CaptionsFile = Annotated[Optional[Path], typer.Option("--captions-file", help="JSONL of existing captions (captions captioner).", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images per captioning batch.", show_default=False)]
 Ocr = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read text inside pictures and make it searchable (needs the 'ocr' extra).", show_default=False)]
 
 
@@ -67,6 +69,17 @@ def _engine(config: Path | None = None, **overrides: Any) -> ImageSearch:
 
     settings = load_settings(overrides, config_file=config)
     return ImageSearch(settings)
+
+
+def _indexing_engine(
+    config: Path | None, *, prompt: str | None, preset: str | None, captions_file: Path | None, beams: int | None,
+    uri: str | None, token: str | None, timeout: float | None, **same_named: Any,
+) -> ImageSearch:
+    """The engine for commands that caption (index, watch): their flags mapped to settings in one place."""
+    return _engine(
+        config, caption_prompt=prompt, caption_preset=preset, captions_file=str(captions_file) if captions_file else None,
+        num_beams=beams, milvus_uri=uri, milvus_token=token, request_timeout=timeout, **same_named,
+    )
 
 
 def _fail(message: str, code: int) -> None:
@@ -98,8 +111,8 @@ def index(
     caption_model: CaptionModel = None,
     prompt: Prompt = None,
     preset: Preset = None,
-    captions_file: Annotated[Optional[Path], typer.Option("--captions-file", help="JSONL of existing captions (captions captioner).", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per captioning batch.", show_default=False)] = None,
+    captions_file: CaptionsFile = None,
+    batch_size: BatchSize = None,
     max_new_tokens: MaxNewTokens = None,
     beams: Beams = None,
     dtype: Dtype = None,
@@ -124,13 +137,11 @@ def index(
     from .progress import RichIndexProgress
     from .stopping import stop_on_signals
 
-    engine = _run(lambda: _engine(
-        config, captioner=captioner, caption_model=caption_model, caption_prompt=prompt,
-        captions_file=str(captions_file) if captions_file else None, batch_size=batch_size,
-        max_new_tokens=max_new_tokens, embed_model=embed_model, device=device, data_dir=data_dir,
-        milvus_uri=uri, milvus_token=token, collection=collection,
-        caption_preset=preset, num_beams=beams, dtype=dtype, api_base_url=api_base_url,
-        concurrency=concurrency, request_timeout=timeout, ocr=ocr,
+    engine = _run(lambda: _indexing_engine(
+        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
+        captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
+        dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
+        embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
     ))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
         report = _run(lambda: engine.index(paths, progress=progress, stop=stop, keep_missing=keep_missing))

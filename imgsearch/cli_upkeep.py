@@ -15,9 +15,11 @@ from rich.markup import escape
 from .cli import (
     EXIT_INTERRUPTED,
     ApiBaseUrl,
+    BatchSize,
     Beams,
     CaptionerName,
     CaptionModel,
+    CaptionsFile,
     Collection,
     Concurrency,
     ConfigFile,
@@ -34,6 +36,7 @@ from .cli import (
     Token,
     Uri,
     _engine,
+    _indexing_engine,
     _print_report,
     _run,
     _stopping_notice,
@@ -111,8 +114,8 @@ def watch(
     caption_model: CaptionModel = None,
     prompt: Prompt = None,
     preset: Preset = None,
-    captions_file: Annotated[Optional[Path], typer.Option("--captions-file", help="JSONL of existing captions (captions captioner).", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per captioning batch.", show_default=False)] = None,
+    captions_file: CaptionsFile = None,
+    batch_size: BatchSize = None,
     max_new_tokens: MaxNewTokens = None,
     beams: Beams = None,
     dtype: Dtype = None,
@@ -137,13 +140,11 @@ def watch(
     from .progress import RichIndexProgress
     from .stopping import stop_on_signals
 
-    engine = _run(lambda: _engine(
-        config, captioner=captioner, caption_model=caption_model, caption_prompt=prompt,
-        captions_file=str(captions_file) if captions_file else None, batch_size=batch_size,
-        max_new_tokens=max_new_tokens, embed_model=embed_model, device=device, data_dir=data_dir,
-        milvus_uri=uri, milvus_token=token, collection=collection,
-        caption_preset=preset, num_beams=beams, dtype=dtype, api_base_url=api_base_url,
-        concurrency=concurrency, request_timeout=timeout, ocr=ocr,
+    engine = _run(lambda: _indexing_engine(
+        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
+        captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
+        dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
+        embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
     ))
 
     def show(report: Any) -> None:
