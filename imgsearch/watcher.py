@@ -16,6 +16,8 @@ from .errors import IndexBusyError, MissingDependencyError
 from .files import is_image_name, root_path
 from .results import IndexReport
 
+MOVE_PAIRING_SECONDS = 2.0
+
 IndexBatch = Callable[[list[Path], list[Path]], IndexReport]
 
 
@@ -68,9 +70,13 @@ class ChangeCollector:
         while not stop.is_set():
             with self._lock:
                 pending = bool(self._changed or self._gone)
+                only_vanished = not self._changed
                 quiet_for = time.monotonic() - self._last_event
                 waited = time.monotonic() - self._first_event
-            if pending and (quiet_for >= debounce or waited >= max_wait):
+            # A move can arrive as a delete and, a moment later, a create: wait longer after a lone
+            # delete so both halves land in one batch and the picture counts as moved, not lost and new.
+            needed = max(3 * debounce, MOVE_PAIRING_SECONDS) if only_vanished else debounce
+            if pending and (quiet_for >= needed or waited >= max_wait):
                 return True
             self.wakeup.clear()
             self.wakeup.wait(min(debounce, 0.5) if pending else 0.5)
