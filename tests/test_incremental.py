@@ -202,12 +202,47 @@ def test_reembed_switches_the_embedding_model_without_captioning(embedder, capti
         assert engine.query("a dog chasing a ball", k=1)[0].path == str(captioned_folder / "dog.jpg")
 
 
-def test_a_swap_stopped_half_way_is_repaired_on_open(engine, captioned_folder):
-    """Killed between the two renames of reembed's swap: the old collection comes back."""
+def test_a_swap_stopped_before_the_switch_leaves_the_index_as_it_was(engine, captioned_folder):
+    """Killed while reembed filled its new collection: the index is unchanged, the leftover goes."""
     engine.index([captioned_folder])
-    engine.store.client.rename_collection("images", "images__replaced")
+    build = engine.store.sibling("images__reembed")
+    build.open(engine.embedder.id, lambda: engine.embedder.dimension)
+    build.upsert_rows([{**row, "vector": [1.0] + [0.0] * 383} for row in _rows_with_vectors(engine)])
+    leftover = build.physical
     engine.store.close()
     assert engine.query("sunset over the sea", k=1)[0].path.endswith("sunset.png")
+    engine.store.close()
+    engine.reembed()  # starts again from scratch, dropping what the stopped run left
+    assert engine.query("sunset over the sea", k=1)[0].path.endswith("sunset.png")
+    assert engine.store.client.list_collections().count(leftover) <= 1
+    assert not engine.store.sibling("images__reembed").exists()
+
+
+def test_a_swap_stopped_after_the_switch_serves_the_new_collection(engine, captioned_folder):
+    """Killed after the catalog points at the new collection, before the old one is dropped."""
+    engine.index([captioned_folder])
+    old = engine.store.physical
+    build = engine.store.sibling("images__reembed")
+    build.open(engine.embedder.id, lambda: engine.embedder.dimension)
+    build.upsert_rows(
+        [{**row, "vector": vector} for row, vector in zip(_rows_with_vectors(engine), _vectors_of(engine))]
+    )
+    engine.store.catalog.put("images", build._facts())  # the switch, and nothing after it
+    engine.store.close()
+    assert engine.query("sunset over the sea", k=1)[0].path.endswith("sunset.png")
+    assert engine.store.physical == build.physical != old
+    engine.store.close()
+    engine.index([captioned_folder])  # the next writer drops the collection the swap left behind
+    assert old not in engine.store.client.list_collections()
+    assert engine.query("sunset over the sea", k=1)[0].path.endswith("sunset.png")
+
+
+def _rows_with_vectors(engine):
+    return list(engine.store.iter_rows(fields=engine.store.stored_fields()))
+
+
+def _vectors_of(engine):
+    return engine.embedder.embed([row["caption"] for row in _rows_with_vectors(engine)])
 
 
 def test_rebuilding_a_lost_index_costs_no_captioning(captioned_folder, tmp_path):
@@ -215,7 +250,7 @@ def test_rebuilding_a_lost_index_costs_no_captioning(captioned_folder, tmp_path)
     env = imgsearch_env(tmp_path / "data")
     args = ["index", captioned_folder, "--captioner", "captions", "--json"]
     assert json.loads(run_imgsearch(*args, env=env).stdout)["captioned"] == 3
-    shutil.rmtree(tmp_path / "data" / "index.db")
+    (tmp_path / "data" / "index.db").unlink()
     report = json.loads(run_imgsearch(*args, env=env).stdout)
     assert (report["new"], report["captioned"], report["captions_reused"]) == (3, 0, 3)
 

@@ -1,0 +1,23 @@
+"""The Milvus store: the only package that talks to pymilvus (Milvus Lite file, server or cluster).
+
+schema: the collection's fields and indexes · connection: clients and the Lite file's lock ·
+catalog: which collection holds each index, and its facts · milvus_store: rows and searches.
+"""
+
+from .catalog import CATALOG
+from .lock import EmbeddedIndexLock
+from .milvus_store import MilvusStore
+from .schema import (
+    PROP_CAPTIONERS,
+    PROP_DIMENSION,
+    PROP_EMBEDDER,
+    PROP_KEYWORD_SEARCH,
+    PROP_SCHEMA,
+    ROW_FIELDS,
+    SCHEMA_VERSION,
+)
+
+__all__ = [
+    "CATALOG", "EmbeddedIndexLock", "MilvusStore", "PROP_CAPTIONERS", "PROP_DIMENSION", "PROP_EMBEDDER",
+    "PROP_KEYWORD_SEARCH", "PROP_SCHEMA", "ROW_FIELDS", "SCHEMA_VERSION",
+]

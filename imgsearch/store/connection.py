@@ -1,0 +1,140 @@
+"""Opening and closing a Milvus client: a Milvus Lite file (with its lock) or a server URI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import IndexBusyError, StoreError
+from .lock import EmbeddedIndexLock, busy_message, lite_file_locked
+
+# pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+# What Milvus Lite accepts as a file name.
+_LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
+
+
+def is_embedded(uri: str) -> bool:
+    return "://" not in uri
+
+
+class Connection:
+    """A client for one URI; for a Milvus Lite file it also holds the file's lock."""
+
+    def __init__(self, uri: str, token: str = ""):
+        self.uri = uri
+        self.token = token
+        self._lock: EmbeddedIndexLock | None = None
+        # Set when an index in an older on-disk format was found and moved out of the way.
+        self.moved_aside: Path | None = None
+        self.client = self._connect()
+
+    def _connect(self) -> Any:
+        if is_embedded(self.uri):
+            path = self._prepare_lite_file()
+            self._lock = EmbeddedIndexLock.acquire(path)
+            # Checked before Milvus Lite tries: its failed attempt deletes the holder's lock file.
+            if self._lock.first and lite_file_locked(path):
+                self.release_lock()
+                raise IndexBusyError(busy_message(self.uri, "another program"))
+        import warnings
+
+        # Milvus Lite 2.5 imports pkg_resources, whose deprecation warning means nothing to users.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from pymilvus import MilvusClient
+
+        # Importing pymilvus applies its own logging config, undoing the quieting above.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        # Milvus Lite logs to the root logger when another program holds the file;
+        # IndexBusyError says it in one line.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.CRITICAL)
+        try:
+            return MilvusClient(uri=os.path.expanduser(self.uri), token=self.token or "")
+        except Exception as exc:
+            first = self._lock is not None and self._lock.first
+            self.release_lock()
+            if is_embedded(self.uri) and (_is_lock_error(exc) or (first and lite_file_locked(Path(self.uri).expanduser()))):
+                raise IndexBusyError(busy_message(self.uri, "another program")) from None
+            raise StoreError(f"cannot connect to Milvus at {self.uri}: {reason(exc)}") from None
+        finally:
+            root.setLevel(level)
+
+    def _prepare_lite_file(self) -> Path:
+        path = Path(os.path.expanduser(self.uri)).absolute()
+        if not _LITE_NAME.match(path.name):
+            raise StoreError(
+                f"{self.uri}: a Milvus Lite file name must end in .db, use only letters, digits, '.', '-' "
+                "and '_', and be at most 36 characters"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            # Milvus Lite 3 kept an index as a folder; this Milvus Lite cannot read it.
+            # The captions live in the caption cache, so the index rebuilds without captioning.
+            aside = path.with_name(f"{path.name}.old-format-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(aside)
+            self.moved_aside = aside
+        return path
+
+    def release_lock(self) -> None:
+        if self._lock is not None:
+            if self._lock.release():
+                stop_lite_server(self.uri)
+            self._lock = None
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            self.release_lock()
+
+
+def stop_lite_server(uri: str) -> None:
+    """Shut the Milvus Lite server process for a file, which otherwise keeps the file
+    locked until this process exits, after the client is closed."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - no Milvus Lite installed
+        return
+    path = str(Path(os.path.expanduser(uri)).absolute().resolve())
+    if path in getattr(server_manager_instance, "_servers", {path: None}):
+        server_manager_instance.release_server(path)
+
+
+def call(uri: str, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a pymilvus call; its failures become one-line StoreErrors naming the URI."""
+    try:
+        return func(*args, **kwargs)
+    except StoreError:
+        raise
+    except Exception as exc:
+        module = exc.__class__.__module__
+        if module.startswith(("pymilvus", "grpc")) or isinstance(exc, (OSError, ConnectionError)):
+            raise StoreError(f"Milvus {what} failed at {uri}: {reason(exc)}") from None
+        raise
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if "lock" in str(current).lower() or type(current).__name__ == "DataDirLockedError":
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def reason(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    details = getattr(exc, "details", None)
+    if not message and callable(details):  # a gRPC error
+        message = details() or getattr(exc, "code", lambda: "")()
+    message = message or str(exc) or type(exc).__name__
+    return " ".join(str(message).split())[:300]
