@@ -45,6 +45,9 @@ class Settings:
     milvus_uri: str = ""
     milvus_token: str = ""
     collection: str = "images"
+    # Seconds an embedded (Milvus Lite) index stays loaded in a background process after the
+    # last command, so the next one skips loading it; 0 turns the background process off.
+    keep_loaded: float = 600.0
     captioner: str = "transformers"
     caption_model: str = DEFAULT_CAPTION_MODEL
     caption_prompt: str = ""

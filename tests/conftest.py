@@ -24,6 +24,9 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(home / "imgsearch-data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Every test's index lives in its own folder: no background process keeps it loaded
+    # (tests/test_lite_keeper.py covers that).
+    monkeypatch.setenv("IMGSEARCH_KEEP_LOADED", "0")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return home

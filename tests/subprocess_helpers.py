@@ -22,6 +22,8 @@ def imgsearch_env(data_dir: Path, pythonpath: list[Path] = (), **extra: str) -> 
         TRANSFORMERS_OFFLINE="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         TOKENIZERS_PARALLELISM="false",
+        # No background process keeps a test's index loaded unless the test asks for one.
+        IMGSEARCH_KEEP_LOADED="0",
     )
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

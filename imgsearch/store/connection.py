@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError, StoreError
+from .lite_keeper import ensure_keeper, mark_used, running_socket
 from .lock import EmbeddedIndexLock, busy_message, lite_file_locked
 
 # pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
@@ -26,9 +27,13 @@ def is_embedded(uri: str) -> bool:
 class Connection:
     """A client for one URI; for a Milvus Lite file it also holds the file's lock."""
 
-    def __init__(self, uri: str, token: str = ""):
+    def __init__(self, uri: str, token: str = "", keep_loaded: float = 0.0):
         self.uri = uri
         self.token = token
+        # Seconds a Milvus Lite index stays loaded in a background process after use; 0: no keeper.
+        self.keep_loaded = keep_loaded
+        self._kept: Path | None = None
+        self._last_used = 0.0
         self._lock: EmbeddedIndexLock | None = None
         # Set when an index in an older on-disk format was found and moved out of the way.
         self.moved_aside: Path | None = None
@@ -38,10 +43,20 @@ class Connection:
         if is_embedded(self.uri):
             path = self._prepare_lite_file()
             self._lock = EmbeddedIndexLock.acquire(path)
+            kept = running_socket(path)
             # Checked before Milvus Lite tries: its failed attempt deletes the holder's lock file.
-            if self._lock.first and lite_file_locked(path):
+            if kept is None and self._lock.first and lite_file_locked(path):
                 self.release_lock()
                 raise IndexBusyError(busy_message(self.uri, "another program"))
+            if kept is None and self.keep_loaded > 0:
+                kept = ensure_keeper(path, self.keep_loaded)
+            if kept is not None:
+                self._kept = path
+                mark_used(path)
+                return self._client_for(kept)
+        return self._client_for(os.path.expanduser(self.uri))
+
+    def _client_for(self, address: str) -> Any:
         import warnings
 
         # Milvus Lite 2.5 imports pkg_resources, whose deprecation warning means nothing to users.
@@ -56,7 +71,7 @@ class Connection:
         level = root.level
         root.setLevel(logging.CRITICAL)
         try:
-            return MilvusClient(uri=os.path.expanduser(self.uri), token=self.token or "")
+            return MilvusClient(uri=address, token=self.token or "")
         except Exception as exc:
             first = self._lock is not None and self._lock.first
             self.release_lock()
@@ -82,9 +97,16 @@ class Connection:
             self.moved_aside = aside
         return path
 
+    def mark_used(self) -> None:
+        """Keep a kept index loaded while this process uses it (at most one touch a second)."""
+        now = time.monotonic()
+        if self._kept is not None and now - self._last_used > 1.0:
+            self._last_used = now
+            mark_used(self._kept)
+
     def release_lock(self) -> None:
         if self._lock is not None:
-            if self._lock.release():
+            if self._lock.release() and self._kept is None:
                 stop_lite_server(self.uri)
             self._lock = None
 
@@ -92,6 +114,8 @@ class Connection:
         try:
             self.client.close()
         finally:
+            if self._kept is not None:
+                mark_used(self._kept)
             self.release_lock()
 
 

@@ -36,10 +36,12 @@ class MilvusStore:
     so that a rebuilt collection can take over in one step (see replace_with).
     """
 
-    def __init__(self, uri: str, collection: str = "images", token: str = ""):
+    def __init__(self, uri: str, collection: str = "images", token: str = "", keep_loaded: float = 0.0):
         self.uri = uri
         self.collection = collection
         self.token = token
+        # Milvus Lite only: seconds the index stays loaded in a background process (lite_keeper).
+        self.keep_loaded = keep_loaded
         self._connection: Connection | None = None
         # A sibling() store borrows another store's connection and never closes it.
         self._shared_from: MilvusStore | None = None
@@ -65,7 +67,7 @@ class MilvusStore:
         if self._shared_from is not None:
             return self._shared_from.connection
         if self._connection is None:
-            self._connection = Connection(self.uri, self.token)
+            self._connection = Connection(self.uri, self.token, self.keep_loaded)
         return self._connection
 
     @property
@@ -85,6 +87,7 @@ class MilvusStore:
             connection.close()
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        self.connection.mark_used()
         return call(self.uri, what, func, *args, **kwargs)
 
     # -- the index's facts ------------------------------------------------------------------
@@ -278,7 +281,7 @@ class MilvusStore:
 
     def sibling(self, collection: str) -> MilvusStore:
         """Another index at the same URI, sharing this store's connection (and lock)."""
-        other = MilvusStore(self.uri, collection, self.token)
+        other = MilvusStore(self.uri, collection, self.token, self.keep_loaded)
         other._shared_from = self
         return other
 
