@@ -33,11 +33,15 @@ def test_commands_share_one_loaded_index_and_it_outlives_a_killed_command(captio
     try:
         indexed = run_imgsearch("index", captioned_folder, "--captioner", "captions", "--json", env=env)
         assert indexed.returncode == 0, indexed.stderr
-        assert running_socket(db) is not None, "the index run left no keeper"
-        keeper = _keeper_pid(db)
-        # A new process queries through the same keeper: nothing is loaded again.
+        # The index did not exist when the run started, so that run hosted it itself.
+        assert running_socket(db) is None
         hits = json.loads(run_imgsearch("query", "a dog chasing a ball", "-k", "1", "--json", env=env).stdout)
         assert hits[0]["path"] == str(captioned_folder / "dog.jpg")
+        assert running_socket(db) is not None, "the query left no keeper"
+        keeper = _keeper_pid(db)
+        # A new process queries through the same keeper: nothing is loaded again.
+        hits = json.loads(run_imgsearch("query", "sunset over the sea", "-k", "1", "--json", env=env).stdout)
+        assert hits[0]["path"].endswith("sunset.png")
         assert _keeper_pid(db) == keeper
         # A command killed with its whole process group (what a terminal does) leaves the keeper serving.
         proc = start_imgsearch("status", "--json", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -56,16 +60,32 @@ def test_commands_share_one_loaded_index_and_it_outlives_a_killed_command(captio
     assert not info_path(db).exists()
 
 
+def _make_index(db) -> None:
+    store = MilvusStore(str(db), "x")
+    store.open("model", lambda: 8)
+    store.close()
+
+
+def test_no_keeper_starts_for_an_index_that_does_not_exist(tmp_path):
+    db = tmp_path / "none" / "index.db"
+    store = MilvusStore(str(db), "x", keep_loaded=600)
+    assert store.exists() is False
+    store.close()
+    assert running_socket(db) is None and not info_path(db).exists()
+
+
 def test_the_keeper_stops_when_idle_and_when_its_file_is_gone(tmp_path):
     idle_db = tmp_path / "idle" / "index.db"
+    _make_index(idle_db)
     store = MilvusStore(str(idle_db), "x", keep_loaded=1.5)
-    assert store.exists() is False
+    assert store.exists() is True
     store.close()
     pid = _keeper_pid(idle_db)
     assert _wait(lambda: running_socket(idle_db) is None, timeout=20), "an idle keeper kept running"
     assert _wait(lambda: not _alive(pid), timeout=10)
 
     gone_db = tmp_path / "gone" / "index.db"
+    _make_index(gone_db)
     store = MilvusStore(str(gone_db), "x", keep_loaded=600)
     store.exists()
     store.close()
@@ -76,6 +96,7 @@ def test_the_keeper_stops_when_idle_and_when_its_file_is_gone(tmp_path):
 
 def test_one_command_at_a_time_still_holds_with_a_keeper(tmp_path):
     db = tmp_path / "held" / "index.db"
+    _make_index(db)
     holder = MilvusStore(str(db), "x", keep_loaded=60)
     try:
         holder.exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from .lock import EmbeddedIndexLock, busy_message, lite_file_locked
 # pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
+# This process's own Milvus Lite servers (when no keeper hosts the file), by file path.
+_lite_servers: dict[str, Any] = {}
 # What Milvus Lite accepts as a file name.
 _LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
 
@@ -48,13 +52,15 @@ class Connection:
             if kept is None and self._lock.first and lite_file_locked(path):
                 self.release_lock()
                 raise IndexBusyError(busy_message(self.uri, "another program"))
-            if kept is None and self.keep_loaded > 0:
+            # A keeper is for an index that exists: a command that finds none starts none.
+            if kept is None and self.keep_loaded > 0 and path.is_file() and path.stat().st_size > 0:
                 kept = ensure_keeper(path, self.keep_loaded)
             if kept is not None:
                 self._kept = path
                 mark_used(path)
                 return self._client_for(kept)
-        return self._client_for(os.path.expanduser(self.uri))
+            return self._client_for(_start_lite_server(path) or str(path))
+        return self._client_for(self.uri)
 
     def _client_for(self, address: str) -> Any:
         import warnings
@@ -119,16 +125,68 @@ class Connection:
             self.release_lock()
 
 
-def stop_lite_server(uri: str) -> None:
-    """Shut the Milvus Lite server process for a file, which otherwise keeps the file
-    locked until this process exits, after the client is closed."""
+def _start_lite_server(path: Path) -> str | None:
+    """Start this process's Milvus Lite server for path; its socket URI, or None if it failed."""
+    key = str(path.absolute().resolve())
+    server = _lite_servers.get(key)
+    if server is None:
+        server = start_quiet_server(path)
+        if server is None:
+            return None
+        _lite_servers[key] = server
+    return str(server.uds_path)
+
+
+def start_quiet_server(path: Path) -> Any:
+    """A started Milvus Lite server for path, or None if it could not start (file held elsewhere)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    import milvus_lite.server as lite_server
+
+    lite_server.subprocess = _QuietProcesses  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)  # Milvus Lite logs its failures to the root logger
     try:
-        from milvus_lite.server_manager import server_manager_instance
-    except ImportError:  # pragma: no cover - no Milvus Lite installed
-        return
-    path = str(Path(os.path.expanduser(uri)).absolute().resolve())
-    if path in getattr(server_manager_instance, "_servers", {path: None}):
-        server_manager_instance.release_server(path)
+        server = lite_server.Server(str(path))
+        if server.init() and server.start():
+            return server
+        server._lock_path = os.devnull  # its clean-up must not delete the holder's lock file
+        return None
+    finally:
+        root.setLevel(level)
+
+
+class _QuietProcesses:
+    """What Milvus Lite's server module sees as `subprocess`: its server process gets
+    /dev/null for output (its assertion messages would corrupt `--json` output) and ignores
+    Ctrl-C and SIGTERM sent to the command's process group: the command stops after its
+    current batch and then stops the server (which also stops by itself when the command's
+    lock on the file goes away). A SIGKILL of the group still ends it at once."""
+
+    TimeoutExpired = subprocess.TimeoutExpired
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
+        kwargs.update(
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_ignore_stop_signals,
+        )
+        return subprocess.Popen(*args, **kwargs)
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def stop_lite_server(uri: str) -> None:
+    """Shut this process's Milvus Lite server for a file, which otherwise keeps the file
+    locked until this process exits, after the client is closed."""
+    server = _lite_servers.pop(str(Path(os.path.expanduser(uri)).absolute().resolve()), None)
+    if server is not None:
+        server.stop()
 
 
 def call(uri: str, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:

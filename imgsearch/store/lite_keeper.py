@@ -108,15 +108,10 @@ def _alive(pid: int) -> bool:
 
 def serve(db_path: Path, idle_seconds: float) -> int:
     """Host the Milvus Lite server for db_path until idle for idle_seconds or the file is gone."""
-    import logging
-    import warnings
+    from .connection import start_quiet_server
 
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    logging.getLogger().setLevel(logging.CRITICAL)
-    from milvus_lite.server import Server
-
-    server = Server(str(db_path))
-    if not server.init() or not server.start():
+    server = start_quiet_server(db_path)
+    if server is None:
         return 1
     stopping = False
 

@@ -362,7 +362,12 @@ class MilvusStore:
         )
         try:
             while True:
-                page = self._call("query", iterator.next)
+                try:
+                    page = self._call("query", iterator.next)
+                except StoreError as exc:
+                    if self._never_written(exc):
+                        return
+                    raise
                 if not page:
                     return
                 yield from (dict(row) for row in page)
@@ -411,8 +416,17 @@ class MilvusStore:
 
     def get_vector(self, row_id: str) -> list[float] | None:
         """The stored caption vector of one row, or None if there is no such row."""
-        rows = self._call("get", self.client.query, self.physical, ids=[row_id], output_fields=["vector"])
+        try:
+            rows = self._call("get", self.client.query, self.physical, ids=[row_id], output_fields=["vector"])
+        except StoreError as exc:
+            if self._never_written(exc):
+                return None
+            raise
         return [float(x) for x in rows[0]["vector"]] if rows else None
+
+    def _never_written(self, exc: StoreError) -> bool:
+        """Milvus Lite 2.5 fails to read vectors from a collection no row was ever written to."""
+        return "HasRawData" in str(exc) and self.count() == 0
 
     def _check_dimension(self, length: int) -> None:
         if self.dimension and length != self.dimension:
