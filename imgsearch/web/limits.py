@@ -1,9 +1,12 @@
-"""What every request passes before a route sees it: the access token and a bounded body size."""
+"""What every request passes before a route sees it: a bounded head, the access token, a
+bounded body, and a place among the requests the server works on at once."""
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,21 +26,53 @@ _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 Scope = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request or connection may take from the server.
+
+    max_head_bytes: request line and headers together (431 beyond).
+    max_body_bytes: a request body (413 beyond).
+    max_in_flight: requests worked on at once; more are answered 503 at once, not queued.
+    max_connections: open connections; past it, the longest-waiting idle ones are closed.
+    request_timeout: seconds a client has to send one whole request, from its first byte
+      (or from connecting); a silent or trickling client is cut off after it (408).
+    keep_alive_timeout: seconds an idle keep-alive connection stays open between requests.
+    """
+
+    max_head_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024
+    max_in_flight: int = 128
+    max_connections: int = 512
+    request_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
 class RequestLimits:
-    """ASGI middleware: token check (header, bearer or cookie), body size cap, security headers.
+    """ASGI middleware: head size cap, token check (header, bearer or cookie), body size cap,
+    a cap on requests in flight, and security headers on every response.
 
     A browser cannot add a header to a page load, so `/?token=T` sets a same-site cookie
     holding the token and redirects to `/`; from then on the page and its images carry it.
     """
 
-    def __init__(self, app: Any, token: str = "", max_body_bytes: int = 64 * 1024):
+    def __init__(self, app: Any, token: str = "", limits: ServeLimits | None = None):
         self.app = app
         self.token = token.encode()
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits or ServeLimits()
+        # One event loop runs every request, so a plain counter is enough.
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _head_bytes(scope) > self.limits.max_head_bytes:
+            await _json(send, 431, f"request head too large (at most {self.limits.max_head_bytes} bytes "
+                        "of request line and headers)", [(b"connection", b"close")])
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
         if self.token and not self._authorized(headers):
@@ -49,15 +84,27 @@ class RequestLimits:
             return
         if scope.get("method") in _BODY_METHODS:
             declared = headers.get("content-length", b"0")
-            if not declared.isdigit() or int(declared) > self.max_body_bytes:
-                await _json(send, 413, f"request body too large (at most {self.max_body_bytes} bytes)")
+            if not declared.isdigit() or int(declared) > self.limits.max_body_bytes:
+                await _json(send, 413, f"request body too large (at most {self.limits.max_body_bytes} bytes)")
                 return
-            body = await _read_body(receive, self.max_body_bytes)
+            try:
+                body = await _read_body(receive, self.limits.max_body_bytes)
+            except ClientGone:
+                return
             if body is None:
-                await _json(send, 413, f"request body too large (at most {self.max_body_bytes} bytes)")
+                await _json(send, 413, f"request body too large (at most {self.limits.max_body_bytes} bytes)")
                 return
             receive = _replay(body, receive)
-        await self.app(scope, receive, _with_security_headers(send))
+        if self.in_flight >= self.limits.max_in_flight:
+            # Refused at once: a queue would only make every waiting client slower.
+            await _json(send, 503, "the server is busy with other requests; try again in a moment",
+                        [(b"retry-after", b"1")])
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, _with_security_headers(send))
+        finally:
+            self.in_flight -= 1
 
     def _authorized(self, headers: dict[str, bytes]) -> bool:
         bearer = headers.get("authorization", b"")
@@ -79,11 +126,19 @@ def _query_token(scope: Scope) -> bytes:
     return values[0].encode("latin-1", errors="ignore")
 
 
+def _head_bytes(scope: Scope) -> int:
+    """About the size of the request line and headers as sent."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 1
+    return target + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+
+
 async def _read_body(receive: Any, limit: int) -> bytes | None:
     """The whole body, or None once it passes limit (a chunked body declares no length)."""
     body = b""
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         if message["type"] != "http.request":
             return body
         body += message.get("body", b"")
@@ -115,12 +170,13 @@ def _with_security_headers(send: Any) -> Any:
     return sending
 
 
-async def _json(send: Any, status: int, message: str) -> None:
+async def _json(send: Any, status: int, message: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     await send({
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS],
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    *extra_headers, *SECURITY_HEADERS],
     })
     await send({"type": "http.response.body", "body": body})
 

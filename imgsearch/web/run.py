@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError, MissingDependencyError
+from .limits import ServeLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -85,11 +86,13 @@ def build_server(
     max_k: int | None = None,
     access_log: bool = False,
     engine: Any = None,
+    limits: ServeLimits | None = None,
 ) -> Server:
     """The server for settings, its port already bound (so a busy port fails here, clearly).
 
     engine: an ImageSearch to serve instead of a new one built from settings (its embedder
     should be a SerializedEmbedder when an index run and searches may overlap).
+    limits: bounds on requests and connections other than the defaults (tests, load checks).
     """
     try:
         import uvicorn
@@ -97,6 +100,7 @@ def build_server(
         raise MissingDependencyError("the server needs the serve extra: pip install 'imgsearch[serve]'") from None
     from ..engine import ImageSearch, build_embedder
     from .app import DEFAULT_MAX_K, ServeOptions, create_app
+    from .connections import bounded_protocol
     from .jobs import SerializedEmbedder
 
     missing = [str(f) for f in folders if not Path(f).expanduser().is_dir()]
@@ -106,6 +110,7 @@ def build_server(
         folders=[Path(f).expanduser().absolute() for f in folders],
         token=check_token(token),
         max_k=max_k or DEFAULT_MAX_K,
+        limits=limits or ServeLimits(),
     )
     sock = _bind(host, port)
     owns_engine = engine is None
@@ -123,10 +128,13 @@ def build_server(
         log_level="warning",
         access_log=access_log,
         server_header=False,
-        # Bounded work: request line and headers, open connections, idle keep-alive.
-        h11_max_incomplete_event_size=16 * 1024,
-        limit_concurrency=128,
-        timeout_keep_alive=5,
+        # Bounded work. Each request has a deadline and the connections a cap (the protocol);
+        # requests in flight are capped by RequestLimits, which answers 503 as JSON. uvicorn's
+        # own limit_concurrency stays off: it counts idle connections, so a client holding
+        # connections open would lock every other client out.
+        http=bounded_protocol(options.limits),
+        h11_max_incomplete_event_size=options.limits.max_head_bytes,
+        timeout_keep_alive=options.limits.keep_alive_timeout,  # type: ignore[arg-type]
     )
     return Server(uvicorn.Server(config), sock, engine, owns_engine)
 
@@ -139,7 +147,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        # Room for a burst of connections while the event loop is busy; the protocol caps how many stay open.
+        sock.listen(1024)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port") from None
     sock.setblocking(False)

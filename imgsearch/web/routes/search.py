@@ -1,0 +1,157 @@
+"""/api/search: ranked pictures for words, with the engine's modes, score floor and filters."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from ...errors import ConfigError
+from ...files import path_key
+from ..served import Served
+from .images import image_links
+
+MAX_QUERY_CHARS = 1000
+MAX_FILTER_CHARS = 4096
+# Widths and heights are pixel counts; a bigger number is a mistake (and overflows the store).
+MAX_PIXELS = 2**31 - 1
+
+
+class SearchRequest(BaseModel):
+    """A search: words, how many results, and optionally mode, score floor and filters."""
+
+    text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=12, ge=1)
+    mode: Optional[str] = Field(default=None, max_length=20)
+    min_score: Optional[float] = Field(default=None, allow_inf_nan=False)
+    filters: dict[str, Any] = Field(default_factory=dict, description="Any of the engine's search filters, by name.")
+
+
+def router(served: Served) -> APIRouter:
+    routes = APIRouter()
+    named = ("q", "k", "mode", "min_score")
+
+    def search(
+        text: str, k: int, mode: str | None, min_score: float | None, filters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        if k > served.options.max_k:
+            raise ConfigError(f"k must be between 1 and {served.options.max_k}, got {k}")
+        extra: dict[str, Any] = {}
+        if mode:
+            extra["mode"] = mode
+        if min_score is not None:
+            extra["min_score"] = min_score
+        if filters:
+            extra["filters"] = search_filters(filters)
+        hits = served.engine.query(text, k=k, **extra)
+        served.searches += 1
+        return {"query": text, "k": k, "results": [_hit_json(hit) for hit in hits]}
+
+    @routes.get("/api/search", summary="Search with words")
+    def search_get(
+        request: Request,
+        q: str = Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for."),
+        k: int = Query(12, ge=1, description="How many results (bounded by the server)."),
+        mode: Optional[str] = Query(None, max_length=20, description="Search mode, when the engine has several."),
+        min_score: Optional[float] = Query(None, allow_inf_nan=False, description="Drop results scoring below this."),
+    ) -> dict[str, Any]:
+        """Ranked pictures for q. Other query parameters are search filters, by name."""
+        filters = {name: value for name, value in request.query_params.items() if name not in named}
+        return search(q, k, mode, min_score, filters)
+
+    @routes.post("/api/search", summary="Search with words (JSON body)")
+    def search_post(body: SearchRequest) -> dict[str, Any]:
+        return search(body.text, body.k, body.mode, body.min_score, body.filters)
+
+    return routes
+
+
+def search_filters(values: Mapping[str, Any]) -> Any:
+    """The engine's SearchFilters from names and values (query-string text or JSON), each checked.
+
+    A value of the wrong type is a ConfigError naming the filter, before it reaches the store.
+    """
+    try:
+        from ...search import SearchFilters
+    except ImportError:
+        raise ConfigError("this version of imgsearch has no search filters") from None
+    known = {f.name: str(f.type) for f in dataclasses.fields(SearchFilters)}
+    chosen: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown filter {name!r} (known: {', '.join(sorted(known))})")
+        if value is None:
+            continue
+        kind = known[name]
+        if "tuple" in kind:
+            chosen[name] = _text_list(name, value)
+        elif kind.startswith("int"):
+            chosen[name] = _pixel_count(name, value)
+        elif kind.startswith("str"):
+            chosen[name] = _text(name, value)
+        else:
+            chosen[name] = _text_or_number(name, value)
+    return SearchFilters(**chosen)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"filter {name} must be text, got {_shown(value)}")
+    if len(value) > MAX_FILTER_CHARS:
+        raise ConfigError(f"filter {name} is too long (at most {MAX_FILTER_CHARS} characters)")
+    return value
+
+
+def _text_list(name: str, value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"filter {name} must be a list of text or comma-separated text, got {_shown(value)}")
+    return tuple(_text(name, item).strip() for item in items if item.strip())
+
+
+def _pixel_count(name: str, value: Any) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 12:
+        number = int(value.strip())
+    if number is None or not 0 <= number <= MAX_PIXELS:
+        raise ConfigError(f"filter {name} must be a whole number from 0 to {MAX_PIXELS}, got {_shown(value)}")
+    return number
+
+
+def _text_or_number(name: str, value: Any) -> str | int | float:
+    """A date given as text or as a Unix time; the engine parses it."""
+    if isinstance(value, str):
+        return _text(name, value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            if math.isfinite(float(value)):
+                return value
+        except OverflowError:
+            pass
+    raise ConfigError(f"filter {name} must be a date like 2024-06-30 or a Unix time, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _hit_json(hit: Any) -> dict[str, Any]:
+    image_id = path_key(hit.path)
+    return {
+        "id": image_id,
+        "path": hit.path,
+        "caption": hit.caption,
+        "ocr_text": str(hit.metadata.get("ocr_text") or ""),
+        "score": hit.score,
+        "metadata": hit.metadata,
+        **image_links(image_id),
+    }
