@@ -1,59 +1,79 @@
-"""Query latency (embed + search, in-process) at 10k and 100k stored rows, plus CLI start-up times.
+"""Query latency: warm in-process queries (dense, keyword, hybrid) and cold `imgsearch query` runs.
 
 Usage: python benchmarks/query_latency.py [--sizes 10000 100000] [--queries 200] [--uri URI]
-Rows are random unit vectors with realistic scalar fields; queries are real sentences embedded
-by the real default model, so both halves of a query are measured.
+                                          [--cold-runs 5] [--no-cold]
+
+Rows look like a real index: every vector is a real caption embedding of a coco-mini
+picture (../shared/data/coco-mini) plus noise (cosine ~0.75 to it, the spread of five
+people's captions of one picture), with that caption, a file name and folders as keyword
+text, so BM25 and filters work on realistic text. Queries are real sentences embedded by
+the default model, so both halves of a query are measured. Recall@10 compares the vector
+index's answers with an exact search over the same vectors.
+
+Cold runs start a new `imgsearch query` process each time (models already on disk):
+  - "kept loaded": the default, the index stays loaded in its background process;
+  - "first after load": that process stopped first, so the run loads the index itself.
+Each cold figure is followed by the import breakdown of that process (-X importtime).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+REPO = Path(__file__).resolve().parents[1]
+COCO_MINI = Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
 QUERIES = [
     "dog in park", "a red car parked on the street", "people eating pizza at a table",
     "sunset over the ocean", "a cat sleeping on a sofa", "children playing football",
     "snowy mountain with skiers", "a bowl of fruit", "an airplane in the sky", "a man riding a horse",
+    "giraffe", "train station", "two zebras grazing in a field", "a kitchen with a stove", "surfer",
 ]
+NOISE = 0.045  # per dimension: cosine to the caption's own vector ~0.75 at 384 dimensions
 
 
-def fill_store(store, rows: int, dimension: int, batch: int = 5000) -> float:
-    rng = random.Random(0)
+def caption_pool() -> list[str]:
+    lines = (COCO_MINI / "captions.jsonl").read_text().splitlines()
+    return [caption for line in lines if line.strip() for caption in json.loads(line)["captions"]]
+
+
+def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed: int = 0):
+    """Write rows near real caption vectors; returns (seconds, all vectors as a float32 array)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vectors = np.empty((rows, centers.shape[1]), dtype=np.float32)
     started = time.perf_counter()
     for start in range(0, rows, batch):
-        chunk = []
-        for i in range(start, min(rows, start + batch)):
-            vector = [rng.gauss(0, 1) for _ in range(dimension)]
-            norm = sum(x * x for x in vector) ** 0.5
-            chunk.append({
-                "id": f"{i:032x}", "vector": [x / norm for x in vector],
-                "path": f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg",
-                "caption": f"synthetic caption number {i}", "captioner": "bench",
-                "content_hash": f"{i:064x}", "size": 100_000 + i, "mtime": 1.7e9 + i,
-                "width": 640, "height": 480, "indexed_at": time.time(),
+        stop = min(rows, start + batch)
+        which = rng.integers(0, len(captions), stop - start)
+        chunk = centers[which] + rng.normal(0, NOISE, (stop - start, centers.shape[1])).astype(np.float32)
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
+        vectors[start:stop] = chunk
+        records = []
+        for offset, (i, caption_index) in enumerate(zip(range(start, stop), which)):
+            folder = f"/photos/{2000 + i % 25}/{i // 1000:04d}"
+            name = f"IMG_{i:07d}.jpg"
+            caption = captions[caption_index]
+            records.append({
+                "id": f"{i:032x}", "vector": chunk[offset].tolist(), "path": f"{folder}/{name}",
+                "caption": caption, "captioner": "bench", "content_hash": f"{i:064x}", "size": 100_000 + i,
+                "mtime": 1.7e9 + i, "width": 640, "height": 480, "indexed_at": time.time(),
+                "file_name": name, "file_type": "jpeg", "folders": ["/photos", folder.rsplit("/", 1)[0], folder],
+                "taken_at": 1.6e9 + i, "keywords": f"{caption} IMG {i:07d} jpg photos {2000 + i % 25}",
             })
-        store.upsert_rows(chunk)
-    return time.perf_counter() - started
-
-
-def wait_for_index(store, timeout: float = 300) -> None:
-    """A server builds indexes in the background; measure searches on the built index."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = store.client.describe_index(store.collection, "vector")
-        if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= info.get("total_rows", 0):
-            return
-        time.sleep(1)
-    print("warning: the server index was still building when the queries started")
+        store.upsert_rows(records)
+    return time.perf_counter() - started, vectors
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -61,67 +81,155 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bench_queries(engine, count: int) -> tuple[float, float]:
+def bench_mode(engine, mode: str, count: int) -> tuple[float, float]:
+    from imgsearch.errors import ConfigError
+
+    try:
+        engine.query(QUERIES[0], k=10, mode=mode)
+    except ConfigError:  # a server without BM25 (before 2.5): no keyword search to time
+        return float("nan"), float("nan")
     for text in QUERIES[:3]:  # warm-up: model and collection in memory
-        engine.query(text, k=10)
+        engine.query(text, k=10, mode=mode)
     samples = []
     for i in range(count):
-        text = QUERIES[i % len(QUERIES)] + (f" {i}" if i >= len(QUERIES) else "")
+        text = QUERIES[i % len(QUERIES)] + (f" {i}" if i >= len(QUERIES) and mode != "keyword" else "")
         started = time.perf_counter()
-        engine.query(text, k=10)
+        engine.query(text, k=10, mode=mode)
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples), percentile(samples, 0.95)
 
 
-def wall(command: list[str], runs: int, env: dict[str, str]) -> float:
+def recall_at_10(engine, vectors) -> float:
+    """Share of the exact 10 nearest rows that the vector index returns, over the query set."""
+    import numpy as np
+
+    query_vectors = np.asarray(engine.embedder.embed(QUERIES), dtype=np.float32)
+    found = 0
+    for query, vector in zip(QUERIES, query_vectors):
+        exact = {f"{i:032x}" for i in np.argsort(-(vectors @ vector))[:10]}
+        got = {hit["id"] for hit in engine.store.search(vector.tolist(), 10)}
+        found += len(exact & got)
+    return found / (10 * len(QUERIES))
+
+
+def wall(command: list[str], runs: int, env: dict[str, str], before=None) -> float:
     times = []
     for _ in range(runs):
+        if before:
+            before()
         started = time.perf_counter()
-        subprocess.run(command, capture_output=True, env=env, check=False)
+        done = subprocess.run(command, capture_output=True, env=env, check=False, text=True)
         times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            print(f"  warning: {' '.join(command[1:3])} exited {done.returncode}: {done.stderr.strip()[:200]}")
     return statistics.median(times)
+
+
+def import_breakdown(command: list[str], env: dict[str, str], top: int = 8) -> str:
+    """The slowest top-level imports of one run of command, from python -X importtime."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *command], capture_output=True, env=env, text=True)
+    totals: dict[str, int] = {}
+    for line in done.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        # Top-level imports have one space before their name; nested ones are indented further.
+        if len(fields) != 3 or not fields[1].strip().isdigit() or fields[2].startswith("  "):
+            continue
+        package = fields[2].strip().split(".")[0]
+        totals[package] = totals.get(package, 0) + int(fields[1])
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
+    total = sum(totals.values())
+    return f"imports {total / 1e6:.2f} s: " + ", ".join(f"{name} {us / 1e6:.2f}" for name, us in ranked)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--uri", default="", help="a Milvus server URI instead of a Lite file")
+    parser.add_argument("--uri", default="", help="a Milvus server URI instead of the embedded Milvus Lite file")
+    parser.add_argument("--batch", type=int, default=2000, help="rows per upsert while filling")
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold command-line runs")
     args = parser.parse_args()
 
-    from imgsearch import ImageSearch
-    from imgsearch.embedders.sentence_transformer import SentenceTransformerEmbedder
+    import numpy as np
 
-    embedder = SentenceTransformerEmbedder()
+    from imgsearch import ImageSearch
+    from imgsearch.store.lite_keeper import stop_keeper
+
     workdir = Path(tempfile.mkdtemp(prefix="imgsearch-bench-"))
-    print(f"{'rows':>8} {'fill s':>8} {'p50 ms':>8} {'p95 ms':>8}")
+    captions = caption_pool()
+    print(f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>9} "
+          f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15}")
     try:
-        last_data_dir = None
         for rows in args.sizes:
             data_dir = workdir / f"rows-{rows}"
-            engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=f"bench_{rows}", embedder=embedder)
+            collection = "images" if not args.uri else f"bench_{rows}"
+            engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
+            centers = np.asarray(engine.embedder.embed(captions), dtype=np.float32)
             engine.store.drop()
-            engine.store.open(embedder.id, lambda: embedder.dimension)
-            fill = fill_store(engine.store, rows, embedder.dimension)
+            engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension)
+            fill, vectors = fill_store(engine.store, rows, centers, captions, args.batch)
+            engine.store.flush()
             if args.uri:
                 wait_for_index(engine.store)
-            p50, p95 = bench_queries(engine, args.queries)
-            print(f"{rows:>8} {fill:>8.1f} {p50:>8.2f} {p95:>8.2f}", flush=True)
-            if args.uri:
-                engine.store.drop()
+            recall = recall_at_10(engine, vectors)
+            modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword", "hybrid")}
+            cells = " ".join(f"{p50:>8.2f} / {p95:<6.2f}" for p50, p95 in modes.values())
+            print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>9.3f} {cells}", flush=True)
             engine.close()
-            last_data_dir, last_collection = data_dir, f"bench_{rows}"
-
-        env = dict(os.environ)
-        exe = shutil.which("imgsearch") or "imgsearch"
-        print(f"imgsearch --help: {wall([exe, '--help'], 5, env):.2f} s (median of 5)")
-        if last_data_dir and not args.uri:
-            env["IMGSEARCH_DATA_DIR"] = str(last_data_dir)
-            env["IMGSEARCH_COLLECTION"] = last_collection
-            cold = wall([exe, "query", "dog in park", "-k", "5"], 3, env)
-            print(f"cold imgsearch query ({args.sizes[-1]} rows): {cold:.2f} s (median of 3)")
+            if not args.uri and not args.no_cold:
+                cold(data_dir, rows, args.cold_runs, stop_keeper)
+            if args.uri:
+                ImageSearch(milvus_uri=args.uri, collection=collection, data_dir=data_dir).store.drop()
+            del vectors
+        small_batches(workdir, captions)
     finally:
+        for folder in workdir.glob("rows-*"):
+            stop_keeper(folder / "index.db")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cold(data_dir: Path, rows: int, runs: int, stop_keeper) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
+    env.update(IMGSEARCH_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", IMGSEARCH_KEEP_LOADED="600")
+    exe = shutil.which("imgsearch") or "imgsearch"
+    query = [exe, "query", "dog in park", "-k", "5"]
+    db = data_dir / "index.db"
+    first = wall(query, max(1, runs // 2), env, before=lambda: stop_keeper(db))
+    print(f"  cold imgsearch query, {rows} rows, first after load (loads the index): {first:.2f} s")
+    wall(query, 1, env)  # the keeper is up and loaded
+    kept = wall(query, runs, env)
+    print(f"  cold imgsearch query, {rows} rows, kept loaded (default): {kept:.2f} s (median of {runs})")
+    module_query = ["-m", "imgsearch", "query", "dog in park", "-k", "5"]
+    print(f"    {import_breakdown(module_query, env)}")
+    help_time = wall([exe, "--help"], runs, env)
+    print(f"  imgsearch --help: {help_time:.2f} s (median of {runs})")
+    stop_keeper(db)
+
+
+def small_batches(workdir: Path, captions: list[str]) -> None:
+    """Upsert rate at a captioner's batch size (8 rows), as an index run writes."""
+    import numpy as np
+
+    from imgsearch import ImageSearch
+
+    engine = ImageSearch(data_dir=workdir / "small-batches", keep_loaded=0)
+    centers = np.asarray(engine.embedder.embed(captions[:50]), dtype=np.float32)
+    engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension)
+    seconds, _ = fill_store(engine.store, 2000, centers, captions[:50], batch=8)
+    print(f"upserts in batches of 8: {2000 / seconds:.0f} rows/s (2,000 rows)")
+    engine.close()
+
+
+def wait_for_index(store, timeout: float = 600) -> None:
+    """A server builds indexes in the background; measure searches on the built index."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = store.client.describe_index(store.physical, "vector")
+        if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= info.get("total_rows", 0):
+            return
+        time.sleep(1)
+    print("warning: the server index was still building when the queries started")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """`python -m imgsearch` runs the CLI."""
 
-from .cli import app
+from .cli import main
 
-app(prog_name="imgsearch")
+main()

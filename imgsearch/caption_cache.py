@@ -1,15 +1,24 @@
 """A durable cache of finished captions, keyed by (content hash, captioner id, prompt).
 
 Captioning is the expensive step; once a caption exists it is never paid for twice,
-even when the vector index is rebuilt or the embedding model changes.
+even when the vector index is rebuilt or the embedding model changes. A damaged cache
+file is moved aside and what can still be read from it is carried into a fresh one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
+
+from .caption_salvage import salvage_captions
+from .errors import StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
@@ -22,47 +31,201 @@ CREATE TABLE IF NOT EXISTS captions (
 )
 """
 
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
+# Below this much free space, an I/O error while writing is the disk filling up: SQLite says
+# only "disk I/O error" when the WAL index (-shm) cannot grow.
+_NEARLY_FULL_BYTES = 1 << 20
+
+T = TypeVar("T")
+
 
 class CaptionCache:
-    """SQLite-backed; every write is committed at once so a crash loses nothing finished."""
+    """SQLite-backed; every write is committed at once so a crash loses nothing finished.
+
+    ``warnings`` collects one line for each damaged cache file found (on open or during
+    use), moved aside and replaced; the library never prints, so the caller shows them.
+    """
 
     def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL lets a reader (a query) and a writer (an index run) share the file.
-        # Not pinned to the creating thread: a server runs successive index runs on worker
-        # threads (one run at a time, so the connection is never used by two at once).
-        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self.path = Path(path)
+        self.warnings: list[str] = []
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of the caption cache {self.path}: {_os_reason(exc)}{_advice(exc.errno)}"
+            ) from None
+        self._guarded("open", self._connect)
 
     def get_many(self, hashes: Iterable[str], captioner: str, prompt: str) -> dict[str, str]:
         """Cached captions for the given content hashes."""
-        found: dict[str, str] = {}
         wanted = list(dict.fromkeys(hashes))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT content_hash, caption FROM captions WHERE captioner = ? AND prompt = ? "
-                f"AND content_hash IN ({marks})",
-                [captioner, prompt, *chunk],
-            )
-            found.update(rows.fetchall())
-        return found
+
+        def read() -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._connection.execute(
+                    f"SELECT content_hash, caption FROM captions WHERE captioner = ? AND prompt = ? "
+                    f"AND content_hash IN ({marks})",
+                    [captioner, prompt, *chunk],
+                )
+                found.update(rows.fetchall())
+            return found
+
+        return self._guarded("read", read)
 
     def put_many(self, captions: dict[str, str], captioner: str, prompt: str) -> None:
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?)",
-                [(h, captioner, prompt, text, now) for h, text in captions.items()],
-            )
+        rows = [(h, captioner, prompt, text, now) for h, text in captions.items()]
+        self._guarded("write to", lambda: self._insert(rows))
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM captions").fetchone()[0])
+        return self._guarded(
+            "read", lambda: int(self._connection.execute("SELECT count(*) FROM captions").fetchone()[0])
+        )
+
+    def take_warnings(self) -> list[str]:
+        """The warnings since the last call, then start afresh (each is shown once per run)."""
+        taken, self.warnings = self.warnings, []
+        return taken
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"the caption cache {self.path} is closed")
+        return self._db
+
+    def _connect(self) -> None:
+        if self._db is not None:
+            return
+        # Not pinned to the creating thread: a server runs successive index runs on worker
+        # threads (one run at a time, so the connection is never used by two at once).
+        db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            # WAL lets a reader (a query) and a writer (an index run) share the file.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _insert(self, rows: list[tuple[str, str, str, str, float]]) -> None:
+        db = self._connection
+        with db:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _guarded(self, doing: str, operation: Callable[[], T]) -> T:
+        """Run operation; a damaged file is replaced (once) and the operation run again.
+
+        Other SQLite failures, a full disk above all, become one-line StoreErrors naming the file.
+        """
+        try:
+            return operation()
+        except sqlite3.DatabaseError as exc:
+            if _result_code(exc) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise self._error(doing, exc) from None
+        try:
+            self._replace_damaged()
+            return operation()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(doing, exc) from None
+
+    def _replace_damaged(self) -> None:
+        """Move the damaged file aside, untouched, and start a fresh cache with what it still holds."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        kept = self._name_for_damaged()
+        try:
+            # The -wal file first: a fresh cache must never find (and replay) the old one's log.
+            for suffix in ("-wal", "-shm", ""):
+                if os.path.lexists(f"{self.path}{suffix}"):
+                    os.replace(f"{self.path}{suffix}", f"{kept}{suffix}")
+        except OSError as exc:
+            raise StoreError(
+                f"the caption cache {self.path} is damaged and cannot be moved aside ({_os_reason(exc)}): "
+                "move or delete it, then run again"
+            ) from None
+        salvaged = salvage_captions(kept)
+        self._connect()
+        self._insert(salvaged)
+        self.warnings.append(
+            f"the caption cache {self.path} was damaged: kept it as {kept} and carried the "
+            f"{len(salvaged)} caption{'' if len(salvaged) == 1 else 's'} still readable in it into a fresh "
+            "cache (lost ones are made again)"
+        )
+
+    def _name_for_damaged(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        number = 1
+        while os.path.lexists(kept):
+            number += 1
+            kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{number}")
+        return kept
+
+    def _error(self, doing: str, exc: sqlite3.DatabaseError) -> StoreError:
+        code = _result_code(exc)
+        if code in (_SQLITE_FULL, _SQLITE_IOERR) and _nearly_full(self.path.parent):
+            reason, advice = f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}", _advice(errno.ENOSPC)
+        else:
+            reason, advice = str(exc), _SQLITE_ADVICE.get(code, "")
+        return StoreError(f"cannot {doing} the caption cache {self.path}: {reason}{advice}")
+
+
+_SQLITE_ADVICE = {
+    _SQLITE_IOERR: " (check the disk and its free space, or use --data-dir on another disk)",
+    _SQLITE_FULL: " (free some space, or use --data-dir on another disk)",
+    _SQLITE_CANTOPEN: " (check that its folder exists and is writable, or use --data-dir elsewhere)",
+    _SQLITE_READONLY: " (the file or its folder is read-only: use --data-dir elsewhere)",
+    _SQLITE_PERM: " (permission denied: use --data-dir elsewhere)",
+}
+
+
+def _result_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF
+    message = str(exc).lower()
+    for words, guessed in (
+        ("malformed", _SQLITE_CORRUPT),
+        ("not a database", _SQLITE_NOTADB),
+        ("disk is full", _SQLITE_FULL),
+        ("disk i/o error", _SQLITE_IOERR),
+        ("unable to open", _SQLITE_CANTOPEN),
+        ("readonly", _SQLITE_READONLY),
+    ):
+        if words in message:
+            return guessed
+    return None
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _os_reason(exc: OSError) -> str:
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno and exc.strerror else str(exc)
+
+
+def _advice(code: int | None) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return " (free some space, or use --data-dir on another disk)"
+    return ""

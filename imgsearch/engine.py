@@ -7,20 +7,23 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .caption_cache import CaptionCache
 from .captioners.base import Captioner
 from .config import Settings, load_settings
 from .embedders.base import Embedder
 from .errors import ConfigError, ImageLoadError, StoreError
 from .files import display_path, path_key, root_path
-from .indexer import Indexer, IndexProgress
 from .ocr import TextReader
 from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
 from .search import FUSION_CANDIDATES, SearchFilters, check_mode, fuse, is_keyword_like
 from .results import ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
 from .store import PROP_DIMENSION, PROP_EMBEDDER, ROW_FIELDS, MilvusStore
+
+if TYPE_CHECKING:
+    # The indexer pulls in Pillow and the caption cache sqlite3; a query needs neither.
+    from .caption_cache import CaptionCache
+    from .indexer import IndexProgress
 
 MAX_K = 1000
 
@@ -49,12 +52,20 @@ def build_captioner(settings: Settings) -> Captioner:
 
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder named in settings, found through the embedder entry points."""
+    import inspect
+
     cls = load_plugin(EMBEDDER_GROUP, settings.embedder)
-    return cls(model=settings.embed_model, device=settings.device)
+    options: dict[str, Any] = {"model": settings.embed_model, "device": settings.device}
+    # Third-party embedders may not take cache_dir: only those that name it get one (ONNX exports live there).
+    if "cache_dir" in inspect.signature(cls).parameters:
+        options["cache_dir"] = settings.data_dir / "models"
+    return cls(**options)
 
 
 def build_store(settings: Settings) -> MilvusStore:
-    return MilvusStore(settings.resolved_milvus_uri, settings.collection, settings.milvus_token)
+    return MilvusStore(
+        settings.resolved_milvus_uri, settings.collection, settings.milvus_token, keep_loaded=settings.keep_loaded
+    )
 
 
 class ImageSearch:
@@ -114,6 +125,8 @@ class ImageSearch:
     @property
     def cache(self) -> CaptionCache:
         if self._cache is None:
+            from .caption_cache import CaptionCache
+
             self._cache = CaptionCache(self.settings.caption_cache_path)
         return self._cache
 
@@ -168,6 +181,8 @@ class ImageSearch:
         a picture moved or renamed keeps its caption. Setting stop ends the run after the
         current batch (report.interrupted); running it again resumes.
         """
+        from .indexer import Indexer
+
         if isinstance(paths, (str, Path)):
             paths = [paths]
         indexer = Indexer(self.captioner, self.embedder, self.store, self.cache, progress, self.text_reader)
@@ -236,9 +251,11 @@ class ImageSearch:
         filters: conditions every hit must meet (folder, file type, date taken, camera, size).
         min_score: drop hits scoring below this; an empty list means no good match.
         """
-        if not text or not text.strip():
-            raise ConfigError("the query is empty: give some words to search for")
-        text = text.strip()
+        from .search import check_min_score, query_text
+
+        # NUL and other control characters are no words; a query of nothing else is empty.
+        text = query_text(text or "")
+        min_score = check_min_score(min_score)
         self._check_k(k)
         mode = check_mode(mode or self.settings.search_mode)
         expression = filters.expression() if filters else ""
@@ -260,6 +277,9 @@ class ImageSearch:
         self, path: str | Path, k: int = 10, *, filters: SearchFilters | None = None, min_score: float | None = None
     ) -> list[SearchHit]:
         """More like this: the k indexed pictures whose captions are closest to path's caption."""
+        from .search import check_min_score
+
+        min_score = check_min_score(min_score)
         self._check_k(k)
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         target = root_path(path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -45,13 +47,13 @@ def walk_images(roots: Iterable[str | Path]) -> Iterator[FoundFile | WalkProblem
     seen_dirs: set[tuple[int, int]] = set()
     for root in roots:
         top = root_path(root)
-        if top.is_file() or (top.is_symlink() and not top.is_dir()):
+        if top.is_dir():
+            yield from _walk_dir(top, seen_dirs)
+        elif os.path.lexists(top):
+            # Anything else there (a file, a dangling symlink, a FIFO) is judged by _stat_file.
             yield _stat_file(top)
-            continue
-        if not top.is_dir():
+        else:
             yield WalkProblem(top, "no such file or folder")
-            continue
-        yield from _walk_dir(top, seen_dirs)
 
 
 def root_path(root: str | Path) -> Path:
@@ -94,15 +96,54 @@ def _stat_file(path: Path) -> FoundFile | WalkProblem:
         return WalkProblem(path, "broken symlink" if path.is_symlink() else "file vanished")
     except OSError as exc:
         return WalkProblem(path, exc.strerror or str(exc))
+    # Checked before the size: a FIFO or a device stats as 0 bytes, yet reading a FIFO
+    # blocks forever and /dev/urandom never ends.
+    special = not_regular_reason(st.st_mode)
+    if special:
+        return WalkProblem(path, special)
     if st.st_size == 0:
         return WalkProblem(path, "empty file (0 bytes)")
     return FoundFile(path, st.st_size, st.st_mtime)
 
 
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file with this st_mode is no picture file, e.g. "not a regular file (a named pipe)"; None if regular."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return f"not a regular file ({kind})"
+    return "not a regular file"
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a file for reading only if it is a regular file (OSError otherwise).
+
+    Opened without blocking, then checked on the open handle: a FIFO put in a picture's place
+    after the walk must not hang the run, nor a device feed it without end.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        special = not_regular_reason(os.fstat(fd).st_mode)
+        if special:
+            raise OSError(errno.EINVAL, special, os.fsdecode(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")
+
+
 def content_hash(path: Path) -> str:
     """A SHA-256 of the file's bytes: the identity of a picture, wherever it lives."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

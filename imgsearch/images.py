@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
+from .files import open_regular
 
 # Captioners look at a few hundred pixels; decoding a 50-megapixel photo at full size
 # only costs memory and time. JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly.
@@ -62,30 +65,38 @@ def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
     return rgb
 
 
-def _open(path: Path) -> Image.Image:
+@contextmanager
+def _open(path: Path) -> Iterator[Image.Image]:
+    """The picture at path, opened lazily (header only); closed with its file on exit."""
     try:
-        with warnings.catch_warnings():
-            # Pillow warns from 89 megapixels, which a 108-megapixel phone photo passes;
-            # MAX_PIXELS below is the limit, and JPEGs decode at reduced size anyway.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        handle = open_regular(path)
     except FileNotFoundError:
         raise ImageLoadError("file not found") from None
     except PermissionError:
         raise ImageLoadError("permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError("not a readable image (unknown or corrupt format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError("refused: declared dimensions are too large (decompression bomb)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageLoadError(f"not a readable image: {_reason(exc)}") from None
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        image.close()
-        raise ImageLoadError(
-            f"refused: declared size {width}x{height} is too large (decompression bomb)"
-        )
-    return image
+    except OSError as exc:
+        # Never handed to Pillow: a FIFO would block the read forever, a device never ends.
+        raise ImageLoadError(exc.strerror or f"cannot open: {_reason(exc)}") from None
+    with handle:
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns from 89 megapixels, which a 108-megapixel phone photo passes;
+                # MAX_PIXELS below is the limit, and JPEGs decode at reduced size anyway.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+        except UnidentifiedImageError:
+            raise ImageLoadError("not a readable image (unknown or corrupt format)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageLoadError("refused: declared dimensions are too large (decompression bomb)") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageLoadError(f"not a readable image: {_reason(exc)}") from None
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageLoadError(
+                    f"refused: declared size {width}x{height} is too large (decompression bomb)"
+                )
+            yield image
 
 
 def _exif_swaps_sides(image: Image.Image) -> bool:

@@ -124,6 +124,8 @@ class Indexer:
             # A root that is not there (an unmounted drive) says nothing about its files.
             folders = [root for root in roots if root.is_dir()]
             self._remove_missing(folders + [root_path(path) for path in gone], present_keys, report)
+        # Found while the run went on (a damaged caption cache kept aside and salvaged).
+        report.warnings.extend(self.cache.take_warnings())
         report.seconds = time.monotonic() - started
         return report
 

@@ -6,6 +6,7 @@ import re
 from pathlib import PurePath
 from typing import Any
 
+from .files import display_path, root_path
 from .images import ImageHeader
 
 # Matches the store's array capacity; deeper folders than this are not filterable.
@@ -22,8 +23,12 @@ def folders_of(path: str) -> list[str]:
 
 
 def normalize_folder(folder: str) -> str:
-    """The form folders_of() stores, for matching a folder a user typed."""
-    return str(PurePath(folder))
+    """The form folders_of() stores, for matching a folder a user typed.
+
+    A relative folder is taken from the current directory, as `imgsearch index` takes its
+    paths: rows store absolute paths, so "coco/images" would otherwise match nothing.
+    """
+    return display_path(root_path(folder))
 
 
 def file_facts(path: str, header: ImageHeader, mtime: float) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class IndexReport:
     seconds: float = 0.0
     interrupted: bool = False
     usage: CaptionUsage = field(default_factory=CaptionUsage)
+    # Things the user should know that failed no file, one line each.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -144,3 +146,30 @@ class IndexStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class CheckReport:
+    """What `check` found: an empty problems list means the index and the cache are healthy."""
+
+    index: str = ""
+    cache: str = ""
+    rows: int = 0
+    rows_re_embedded: int = 0
+    cache_captions: int = 0
+    index_readable: bool = True
+    problems: list[str] = field(default_factory=list)
+    # Filled in by a repair: where the damaged index was kept, and the rebuild's report.
+    kept_aside: str = ""
+    rebuilt: IndexReport | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rebuilt"] = self.rebuilt.to_dict() if self.rebuilt else None
+        data["ok"] = self.ok
+        return data

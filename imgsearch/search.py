@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -16,6 +18,8 @@ FUSION_CANDIDATES = 50
 # A query this short (in words), or one that looks like a file name, leans on keywords.
 SHORT_QUERY_WORDS = 2
 _FILE_NAME_LIKE = re.compile(r"\w[\w\-]*\.[A-Za-z0-9]{2,5}$|\d{3,}|_")
+# Width and height are Milvus INT64 fields: a bound outside this range fails in the server.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,13 @@ class SearchFilters:
         """A Milvus filter expression; every user value is a quoted literal or a checked number."""
         parts: list[str] = []
         if self.folder:
-            parts.append(f"array_contains(folders, {quote(normalize_folder(self.folder))})")
+            try:
+                folder = normalize_folder(self.folder)
+            except OSError as exc:  # a relative folder, and the current directory is gone
+                raise ConfigError(
+                    f"folder {self.folder!r} cannot be resolved ({exc.strerror}): give an absolute path"
+                ) from None
+            parts.append(f"array_contains(folders, {quote(folder)})")
         if self.file_types:
             types = ", ".join(quote(_file_type(t)) for t in self.file_types)
             parts.append(f"file_type in [{types}]")
@@ -68,6 +78,36 @@ def quote(value: str) -> str:
     """A Milvus string literal for any text: quotes, backslashes and newlines cannot end it early."""
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
+
+
+def query_text(text: str) -> str:
+    """text without control and format characters (NUL, escapes, zero-width marks), trimmed.
+
+    Ordinary whitespace (tabs, newlines) stays; a query made only of such characters is empty.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"the query must be text, got {type(text).__name__}")
+    kept = "".join(
+        char for char in text if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf")
+    ).strip()
+    if not kept:
+        raise ConfigError("the query is empty: give some words to search for")
+    return kept
+
+
+def check_min_score(value: float | None) -> float | None:
+    """A min_score that can be compared with scores: a finite number, or None for the default."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"min_score must be a finite number like 0.3, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"min_score must be a finite number like 0.3, got {value!r}")
+    return number
 
 
 def check_mode(mode: str) -> str:
@@ -118,7 +158,13 @@ def _unix_time(value: Any, name: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a date, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            moment = float(value)
+        except OverflowError:
+            moment = math.inf
+        if not math.isfinite(moment):
+            raise ConfigError(f"{name} must be a finite Unix time or a date like 2024-06-30, got {value!r}")
+        return moment
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return moment.timestamp()
@@ -133,8 +179,10 @@ def _unix_time(value: Any, name: str) -> float:
 def _whole_number(value: Any, name: str) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # NaN and infinities end here too
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
     if number != value and str(number) != str(value):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ConfigError(f"{name} must be between {INT64_MIN} and {INT64_MAX} (a 64-bit integer), got {value!r}")
     return number

@@ -41,8 +41,8 @@ def test_jsonl_captions_match_by_relative_path_or_name(tmp_path):
     captions_file.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     captioner = ExistingCaptions(captions_file)
     result = captioner.caption([CaptionInput(p) for p in (a, b, c)])
-    assert result == ["First a", "First b", "Only c"]
-    assert ExistingCaptions(captions_file, caption_index=1).caption([CaptionInput(a)]) == ["Second a"]
+    assert result == ["first a", "first b", "only c"]  # as written: a person wrote them
+    assert ExistingCaptions(captions_file, caption_index=1).caption([CaptionInput(a)]) == ["second a"]
     assert captioner.needs_pixels is False
 
 
@@ -74,7 +74,7 @@ def test_sidecar_txt(tmp_path):
     image.with_suffix(".txt").write_text("  a cat sleeping \n")
     lonely = make_image(tmp_path / "q.jpg")
     ok, missing = ExistingCaptions().caption([CaptionInput(image), CaptionInput(lonely)])
-    assert ok == "A cat sleeping"
+    assert ok == "a cat sleeping"
     assert isinstance(missing, CaptionFailure) and "q.txt" in missing.reason
 
 

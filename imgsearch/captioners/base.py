@@ -37,6 +37,9 @@ class Captioner(ABC):
 
     #: Whether caption_batch needs decoded pixels (False for captions read from files).
     needs_pixels: bool = True
+    #: Whether captions lose prompt echoes and boilerplate openings ("This image shows...").
+    #: That is for model output; a caption a person wrote is kept as written (whitespace aside).
+    cleans_captions: bool = True
     batch_size: int = 8
 
     @property
@@ -103,7 +106,7 @@ class Captioner(ABC):
     def _checked(self, raw: str | CaptionFailure) -> str | CaptionFailure:
         if isinstance(raw, CaptionFailure):
             return raw
-        text = clean_caption(raw, self.prompt)
+        text = clean_caption(raw, self.prompt) if self.cleans_captions else " ".join(raw.split())
         return text if text else CaptionFailure(f"{self.id} produced an empty caption")
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..errors import CaptionerError
 from .base import CaptionFailure, CaptionInput, Captioner
 
+_ID_SALT = b"as-written\0"
+
 
 class ExistingCaptions(Captioner):
     """Reads captions instead of generating them (imported alt text, human-written captions).
@@ -21,6 +23,7 @@ class ExistingCaptions(Captioner):
     """
 
     needs_pixels = False
+    cleans_captions = False  # a person wrote them: "There are people..." stays as it is
     batch_size = 256
 
     def __init__(
@@ -47,7 +50,9 @@ class ExistingCaptions(Captioner):
         except OSError as exc:
             raise CaptionerError(f"{path}: cannot read captions file ({exc.strerror})") from None
         # The file's digest is part of the id, so edited captions are picked up on re-index.
-        self._file_digest = hashlib.sha256(raw).hexdigest()[:12]
+        # The salt changed when captions stopped being rewritten like model output, so rows
+        # and cached captions made the old way are read again as written.
+        self._file_digest = hashlib.sha256(_ID_SALT + raw).hexdigest()[:12]
         for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_EMBED_MODEL
 from ..errors import EmbedderError
 from .base import Embedder
+
+if TYPE_CHECKING:
+    from .onnx_cache import OnnxCache
+    from .onnx_encoder import OnnxTextEncoder
+
+log = logging.getLogger(__name__)
 
 _MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -29,13 +38,29 @@ def canonical_model_id(model: str) -> str:
 
 
 class SentenceTransformerEmbedder(Embedder):
-    """Any sentence-transformers model, by hub id or local folder."""
+    """Any sentence-transformers model, by hub id or local folder.
 
-    def __init__(self, model: str = DEFAULT_EMBED_MODEL, device: str = "auto", batch_size: int = 64, **_: object):
+    With cache_dir, the first time the full model loads it is also exported to ONNX there; later
+    instances embed with that export through onnxruntime and never import torch, which makes a cold
+    query start in a fraction of a second. Models the export cannot reproduce keep the full path.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBED_MODEL,
+        device: str = "auto",
+        batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+        **_: object,
+    ):
         self.model_name = model
         self.requested_device = device
         self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self._model: Any = None
+        self._onnx: OnnxTextEncoder | None = None
+        self._onnx_looked_up = False
+        self._onnx_lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -43,8 +68,10 @@ class SentenceTransformerEmbedder(Embedder):
 
     @property
     def model(self) -> Any:
+        """The full sentence-transformers model, loaded (and exported to ONNX once) on first use."""
         if self._model is None:
             self._model = self._load()
+            self._export_for_next_time()
         return self._model
 
     def _load(self) -> Any:
@@ -61,12 +88,49 @@ class SentenceTransformerEmbedder(Embedder):
                 "(check the name or network, or give a local folder)"
             ) from None
 
+    def _onnx_cache(self) -> OnnxCache | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            from .onnx_cache import OnnxCache
+        except ImportError as exc:  # a broken onnxruntime or tokenizers install: the full model still works
+            log.warning("no ONNX fast path: %s", exc)
+            return None
+        return OnnxCache(self.cache_dir, self.id, resolve_model_source(self.model_name))
+
+    def _fast_encoder(self) -> OnnxTextEncoder | None:
+        """The ONNX encoder when a valid export exists; looked up once per instance."""
+        if not self._onnx_looked_up:
+            with self._onnx_lock:
+                if not self._onnx_looked_up:
+                    cache = self._onnx_cache()
+                    self._onnx = cache.open_encoder() if cache is not None else None
+                    self._onnx_looked_up = True
+        return self._onnx
+
+    def _export_for_next_time(self) -> None:
+        cache = self._onnx_cache()
+        # The lookup also sets aside a damaged export, so it is rebuilt here.
+        if cache is not None and self._fast_encoder() is None:
+            cache.build_if_missing(self._model)
+
+    @property
+    def fast_path_active(self) -> bool:
+        """True when vectors come from the ONNX export: a valid one was found and the full model is not loaded."""
+        return self._model is None and self._fast_encoder() is not None
+
     @property
     def dimension(self) -> int:
+        encoder = self._fast_encoder() if self._model is None else None
+        if encoder is not None:
+            return encoder.dimension
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get_dim())
 
     def embed_batch(self, texts: list[str]) -> list[list[float]]:
+        encoder = self._fast_encoder() if self._model is None else None
+        if encoder is not None:
+            return encoder.encode(texts).tolist()  # it picks its own, smaller length-sorted batches
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )

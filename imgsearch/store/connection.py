@@ -20,6 +20,10 @@ logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 # This process's own Milvus Lite servers (when no keeper hosts the file), by file path.
 _lite_servers: dict[str, Any] = {}
+# Said when a Milvus Lite file cannot be opened or loaded, which is what a damaged file does.
+DAMAGE_HINT = (
+    "; if the index file is damaged, `imgsearch check --repair` rebuilds it from the caption cache"
+)
 # What Milvus Lite accepts as a file name.
 _LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
 
@@ -83,7 +87,8 @@ class Connection:
             self.release_lock()
             if is_embedded(self.uri) and (_is_lock_error(exc) or (first and lite_file_locked(Path(self.uri).expanduser()))):
                 raise IndexBusyError(busy_message(self.uri, "another program")) from None
-            raise StoreError(f"cannot connect to Milvus at {self.uri}: {reason(exc)}") from None
+            hint = DAMAGE_HINT if is_embedded(self.uri) else ""
+            raise StoreError(f"cannot connect to Milvus at {self.uri}: {reason(exc)}{hint}") from None
         finally:
             root.setLevel(level)
 
@@ -152,7 +157,8 @@ def start_quiet_server(path: Path) -> Any:
         server = lite_server.Server(str(path))
         if server.init() and server.start():
             return server
-        server._lock_path = os.devnull  # its clean-up must not delete the holder's lock file
+        # Its clean-up unlinks its lock file, which here is the holder's: point it at nothing.
+        server._lock_path = str(path.with_name(f".{path.name}.lock-not-held-{os.getpid()}"))
         return None
     finally:
         root.setLevel(level)

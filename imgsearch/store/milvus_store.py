@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import EmbedderMismatchError, StoreError
 from .catalog import Catalog
-from .connection import Connection, call, is_embedded
+from .connection import DAMAGE_HINT, Connection, call, is_embedded
 from .schema import (
     LITE_SEARCH_PARAMS,
     PROP_CAPTIONERS,
@@ -169,7 +169,10 @@ class MilvusStore:
 
     def load(self) -> None:
         """Load the collection into memory (needed after every reopen before reading)."""
-        self._call("load collection", self.client.load_collection, self.physical)
+        try:
+            self._call("load collection", self.client.load_collection, self.physical)
+        except StoreError as exc:
+            raise StoreError(f"{exc}{DAMAGE_HINT if self.is_embedded else ''}") from None
 
     def _use(self, facts: dict[str, Any]) -> None:
         self._physical = str(facts[_COLLECTION_KEY])
@@ -301,6 +304,15 @@ class MilvusStore:
             self._drop_unclaimed(str(old[_COLLECTION_KEY]))
         self._ready = other._ready = False
         self._physical = other._physical = None
+
+    def set_aside(self, name: str) -> None:
+        """Keep this index's collection under another index name; this name then has no index."""
+        facts = self._facts()
+        if facts is None:
+            return
+        self.catalog.put(name, facts)
+        self.catalog.remove(self.collection)
+        self._ready, self._physical = False, None
 
     def drop_leftovers(self, keep: str = "") -> list[str]:
         """Drop collections of this index that a stopped swap left behind; returns their names."""

@@ -1,0 +1,215 @@
+"""`imgsearch check`: read the whole index and the caption cache, and say what is wrong with them.
+
+Run on demand (never on the query path). Repair rebuilds the index from the caption cache
+without captioning, keeping the damaged copy aside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ImgsearchError
+from .ocr import searchable_text
+from .results import CheckReport
+
+if TYPE_CHECKING:
+    from .engine import ImageSearch
+
+# Rows whose vector is compared with a fresh embedding of their caption.
+EMBEDDING_SAMPLE = 200
+# Below this cosine a stored vector no longer says what its caption says.
+SAME_VECTOR = 0.99
+UNIT_TOLERANCE = 1e-3
+# More problems than this of one kind are counted, not listed.
+_LISTED = 5
+FOLDERS_FILE = "indexed-folders.json"
+
+
+def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
+    """Every problem found in engine's index and caption cache; an empty list means healthy."""
+    started = time.monotonic()
+    report = CheckReport(index=engine.store.uri, cache=str(engine.settings.caption_cache_path))
+    report.cache_captions, cache_problems = _check_cache(engine.settings.caption_cache_path)
+    report.problems.extend(cache_problems)
+    try:
+        _check_index(engine, report, sample)
+    except ImgsearchError as exc:
+        report.index_readable = False
+        report.problems.append(f"the index cannot be read: {exc}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _check_cache(path: Path) -> tuple[int, list[str]]:
+    if not path.exists():
+        return 0, []
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
+            count = db.execute("SELECT count(*) FROM captions").fetchone()[0]
+    except sqlite3.Error as exc:
+        return 0, [f"the caption cache {path} is damaged: {exc}"]
+    if verdict != ["ok"]:
+        return count, [f"the caption cache {path} is damaged: {'; '.join(verdict[:3])}"]
+    return count, []
+
+
+def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
+    store = engine.store
+    if not store.exists():
+        report.problems.append(f"there is no index in collection {store.collection!r} at {store.uri}")
+        return
+    store.load_existing()
+    counted = store.count()
+    bad_vectors: list[str] = []
+    paths: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+    dimension = store.dimension
+    for row in store.iter_rows(fields=["path", "caption", "ocr_text", "vector"]):
+        report.rows += 1
+        paths[row["path"]] += 1
+        vector = [float(x) for x in row["vector"]]
+        problem = _vector_problem(vector, dimension)
+        if problem:
+            bad_vectors.append(f"{row['path']}: {problem}")
+        else:
+            rows.append(row)
+    if counted != report.rows:
+        report.problems.append(f"the index counts {counted} rows but {report.rows} could be read")
+    _add_listed(report, bad_vectors, "rows with a broken vector")
+    duplicates = [f"{path} ({times} rows)" for path, times in paths.items() if times > 1]
+    _add_listed(report, duplicates, "pictures stored more than once")
+    _check_embeddings(engine, report, rows, sample)
+
+
+def _vector_problem(vector: list[float], dimension: int) -> str:
+    if dimension and len(vector) != dimension:
+        return f"{len(vector)}-d vector in a {dimension}-d index"
+    if not all(math.isfinite(x) for x in vector):
+        return "vector has values that are not finite numbers"
+    norm = math.sqrt(sum(x * x for x in vector))
+    if abs(norm - 1.0) > UNIT_TOLERANCE:
+        return f"vector length {norm:.4g}, not 1"
+    return ""
+
+
+def _check_embeddings(engine: ImageSearch, report: CheckReport, rows: list[dict[str, Any]], sample: int) -> None:
+    """A stored vector must still be its caption's embedding (a sample, to keep check quick)."""
+    chosen = random.Random(0).sample(rows, min(sample, len(rows)))
+    if not chosen:
+        return
+    fresh = engine.embedder.embed([searchable_text(row["caption"], row.get("ocr_text") or "") for row in chosen])
+    report.rows_re_embedded = len(chosen)
+    differing = []
+    for row, vector in zip(chosen, fresh):
+        cosine = sum(a * float(b) for a, b in zip(vector, row["vector"]))
+        if cosine < SAME_VECTOR:
+            differing.append(f"{row['path']}: cosine {cosine:.3f} to its caption's embedding")
+    _add_listed(report, differing, f"of {len(chosen)} sampled rows whose vector does not match their caption")
+
+
+def _add_listed(report: CheckReport, items: list[str], what: str) -> None:
+    if not items:
+        return
+    listed = "; ".join(items[:_LISTED]) + (f"; and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
+    report.problems.append(f"{len(items)} {what}: {listed}")
+
+
+def remember_folders(data_dir: Path, folders: Iterable[Path]) -> None:
+    """Record the folders an index was built from, so a repair can rebuild it without them."""
+    path = data_dir / FOLDERS_FILE
+    known = indexed_folders(data_dir)
+    wanted = [*known, *(str(folder) for folder in folders if str(folder) not in known)]
+    if wanted == known:
+        return
+    try:
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(wanted, indent=1))
+        partial.replace(path)
+    except OSError:  # a full disk: the index run itself goes on
+        pass
+
+
+def indexed_folders(data_dir: Path) -> list[str]:
+    try:
+        folders = json.loads((data_dir / FOLDERS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(folder) for folder in folders] if isinstance(folders, list) else []
+
+
+def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> CheckReport:
+    """Rebuild the index from the caption cache, captioning nothing; the damaged index is kept aside.
+
+    Pictures with no cached caption are reported as failed (`imgsearch index` captions them).
+    """
+    from .errors import ConfigError
+
+    folders = indexed_folders(engine.settings.data_dir)
+    if not folders:
+        raise ConfigError(
+            "no record of which folders this index was built from: run `imgsearch index FOLDER --rebuild`"
+        )
+    report.kept_aside = set_aside(engine)
+    report.rebuilt = engine.index(folders, progress, cached_captions_only=True)
+    return report
+
+
+def set_aside(engine: ImageSearch) -> str:
+    """Move the current index out of the way (kept for the user); returns where it went."""
+    from .store.lite_keeper import stop_keeper
+
+    store = engine.store
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if store.is_embedded:
+        store.close()
+        path = Path(store.uri).expanduser().absolute()
+        stop_keeper(path)
+        if not path.exists():
+            return ""
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        path.rename(aside)
+        return str(aside)
+    # A server: the old collection stays under another index name, out of the way.
+    aside_name = f"{store.collection}__damaged_{stamp.replace('-', '_')}"
+    store.set_aside(aside_name)
+    return f"collection index {aside_name!r} at {store.uri}"
+
+
+class CachedCaptionsOnly:
+    """Wraps a captioner: same identity (so cached captions are found), but captions nothing."""
+
+    needs_pixels = False
+    cleans_captions = False
+
+    def __init__(self, captioner: Any):
+        self._captioner = captioner
+        self.batch_size = max(1, int(getattr(captioner, "batch_size", 8)))
+
+    @property
+    def id(self) -> str:
+        return self._captioner.id
+
+    @property
+    def prompt(self) -> str:
+        return self._captioner.prompt
+
+    def caption(self, items: list[Any], on_batch: Any = None) -> list[Any]:
+        from .captioners.base import CaptionFailure
+
+        if on_batch:
+            on_batch(len(items))
+        return [CaptionFailure("no cached caption; `imgsearch index` will caption it") for _ in items]
+
+    def take_usage(self) -> Any:
+        from .results import CaptionUsage
+
+        return CaptionUsage()

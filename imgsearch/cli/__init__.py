@@ -1,0 +1,37 @@
+"""The `imgsearch` command: parses options, calls the library, renders results and errors.
+
+Exit codes: 0 success; 1 the run finished but some files failed; 2 bad usage or settings;
+3 a model or the store could not be used; 130 interrupted.
+
+application.py holds the Typer app, the consoles and error rendering; options.py the shared
+options. Each command module (indexing, searching, upkeep, serving) holds plain functions,
+attached to the app here and nowhere else, so no module imports another for its side effects.
+"""
+
+from __future__ import annotations
+
+from . import indexing, searching, serving, upkeep
+from .application import app
+
+__all__ = ["app", "main"]
+
+# Every command, in the order `imgsearch --help` lists them.
+_COMMANDS = (
+    ("index", indexing.index),
+    ("query", searching.query),
+    ("status", upkeep.status),
+    ("export", upkeep.export),
+    ("prune", upkeep.prune),
+    ("reembed", upkeep.reembed),
+    ("watch", indexing.watch),
+    ("describe", indexing.describe),
+    ("serve", serving.serve),
+    ("eval", searching.evaluate),
+)
+for _name, _command in _COMMANDS:
+    app.command(name=_name)(_command)
+
+
+def main() -> None:
+    """Run the command line as `imgsearch`, whatever started it (`python -m imgsearch` does)."""
+    app(prog_name="imgsearch")

@@ -1,0 +1,63 @@
+"""The Typer app, its two consoles, the exit codes, and how library errors become them.
+
+Commands are attached in imgsearch/cli/__init__.py; this module knows none of them, so
+every command module can import it without a cycle. (Not named app.py: the package
+exports the Typer object as `imgsearch.cli.app`, and a submodule of that name would clash.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import ConfigError, ImgsearchError, PluginNotFoundError
+
+EXIT_FILES_FAILED = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+EXIT_INTERRUPTED = 130
+
+# Model-loading progress bars would fight with ours for the terminal.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="Search a folder of pictures with plain words.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Results go to stdout (pure JSON with --json); progress, summaries and errors to stderr.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print one red error line and exit with code."""
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def call(func: Callable[[], T]) -> T:
+    """Call into the library, turning its typed errors into one red line and an exit code.
+
+    Bad settings or names are usage errors (2); anything else the library raises on
+    purpose means a model or the store could not be used (3).
+    """
+    try:
+        return func()
+    except (ConfigError, PluginNotFoundError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except ImgsearchError as exc:
+        fail(str(exc), EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+

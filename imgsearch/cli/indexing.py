@@ -1,0 +1,237 @@
+"""The commands that run the captioner: `index` and `watch` fill the index, `describe` leaves it alone."""
+
+# No `from __future__ import annotations` here: Typer reads these signatures on every run, and
+# string annotations would be evaluated anew each time (about 25 ms of start-up for all commands).
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, call, err, out
+from .options import (
+    ApiBaseUrl,
+    BatchSize,
+    Beams,
+    CaptionerName,
+    CaptionModel,
+    CaptionsFile,
+    Collection,
+    Concurrency,
+    ConfigFile,
+    DataDir,
+    Device,
+    Dtype,
+    EmbedModel,
+    JsonOut,
+    MaxNewTokens,
+    Ocr,
+    Preset,
+    Prompt,
+    Timeout,
+    Token,
+    Uri,
+    engine_from_flags,
+)
+
+if TYPE_CHECKING:
+    from ..results import CaptionUsage, IndexReport
+
+
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (recursively).", show_default=False)],
+    captioner: CaptionerName = None,
+    caption_model: CaptionModel = None,
+    prompt: Prompt = None,
+    preset: Preset = None,
+    captions_file: CaptionsFile = None,
+    batch_size: BatchSize = None,
+    max_new_tokens: MaxNewTokens = None,
+    beams: Beams = None,
+    dtype: Dtype = None,
+    api_base_url: ApiBaseUrl = None,
+    concurrency: Concurrency = None,
+    timeout: Timeout = None,
+    ocr: Ocr = None,
+    embed_model: EmbedModel = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them).")] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Caption, embed and store every picture under PATHS. Unchanged pictures are skipped.
+
+    Pictures gone from PATHS leave the index (unless --keep-missing); moved ones keep their caption. Ctrl-C stops after the current batch; running the same command resumes.
+    """
+    from ..progress import RichIndexProgress
+    from ..stopping import stop_on_signals
+
+    engine = call(lambda: engine_from_flags(
+        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
+        captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
+        dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
+        embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+    ))
+    with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
+        report = call(lambda: engine.index(paths, progress=progress, stop=stop, keep_missing=keep_missing))
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        _print_report(report)
+    if report.interrupted:
+        err.print(
+            f"stopped early; run `{escape(_this_command())}` again to resume (finished captions are kept)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.failed:
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="Folders to watch (recursively).", show_default=False)],
+    captioner: CaptionerName = None,
+    caption_model: CaptionModel = None,
+    prompt: Prompt = None,
+    preset: Preset = None,
+    captions_file: CaptionsFile = None,
+    batch_size: BatchSize = None,
+    max_new_tokens: MaxNewTokens = None,
+    beams: Beams = None,
+    dtype: Dtype = None,
+    api_base_url: ApiBaseUrl = None,
+    concurrency: Concurrency = None,
+    timeout: Timeout = None,
+    ocr: Ocr = None,
+    debounce: Annotated[float, typer.Option("--debounce", help="Seconds of quiet before a batch of changes is indexed.", min=0.05)] = 1.0,
+    embed_model: EmbedModel = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Index PATHS, then keep the index current as pictures appear, change, move and vanish.
+
+    Changes are batched (after --debounce seconds of quiet). Ctrl-C or SIGTERM stops after the current batch. With --json, each batch's report is one JSON line on stdout.
+    """
+    from ..progress import RichIndexProgress
+    from ..stopping import stop_on_signals
+
+    engine = call(lambda: engine_from_flags(
+        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
+        captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
+        dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
+        embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+    ))
+
+    def show(report: "IndexReport") -> None:
+        if as_json:
+            out.print(json.dumps(report.to_dict()), highlight=False, soft_wrap=True)
+        else:
+            _print_report(report)
+
+    def busy(message: str) -> None:
+        err.print(f"waiting: {escape(message)}", highlight=False)
+
+    with engine, stop_on_signals(_stopping_notice) as stop:
+        err.print(f"watching {escape(', '.join(str(p) for p in paths))} (Ctrl-C to stop)", highlight=False)
+        call(lambda: engine.watch(
+            paths, stop, show, progress=lambda: RichIndexProgress(err), on_busy=busy, debounce=debounce,
+        ))
+    err.print("stopped watching")
+
+
+def describe(
+    image: Annotated[Path, typer.Argument(help="The picture to describe.", show_default=False)],
+    captioner: CaptionerName = None,
+    caption_model: CaptionModel = None,
+    preset: Preset = None,
+    prompt: Prompt = None,
+    max_new_tokens: MaxNewTokens = None,
+    beams: Beams = None,
+    dtype: Dtype = None,
+    api_base_url: ApiBaseUrl = None,
+    timeout: Timeout = None,
+    ocr: Ocr = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Print a caption for IMAGE (or the answer to --prompt about it); the index is not touched."""
+    engine = call(lambda: engine_from_flags(
+        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
+        max_new_tokens=max_new_tokens, beams=beams, dtype=dtype, api_base_url=api_base_url,
+        timeout=timeout, ocr=ocr, device=device, data_dir=data_dir,
+    ))
+    with engine:
+        described = call(lambda: engine.describe(image))
+    if as_json:
+        out.print_json(json.dumps(described.to_dict()))
+        return
+    out.print(escape(described.text), highlight=False)
+    if described.ocr_text:
+        out.print(f"text in image: {escape(described.ocr_text)}", highlight=False)
+    if described.truncated:
+        err.print("[yellow]cut at the token limit[/]: raise --max-new-tokens for the rest")
+
+
+def _stopping_notice(signum: int) -> None:
+    err.print("stopping after the current batch (press Ctrl-C again to stop at once)")
+
+
+def _this_command() -> str:
+    """The command line as typed, to repeat when asking the user to run it again."""
+    import shlex
+
+    return shlex.join(["imgsearch", *sys.argv[1:]])
+
+
+def _print_report(report: "IndexReport") -> None:
+    from ..progress import one_line
+
+    parts = [
+        f"[green]{report.new} new[/]",
+        f"{report.updated} updated",
+        f"{report.unchanged} unchanged",
+        f"{report.moved} moved",
+        f"{report.removed} removed",
+        f"[{'red' if report.failed else 'green'}]{len(report.failed)} failed[/]",
+    ]
+    err.print(
+        f"{', '.join(parts)} in {report.seconds:.1f}s "
+        f"({report.captioned} captioned, {report.captions_reused} captions reused)"
+    )
+    if report.seen and report.unchanged == report.seen:
+        err.print("nothing changed: no image needed captioning")
+    _print_usage(report.usage)
+    for failure in report.failed:
+        err.print(f"  [red]failed[/] {escape(one_line(failure.path))}: {escape(failure.reason)}", highlight=False)
+
+
+def _print_usage(usage: "CaptionUsage") -> None:
+    """API requests, tokens and captioning time; captions cut at the token limit."""
+    if usage.requests:
+        err.print(
+            f"captioning: {usage.requests} requests ({usage.retries} retried), "
+            f"{usage.input_tokens:,} tokens in, {usage.output_tokens:,} out, {usage.seconds:.1f}s"
+        )
+    if usage.truncated:
+        err.print(
+            f"[yellow]{len(usage.truncated)} caption{' was' if len(usage.truncated) == 1 else 's were'} "
+            "cut at the token limit[/] "
+            "(raise --max-new-tokens to get all of them):",
+            highlight=False,
+        )
+        for path in usage.truncated[:20]:
+            err.print(f"  {escape(path)}", highlight=False)

@@ -1,0 +1,155 @@
+"""The commands that search: `query` the index, and `eval` to measure search quality on a dataset."""
+
+# No `from __future__ import annotations` here: Typer reads these signatures on every run, and
+# string annotations would be evaluated anew each time (about 25 ms of start-up for all commands).
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from .application import EXIT_USAGE, call, err, fail, out
+from .options import (
+    CaptionerName,
+    CaptionModel,
+    Collection,
+    ConfigFile,
+    DataDir,
+    Device,
+    EmbedModel,
+    JsonOut,
+    Token,
+    Uri,
+    engine_from_flags,
+    settings_from_flags,
+)
+
+if TYPE_CHECKING:
+    from ..evaluation import EvalReport
+    from ..results import SearchHit
+
+
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1, max=1000)] = 10,
+    mode: Annotated[
+        Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names) or hybrid [default: hybrid].")
+    ] = None,
+    min_score: Annotated[
+        Optional[float], typer.Option(help="Drop results scoring below this; none left means no good match.")
+    ] = None,
+    like: Annotated[
+        Optional[Path], typer.Option(help="More like this: pictures whose captions are closest to this indexed picture's.")
+    ] = None,
+    folder: Annotated[Optional[str], typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")] = None,
+    file_type: Annotated[
+        Optional[list[str]], typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters")
+    ] = None,
+    taken_after: Annotated[
+        Optional[str], typer.Option(help="Taken on or after this date (YYYY-MM-DD).", rich_help_panel="Filters")
+    ] = None,
+    taken_before: Annotated[
+        Optional[str], typer.Option(help="Taken before this date (YYYY-MM-DD).", rich_help_panel="Filters")
+    ] = None,
+    camera: Annotated[Optional[str], typer.Option(help="Only this camera (EXIF make and model).", rich_help_panel="Filters")] = None,
+    min_width: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
+    max_width: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
+    min_height: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
+    max_height: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
+    embed_model: EmbedModel = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Show the pictures that best match TEXT (or are most like --like PATH), best first."""
+    if (text is None) == (like is None):
+        fail("give either TEXT to search for or --like PATH", EXIT_USAGE)
+    from ..search import SearchFilters
+
+    filters = SearchFilters(
+        folder=folder, file_types=tuple(file_type or ()), taken_after=taken_after, taken_before=taken_before,
+        camera=camera, min_width=min_width, max_width=max_width, min_height=min_height, max_height=max_height,
+    )
+    engine = call(lambda: engine_from_flags(
+        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+    ))
+    with engine:
+        if like is not None:
+            hits = call(lambda: engine.similar(like, k=k, filters=filters, min_score=min_score))
+        else:
+            hits = call(lambda: engine.query(text or "", k=k, mode=mode, filters=filters, min_score=min_score))
+    if as_json:
+        out.print_json(json.dumps([hit.to_dict() for hit in hits]))
+        return
+    if not hits:
+        err.print("no good match: nothing in the index scores high enough for this query and its filters")
+        return
+    _print_hits(hits)
+
+
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="A folder with images/ and captions.jsonl.", show_default=False)],
+    live: Annotated[
+        bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
+    ] = False,
+    modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) [default: all].")] = None,
+    captioner: CaptionerName = None,
+    caption_model: CaptionModel = None,
+    embed_model: EmbedModel = None,
+    device: Device = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Measure search quality on a captioned dataset (Recall@1/5/10, MRR, nDCG@10, latency).
+
+    The index is built in a throw-away folder; your own index is never touched.
+    """
+    from ..evaluation import run_eval
+    from ..search import SEARCH_MODES, check_mode
+
+    settings = call(lambda: settings_from_flags(
+        config, captioner=captioner, caption_model=caption_model, embed_model=embed_model, device=device,
+    ))
+    chosen = [call(lambda m=m: check_mode(m)) for m in (modes or SEARCH_MODES)]
+    with err.status("evaluating…") as spinner:
+        report = call(lambda: run_eval(
+            dataset, settings, live=live, modes=chosen, progress=lambda text: spinner.update(text)
+        ))
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    _print_eval(report, dataset, live)
+
+
+def _print_hits(hits: "list[SearchHit]") -> None:
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("caption", overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        shown_text = f"\n[dim]text in image: {escape(hit.ocr_text)}[/]" if hit.ocr_text else ""
+        table.add_row(str(rank), f"{hit.score:.3f}", escape(hit.path), escape(hit.caption) + shown_text)
+    out.print(table)
+
+
+def _print_eval(report: "EvalReport", dataset: Path, live: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{dataset} ({'live' if live else 'oracle'} mode, {report.images} images)")
+    for column in ("queries", "mode", "n", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="left" if column in ("queries", "mode") else "right")
+    for row in report.scores:
+        table.add_row(
+            row.query_set, row.mode, str(row.queries), *(f"{row.recall[c]:.1f}" for c in (1, 5, 10)),
+            f"{row.mrr:.3f}", f"{row.ndcg10:.3f}", f"{row.latency_p50_ms:.1f}", f"{row.latency_p95_ms:.1f}",
+        )
+    out.print(table)

@@ -1,0 +1,157 @@
+"""The commands that look after an index without captioning: `status`, `export`, `prune`, `reembed`."""
+
+# No `from __future__ import annotations` here: Typer reads these signatures on every run, and
+# string annotations would be evaluated anew each time (about 25 ms of start-up for all commands).
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from .application import EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
+from .options import Collection, ConfigFile, DataDir, Device, EmbedModel, JsonOut, Token, Uri, engine_from_flags
+
+if TYPE_CHECKING:
+    from ..results import IndexStatus
+
+
+def status(
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Print where the index lives, which models built it, and how many images it holds."""
+    engine = call(lambda: engine_from_flags(config, data_dir=data_dir, uri=uri, token=token, collection=collection))
+    with engine:
+        info = call(engine.status)
+    if as_json:
+        out.print_json(json.dumps(info.to_dict()))
+        return
+    _print_status(info)
+
+
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
+    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to FILE (created when complete) instead of stdout.", show_default=False)] = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Write every indexed picture's path, caption and metadata as JSONL or CSV, streamed."""
+    from ..export import EXPORT_FORMATS, atomic_output, export_columns, write_rows
+    from ..progress import RichRowProgress
+    from ..store import ROW_FIELDS
+
+    if fmt not in EXPORT_FORMATS:
+        fail(f"unknown --format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}", EXIT_USAGE)
+    engine = call(lambda: engine_from_flags(config, data_dir=data_dir, uri=uri, token=token, collection=collection))
+    columns = export_columns(ROW_FIELDS)
+
+    def write(stream: IO[str]) -> int:
+        rows = engine.records()
+        with RichRowProgress(err, "exporting", engine.store.count()) as progress:
+            return write_rows(rows, stream, fmt, columns, on_row=progress.advance)
+
+    with engine:
+        if out_file is None:
+            try:
+                written = call(lambda: write(sys.stdout))
+            except BrokenPipeError:
+                # The reader (e.g. `| head`) stopped early: not an error.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(0) from None
+        else:
+            def write_file() -> int:
+                with atomic_output(out_file) as stream:
+                    return write(stream)
+
+            written = call(write_file)
+    summary = {"exported": written, "format": fmt, "out": str(out_file) if out_file else None}
+    if as_json and out_file is not None:
+        out.print_json(json.dumps(summary))
+    else:
+        err.print(f"exported {written} images" + (f" to {escape(str(out_file))}" if out_file else ""))
+
+
+def prune(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Only check rows under these folders (default: every row).", show_default=False)] = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Remove from the index every picture whose file is gone. Nothing is captioned."""
+    from ..progress import one_line
+
+    engine = call(lambda: engine_from_flags(config, data_dir=data_dir, uri=uri, token=token, collection=collection))
+    with engine:
+        report = call(lambda: engine.prune(paths or None))
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    for path in report.removed:
+        err.print(f"  removed {escape(one_line(path))}", highlight=False)
+    err.print(f"{len(report.removed)} removed of {report.checked} checked in {report.seconds:.1f}s")
+
+
+def reembed(
+    embed_model: EmbedModel = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Re-embed every stored caption with the embedding model in use (--embed-model).
+
+    Nothing is captioned. The new index is built beside the old one and takes its place when complete; stopped part-way, the old index is left as it was.
+    """
+    from ..progress import RichIndexProgress
+
+    engine = call(lambda: engine_from_flags(
+        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+    ))
+    try:
+        with engine, RichIndexProgress(err, "re-embedding") as progress:
+            report = call(lambda: engine.reembed(progress))
+    except typer.Exit as stopped:
+        if stopped.exit_code == EXIT_INTERRUPTED:
+            err.print("the index is unchanged; run `imgsearch reembed` again to start over")
+        raise
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    err.print(
+        f"re-embedded {report.rows} captions with {escape(report.embedder)} "
+        f"(was {escape(report.previous_embedder or '-')}) in {report.seconds:.1f}s; nothing captioned"
+    )
+
+
+def _print_status(info: "IndexStatus") -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("index", escape(info.uri))
+    table.add_row("collection", escape(info.collection) + ("" if info.exists else " (not created yet)"))
+    table.add_row("images", str(info.images))
+    table.add_row("embedder", escape(f"{info.embedder} ({info.dimension}-d)") if info.embedder else "-")
+    table.add_row("captioners", escape(", ".join(info.captioners)) or "-")
+    table.add_row("data dir", escape(info.data_dir))
+    table.add_row("config file", escape(info.config_file or "none"))
+    out.print(table)
