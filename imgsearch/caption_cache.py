@@ -79,6 +79,24 @@ class CaptionCache:
 
         return self._guarded("read", read)
 
+    def latest_any(self, hashes: Iterable[str]) -> dict[str, str]:
+        """The newest cached caption of each content hash, whichever captioner made it."""
+        wanted = list(dict.fromkeys(hashes))
+
+        def read() -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._connection.execute(
+                    f"SELECT content_hash, caption FROM captions WHERE content_hash IN ({marks}) ORDER BY created_at",
+                    chunk,
+                )
+                found.update(rows.fetchall())  # later rows (newer captions) win
+            return found
+
+        return self._guarded("read", read)
+
     def put_many(self, captions: dict[str, str], captioner: str, prompt: str) -> None:
         now = time.time()
         rows = [(h, captioner, prompt, text, now) for h, text in captions.items()]

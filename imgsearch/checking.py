@@ -31,6 +31,8 @@ UNIT_TOLERANCE = 1e-3
 # More problems than this of one kind are counted, not listed.
 _LISTED = 5
 FOLDERS_FILE = "indexed-folders.json"
+# How every problem with the caption cache starts (the rest are the index's).
+CACHE_PROBLEM = "the caption cache"
 
 
 def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
@@ -87,7 +89,31 @@ def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
     _add_listed(report, bad_vectors, "rows with a broken vector")
     duplicates = [f"{path} ({times} rows)" for path, times in paths.items() if times > 1]
     _add_listed(report, duplicates, "pictures stored more than once")
+    if not any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
+        _check_lost_rows(engine, report, set(paths))  # opening a damaged cache would repair it
     _check_embeddings(engine, report, rows, sample)
+
+
+def _check_lost_rows(engine: ImageSearch, report: CheckReport, stored: set[str]) -> None:
+    """Pictures under the indexed folders with a cached caption but no row: lost from the index."""
+    from .files import FoundFile, content_hash, display_path, walk_images
+
+    folders = indexed_folders(engine.settings.data_dir)
+    absent = [
+        found.path for found in walk_images(folders)
+        if isinstance(found, FoundFile) and display_path(found.path) not in stored
+    ]
+    if not absent:
+        return
+    hashes = {}
+    for path in absent:
+        try:
+            hashes[path] = content_hash(path)
+        except OSError:
+            continue
+    cached = engine.cache.latest_any(hashes.values())
+    lost = [display_path(path) for path, digest in hashes.items() if digest in cached]
+    _add_listed(report, lost, "pictures that were indexed (their caption is cached) but have no row")
 
 
 def _vector_problem(vector: list[float], dimension: int) -> str:
@@ -158,8 +184,16 @@ def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> Ch
         raise ConfigError(
             "no record of which folders this index was built from: run `imgsearch index FOLDER --rebuild`"
         )
-    report.kept_aside = set_aside(engine)
+    kept = set_aside(engine)
+    if kept:
+        report.repairs.append(f"the damaged index was kept aside as {kept}")
     report.rebuilt = engine.index(folders, progress, cached_captions_only=True)
+    report.repairs.append(
+        f"the index was rebuilt from the caption cache: {report.rebuilt.new} pictures, nothing captioned"
+        + (f", {len(report.rebuilt.failed)} without a cached caption (`imgsearch index` captions them)"
+           if report.rebuilt.failed else "")
+    )
+    report.repairs.extend(report.rebuilt.warnings)
     return report
 
 
@@ -185,22 +219,14 @@ def set_aside(engine: ImageSearch) -> str:
 
 
 class CachedCaptionsOnly:
-    """Wraps a captioner: same identity (so cached captions are found), but captions nothing."""
+    """A captioner that captions nothing (a repair reuses cached captions only): every
+    picture it is asked about fails. Nothing is loaded, so a repair works offline."""
 
+    id = "cached"
+    prompt = ""
     needs_pixels = False
     cleans_captions = False
-
-    def __init__(self, captioner: Any):
-        self._captioner = captioner
-        self.batch_size = max(1, int(getattr(captioner, "batch_size", 8)))
-
-    @property
-    def id(self) -> str:
-        return self._captioner.id
-
-    @property
-    def prompt(self) -> str:
-        return self._captioner.prompt
+    batch_size = 256
 
     def caption(self, items: list[Any], on_batch: Any = None) -> list[Any]:
         from .captioners.base import CaptionFailure

@@ -17,7 +17,7 @@ from .files import display_path, path_key, root_path
 from .ocr import TextReader
 from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
 from .search import FUSION_CANDIDATES, SearchFilters, check_mode, fuse, is_keyword_like
-from .results import ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
+from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
 from .store import PROP_DIMENSION, PROP_EMBEDDER, ROW_FIELDS, MilvusStore
 
 if TYPE_CHECKING:
@@ -174,19 +174,58 @@ class ImageSearch:
         stop: threading.Event | None = None,
         keep_missing: bool = False,
         gone: Iterable[str | Path] = (),
+        rebuild: bool = False,
+        cached_captions_only: bool = False,
     ) -> IndexReport:
         """Caption, embed and store every picture under paths; unchanged pictures cost a stat.
 
         Rows of pictures that are gone from the folders are removed unless keep_missing;
         a picture moved or renamed keeps its caption. Setting stop ends the run after the
         current batch (report.interrupted); running it again resumes.
+        rebuild: set the current index aside (kept, not deleted) and build it anew; cached
+        captions are reused. cached_captions_only: caption nothing; pictures without a
+        cached caption are reported as failed.
         """
+        from .checking import CachedCaptionsOnly, remember_folders, set_aside
         from .indexer import Indexer
 
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        indexer = Indexer(self.captioner, self.embedder, self.store, self.cache, progress, self.text_reader)
-        return indexer.run(paths, stop=stop, remove_missing=not keep_missing, gone=gone)
+        roots = _roots(paths)
+        if rebuild:
+            set_aside(self)
+        captioner: Any = CachedCaptionsOnly() if cached_captions_only else self.captioner
+        indexer = Indexer(
+            captioner, self.embedder, self.store, self.cache, progress, self.text_reader,
+            reuse_any_caption=cached_captions_only,
+        )
+        report = indexer.run(roots, stop=stop, remove_missing=not keep_missing, gone=gone)
+        remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
+        return report
+
+    def check(self, sample: int = 200) -> CheckReport:
+        """Read the whole index and the caption cache and list what is wrong with them.
+
+        Vectors must be finite and unit length, one row per picture, the row count must
+        match, and a sample of vectors must still be their caption's embedding.
+        """
+        from .checking import check
+
+        return check(self, sample)
+
+    def repair(self, progress: IndexProgress | None = None) -> CheckReport:
+        """Check, and if anything is wrong with the index, rebuild it from the caption cache.
+
+        Nothing is captioned; the damaged index is kept aside. The report lists the problems
+        found before the repair, where the old index went, and the rebuild's IndexReport.
+        """
+        from .checking import CACHE_PROBLEM, check, repair
+
+        report = check(self)
+        if any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
+            self.cache.count()  # opening a damaged cache keeps it aside and salvages what it can
+            report.repairs.extend(self.cache.take_warnings())
+        if any(not problem.startswith(CACHE_PROBLEM) for problem in report.problems):
+            repair(self, report, progress)
+        return report
 
     def prune(self, paths: Iterable[str | Path] | None = None) -> PruneReport:
         """Remove the rows whose picture file is gone (under paths, or anywhere); no captioning."""

@@ -71,8 +71,11 @@ class Indexer:
         cache: CaptionCache,
         progress: IndexProgress | None = None,
         text_reader: TextReader | None = None,
+        reuse_any_caption: bool = False,
     ):
         self.captioner = captioner
+        # Rebuilding an index: a picture's newest cached caption serves, whichever captioner made it.
+        self.reuse_any_caption = reuse_any_caption
         self.embedder = embedder
         self.store = store
         self.cache = cache
@@ -171,7 +174,12 @@ class Indexer:
     def _fill_captions(self, pending: list[_Pending], report: IndexReport) -> None:
         wanted = [p.content_hash for p in pending if p.caption is None]
         # Asked only when needed: a captioner may have to load its model to know its prompt.
-        cached = self.cache.get_many(wanted, self.captioner.id, self.captioner.prompt) if wanted else {}
+        if not wanted:
+            cached = {}
+        elif self.reuse_any_caption:
+            cached = self.cache.latest_any(wanted)
+        else:
+            cached = self.cache.get_many(wanted, self.captioner.id, self.captioner.prompt)
         to_caption: dict[str, tuple[_Pending, Any]] = {}
         for item in pending:
             try:

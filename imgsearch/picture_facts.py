@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import display_path, root_path
-from .images import ImageHeader
+
+if TYPE_CHECKING:  # only a type here; importing it would load Pillow on the query path
+    from .images import ImageHeader
 
 # Matches the store's array capacity; deeper folders than this are not filterable.
 MAX_FOLDERS = 64

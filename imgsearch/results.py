@@ -159,8 +159,8 @@ class CheckReport:
     cache_captions: int = 0
     index_readable: bool = True
     problems: list[str] = field(default_factory=list)
-    # Filled in by a repair: where the damaged index was kept, and the rebuild's report.
-    kept_aside: str = ""
+    # Filled in by a repair: what was done (one line each), and the rebuild's report.
+    repairs: list[str] = field(default_factory=list)
     rebuilt: IndexReport | None = None
     seconds: float = 0.0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsearch.embedders.onnx_cache import OnnxCache, hub_snapshot_commit, model_cache_key
+from imgsearch.embedders.onnx_cache import OnnxCache, hub_snapshot, model_cache_key
 from imgsearch.embedders.onnx_encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE
 from imgsearch.embedders.sentence_transformer import SentenceTransformerEmbedder, resolve_model_source
 
@@ -281,14 +281,14 @@ def test_cache_key_follows_the_files_and_the_name(tmp_path):
 def test_hub_models_are_keyed_by_their_cached_snapshot(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("SENTENCE_TRANSFORMERS_HOME", raising=False)
-    assert hub_snapshot_commit("org/model") is None
+    assert hub_snapshot("org/model") is None
     assert model_cache_key("org/model", "org/model") is None  # not downloaded: no fast path
     repo = tmp_path / "hub" / "models--org--model"
     commit = "a" * 40
     (repo / "snapshots" / commit).mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    assert hub_snapshot_commit("org/model").endswith("@" + commit)
+    assert hub_snapshot("org/model").endswith("@" + commit)
     key = model_cache_key("org/model", "org/model")
     assert key is not None
     newer = "b" * 40

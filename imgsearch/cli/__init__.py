@@ -20,6 +20,7 @@ _COMMANDS = (
     ("index", indexing.index),
     ("query", searching.query),
     ("status", upkeep.status),
+    ("check", upkeep.check),
     ("export", upkeep.export),
     ("prune", upkeep.prune),
     ("reembed", upkeep.reembed),

@@ -64,6 +64,7 @@ def index(
     collection: Collection = None,
     config: ConfigFile = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them).")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Set the current index aside (kept, not deleted) and build it anew; cached captions are reused.")] = False,
     as_json: JsonOut = False,
 ) -> None:
     """Caption, embed and store every picture under PATHS. Unchanged pictures are skipped.
@@ -80,7 +81,10 @@ def index(
         embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
     ))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
-        report = call(lambda: engine.index(paths, progress=progress, stop=stop, keep_missing=keep_missing))
+        report = call(lambda: engine.index(
+            paths, progress=progress, stop=stop, keep_missing=keep_missing, rebuild=rebuild,
+        ))
+    print_warnings(report.warnings)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
@@ -195,6 +199,11 @@ def _this_command() -> str:
     import shlex
 
     return shlex.join(["imgsearch", *sys.argv[1:]])
+
+
+def print_warnings(warnings: "list[str]") -> None:
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def _print_report(report: "IndexReport") -> None:

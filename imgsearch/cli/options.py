@@ -12,11 +12,11 @@ if TYPE_CHECKING:
     from ..engine import ImageSearch
 
 # Where the index lives: every command that opens it.
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where the index and caption cache live [env IMGSEARCH_DATA_DIR].", show_default=False)]
-Uri = Annotated[Optional[str], typer.Option("--uri", help="Milvus server/cluster URI instead of the embedded file [env IMGSEARCH_MILVUS_URI].", show_default=False)]
-Token = Annotated[Optional[str], typer.Option("--token", help="Milvus token [env IMGSEARCH_MILVUS_TOKEN].", show_default=False)]
-Collection = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection name [default: images].", show_default=False)]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file [env IMGSEARCH_CONFIG].", show_default=False)]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where the index and caption cache live (env IMGSEARCH_DATA_DIR).", show_default=False)]
+Uri = Annotated[Optional[str], typer.Option("--uri", help="Milvus server/cluster URI instead of the embedded file (env IMGSEARCH_MILVUS_URI).", show_default=False)]
+Token = Annotated[Optional[str], typer.Option("--token", help="Milvus token (env IMGSEARCH_MILVUS_TOKEN).", show_default=False)]
+Collection = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection name (default: images).", show_default=False)]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (env IMGSEARCH_CONFIG).", show_default=False)]
 EmbedModel = Annotated[Optional[str], typer.Option("--embed-model", help="Sentence-transformers model id or folder.", show_default=False)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.", show_default=False)]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]

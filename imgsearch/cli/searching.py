@@ -35,7 +35,7 @@ def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1, max=1000)] = 10,
     mode: Annotated[
-        Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names) or hybrid [default: hybrid].")
+        Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names) or hybrid (default: hybrid).")
     ] = None,
     min_score: Annotated[
         Optional[float], typer.Option(help="Drop results scoring below this; none left means no good match.")
@@ -98,7 +98,7 @@ def evaluate(
     live: Annotated[
         bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
     ] = False,
-    modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) [default: all].")] = None,
+    modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) (default: all).")] = None,
     captioner: CaptionerName = None,
     caption_model: CaptionModel = None,
     embed_model: EmbedModel = None,

@@ -16,9 +16,9 @@ from .options import Collection, ConfigFile, DataDir, Device, EmbedModel, JsonOu
 
 
 def serve(
-    folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) [env IMGSEARCH_SERVE_FOLDERS].", show_default=False)] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on [default: 127.0.0.1; env IMGSEARCH_SERVE_HOST].", show_default=False)] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on [default: 8000; env IMGSEARCH_SERVE_PORT].", show_default=False)] = None,
+    folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) (env IMGSEARCH_SERVE_FOLDERS).", show_default=False)] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default: 127.0.0.1; env IMGSEARCH_SERVE_HOST).", show_default=False)] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default: 8000; env IMGSEARCH_SERVE_PORT).", show_default=False)] = None,
     new_token: Annotated[bool, typer.Option("--new-token", help="Require a freshly made access token and print the URL that carries it.")] = False,
     max_k: Annotated[int, typer.Option("--max-k", help="Most results one search may ask for.", min=1, max=1000)] = 100,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,

@@ -1,4 +1,4 @@
-"""The commands that look after an index without captioning: `status`, `export`, `prune`, `reembed`."""
+"""The commands that look after an index without captioning: `status`, `check`, `export`, `prune`, `reembed`."""
 
 # No `from __future__ import annotations` here: Typer reads these signatures on every run, and
 # string annotations would be evaluated anew each time (about 25 ms of start-up for all commands).
@@ -12,11 +12,11 @@ from typing import IO, TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from .application import EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
+from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
 from .options import Collection, ConfigFile, DataDir, Device, EmbedModel, JsonOut, Token, Uri, engine_from_flags
 
 if TYPE_CHECKING:
-    from ..results import IndexStatus
+    from ..results import CheckReport, IndexStatus
 
 
 def status(
@@ -35,6 +35,59 @@ def status(
         out.print_json(json.dumps(info.to_dict()))
         return
     _print_status(info)
+
+
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index from the caption cache (nothing is captioned; the damaged copy is kept aside).")] = False,
+    sample: Annotated[int, typer.Option("--sample", help="Rows whose vector is compared with a fresh embedding of their caption.")] = 200,
+    embed_model: EmbedModel = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    uri: Uri = None,
+    token: Token = None,
+    collection: Collection = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Read the whole index and the caption cache and report what is wrong with them.
+
+    Exit code 0: healthy (or repaired); 1: problems found (run with --repair); 3: could not check.
+    """
+    from ..progress import RichIndexProgress
+
+    engine = call(lambda: engine_from_flags(
+        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+    ))
+    with engine:
+        if repair:
+            with RichIndexProgress(err) as progress:
+                report = call(lambda: engine.repair(progress))
+        else:
+            report = call(lambda: engine.check(sample))
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        _print_check(report)
+    # Repaired: something was done and the rebuild (if any) found every picture's caption.
+    repaired = bool(report.repairs) and (report.rebuilt is None or not report.rebuilt.failed)
+    if report.problems and not (repair and repaired):
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def _print_check(report: "CheckReport") -> None:
+    err.print(
+        f"checked {report.rows} rows ({report.rows_re_embedded} re-embedded) and {report.cache_captions} cached "
+        f"captions in {report.seconds:.1f}s",
+        highlight=False,
+    )
+    for problem in report.problems:
+        err.print(f"  [red]problem[/] {escape(problem)}", highlight=False)
+    for repair in report.repairs:
+        err.print(f"  [green]repaired[/] {escape(repair)}", highlight=False)
+    if report.ok:
+        err.print("[green]no problems found[/]")
+    elif not report.repairs:
+        err.print("run `imgsearch check --repair` to rebuild the index from the caption cache (nothing is captioned)")
 
 
 def export(

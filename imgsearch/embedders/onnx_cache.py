@@ -43,8 +43,8 @@ def hub_cache_dirs() -> list[Path]:
     return dirs
 
 
-def hub_snapshot_commit(repo_id: str) -> str | None:
-    """The commit of the cached snapshot of a hub model (refs/main), or None when it is not downloaded."""
+def hub_snapshot(repo_id: str) -> str | None:
+    """'<repo folder>@<commit>' of a hub model's cached snapshot (refs/main), or None when it is not downloaded."""
     # sentence-transformers looks up bare names like "all-MiniLM-L6-v2" under its own organisation.
     candidates = [repo_id] if "/" in repo_id else [repo_id, f"sentence-transformers/{repo_id}"]
     for cache in hub_cache_dirs():
@@ -78,7 +78,7 @@ def model_cache_key(model_name: str, source: str) -> str | None:
         if folder.is_dir():
             files = f"local {folder.resolve()}\n{local_files_signature(folder)}"
         else:
-            snapshot = hub_snapshot_commit(source)
+            snapshot = hub_snapshot(source)
             if snapshot is None:
                 return None
             files = f"hub {snapshot}"

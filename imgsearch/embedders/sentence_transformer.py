@@ -130,7 +130,7 @@ class SentenceTransformerEmbedder(Embedder):
     def embed_batch(self, texts: list[str]) -> list[list[float]]:
         encoder = self._fast_encoder() if self._model is None else None
         if encoder is not None:
-            return encoder.encode(texts).tolist()  # it picks its own, smaller length-sorted batches
+            return encoder.encode(texts).tolist()  # it picks its own length-sorted batches
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
