@@ -56,6 +56,8 @@ class Settings:
     device: str = "auto"
     embedder: str = "sentence-transformers"
     embed_model: str = DEFAULT_EMBED_MODEL
+    # Where models exported for fast queries (the embedder's ONNX copy) are kept; empty: DATA_DIR/models.
+    models_dir: str = ""
     # 0: the captioner's own batch size (8 for transformers, 256 for existing captions).
     batch_size: int = 0
     # Captioning: prompt preset (search, alt-text), local generation, hosted APIs, OCR.
@@ -89,6 +91,10 @@ class Settings:
     def uses_embedded_store(self) -> bool:
         """True when the index is a Milvus Lite file rather than a server."""
         return "://" not in self.resolved_milvus_uri
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return Path(os.path.expanduser(self.models_dir)) if self.models_dir else self.data_dir / "models"
 
     @property
     def caption_cache_path(self) -> Path:

@@ -58,7 +58,7 @@ def build_embedder(settings: Settings) -> Embedder:
     options: dict[str, Any] = {"model": settings.embed_model, "device": settings.device}
     # Third-party embedders may not take cache_dir: only those that name it get one (ONNX exports live there).
     if "cache_dir" in inspect.signature(cls).parameters:
-        options["cache_dir"] = settings.data_dir / "models"
+        options["cache_dir"] = settings.resolved_models_dir
     return cls(**options)
 
 

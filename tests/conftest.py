@@ -27,6 +27,8 @@ def isolated_env(tmp_path_factory, monkeypatch):
     # Every test's index lives in its own folder: no background process keeps it loaded
     # (tests/test_lite_keeper.py covers that).
     monkeypatch.setenv("IMGSEARCH_KEEP_LOADED", "0")
+    # One ONNX export of the embedder for the whole session, not one per test's data folder.
+    monkeypatch.setenv("IMGSEARCH_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "models"))
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return home

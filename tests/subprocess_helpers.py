@@ -25,6 +25,8 @@ def imgsearch_env(data_dir: Path, pythonpath: list[Path] = (), **extra: str) -> 
         # No background process keeps a test's index loaded unless the test asks for one.
         IMGSEARCH_KEEP_LOADED="0",
     )
+    if "IMGSEARCH_MODELS_DIR" in os.environ:  # the session's shared ONNX export (conftest)
+        env["IMGSEARCH_MODELS_DIR"] = os.environ["IMGSEARCH_MODELS_DIR"]
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)

@@ -6,6 +6,7 @@ batches so that a run has dozens of commit points to be killed between or inside
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -146,6 +147,43 @@ def test_sigkill_at_many_points_then_resume(coco_run):
     assert sorted(Path(r["path"]).name for r in state["rows"]) == files
     hits = json.loads(run_imgsearch("query", "a giraffe", "-k", "3", "--json", env=env).stdout)
     assert any("giraffe" in hit["caption"].lower() for hit in hits)
+
+
+@pytest.mark.slow
+def test_sigkill_at_twenty_moments_spread_over_a_run(coco_run):
+    """Twenty kills, from start-up to late in the run, each followed by the invariants above."""
+    folder, data, env, args, truth = coco_run
+    files = sorted(p.name for p in folder.glob("*.jpg"))
+    rng = random.Random(20)
+    # (captions the run must add before the kill is armed, seconds to wait after that)
+    kill_points = [
+        *[(None, delay) for delay in (0.2, 0.7, 1.5, 3.0)],  # start-up: imports, model, opening the index
+        # Then every batch or two, in a batch or between (a batch of 4 takes tens of milliseconds).
+        *[(5, round(rng.uniform(0, 0.03), 3)) for _ in range(16)],
+    ]
+    cache_before, kills = 0, []
+    for growth, delay in kill_points:
+        proc = start_imgsearch(*args, "--batch-size", "4", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if growth is not None:
+            wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)
+        time.sleep(delay)
+        alive = proc.poll() is None
+        with contextlib.suppress(ProcessLookupError):  # finished already: the check below says so
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        state = check_index(data)
+        assert len(state["cache"]) >= cache_before, "a finished caption was lost"
+        assert_consistent(state, folder, truth)
+        kills.append((growth, delay, alive, len(state["cache"]), state["count"]))
+        cache_before = len(state["cache"])
+    assert len(kills) >= 20 and all(alive for _, _, alive, _, _ in kills), kills
+    assert 0 < cache_before < len(files), kills
+    final = run_imgsearch(*args, "--batch-size", "4", "--json", env=env)
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["captioned"] == len(files) - cache_before
+    state = check_index(data)
+    assert_consistent(state, folder, truth)
+    assert state["count"] == len(files) == len(state["cache"])
 
 
 def test_ctrl_c_stops_after_the_current_batch_and_says_how_to_resume(coco_run):

@@ -309,7 +309,8 @@ def test_the_engine_gives_its_embedder_a_cache_and_queries_without_the_full_mode
     assert isinstance(built, SentenceTransformerEmbedder) and built.cache_dir == data / "models"
 
     shutil.copytree(warm_cache, data / "models")
-    with ImageSearch(captioner="captions", data_dir=data) as engine:
+    # models_dir "" is the default (DATA_DIR/models), whatever the test session shares.
+    with ImageSearch(captioner="captions", data_dir=data, models_dir="") as engine:
         engine.index([captioned_folder])
         hits = engine.query("a dog chasing a ball", k=1)
         assert hits[0].path == str(captioned_folder / "dog.jpg")
