@@ -14,7 +14,7 @@ from .caption_cache import CaptionCache
 from .captioners.base import CaptionFailure, CaptionInput, Captioner
 from .embedders.base import Embedder
 from .errors import ImageLoadError
-from .files import FoundFile, WalkProblem, content_hash, display_path, path_key, root_path, walk_images
+from .files import FoundFile, WalkProblem, content_hash, display_path, file_is_gone, path_key, root_path, walk_images
 from .images import ImageHeader, load_rgb, read_header
 from .ocr import TextReader, searchable_text
 from .picture_facts import file_facts, keyword_text
@@ -133,9 +133,15 @@ class Indexer:
         return report
 
     def _remove_missing(self, roots: list[Path], present_keys: set[str], report: IndexReport) -> None:
-        if not roots:
-            return
-        missing = missing_rows(self.store, roots, present_keys)
+        missing = missing_rows(self.store, roots, present_keys) if roots else []
+        # A picture added at a new path whose old row's file is gone elsewhere was moved, even
+        # when its old path is not among roots (watch mode can see the two halves of a move
+        # in separate batches).
+        known = {row["id"] for row in missing}
+        missing += [
+            row for row in self.store.rows_with_hashes(self._added_hashes)
+            if row["id"] not in present_keys and row["id"] not in known and _moved_away(row)
+        ]
         if not missing:
             return
         self.store.delete_ids([row["id"] for row in missing])
@@ -305,3 +311,9 @@ class Indexer:
         self.progress.failed(failure)
         if counted:
             self.progress.advance(1)
+
+
+def _moved_away(row: dict[str, Any]) -> bool:
+    """The row's file is gone but its folder is there (a folder that is gone, an unmounted
+    drive, says nothing about its files)."""
+    return Path(row["path"]).parent.is_dir() and file_is_gone(row["path"], row["id"])

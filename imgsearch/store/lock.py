@@ -32,7 +32,8 @@ class EmbeddedIndexLock:
             handle, count = cls._held[path]
             cls._held[path] = (handle, count + 1)
             return cls(path, first=False)
-        handle = open(path, "a+")
+        # Unbuffered: nothing is left to flush at close, which a full disk would refuse.
+        handle = open(path, "a+b", buffering=0)
         try:
             import fcntl
 
@@ -41,7 +42,7 @@ class EmbeddedIndexLock:
             pass
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().decode("utf-8", "replace").strip() or "another process"
             handle.close()
             raise IndexBusyError(busy_message(str(db_path), holder)) from None
         _write_holder(handle)
@@ -60,7 +61,10 @@ class EmbeddedIndexLock:
                 handle.truncate()
             except OSError:
                 pass
-            handle.close()
+            try:
+                handle.close()
+            except OSError:  # a full disk refusing what little was written: the lock is released anyway
+                pass
         return True
 
 
@@ -69,8 +73,7 @@ def _write_holder(handle: Any) -> None:
     try:
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} ({' '.join(_short_argv())})")
-        handle.flush()
+        handle.write(f"pid {os.getpid()} ({' '.join(_short_argv())})".encode())
     except OSError:
         pass
 

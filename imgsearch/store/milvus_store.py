@@ -26,6 +26,7 @@ from .schema import (
 )
 
 _GET_CHUNK = 512
+_HEX = re.compile(r"[0-9a-f]{16,128}")
 _COLLECTION_KEY = "collection"
 
 
@@ -385,6 +386,19 @@ class MilvusStore:
                 yield from (dict(row) for row in page)
         finally:
             iterator.close()
+
+    def rows_with_hashes(self, hashes: Iterable[str]) -> list[dict[str, Any]]:
+        """Rows (id, path, content_hash) of pictures with these contents, wherever they are stored."""
+        # Content hashes are hex digests; anything else could not be one and is never put in a filter.
+        wanted = sorted({h for h in hashes if _HEX.fullmatch(h)})
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(wanted, _GET_CHUNK):
+            listed = ", ".join(f'"{h}"' for h in chunk)
+            found += self._call(
+                "query", self.client.query, self.physical, filter=f"content_hash in [{listed}]",
+                output_fields=["id", "path", "content_hash"],
+            )
+        return [dict(row) for row in found]
 
     def count(self) -> int:
         rows = self._call("count", self.client.query, self.physical, filter="", output_fields=["count(*)"])
