@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ DAMAGE_HINT = (
 )
 # What Milvus Lite accepts as a file name.
 _LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
+
+
+def _quiet_lite_import() -> None:
+    """Milvus Lite 2.5 imports pkg_resources, whose deprecation warning means nothing to users.
+    Set before each import that may load it (a test runner resets warning filters per test)."""
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
 def is_embedded(uri: str) -> bool:
@@ -67,10 +74,7 @@ class Connection:
         return self._client_for(self.uri)
 
     def _client_for(self, address: str) -> Any:
-        import warnings
-
-        # Milvus Lite 2.5 imports pkg_resources, whose deprecation warning means nothing to users.
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        _quiet_lite_import()
         from pymilvus import MilvusClient
 
         # Importing pymilvus applies its own logging config, undoing the quieting above.
@@ -144,9 +148,7 @@ def _start_lite_server(path: Path) -> str | None:
 
 def start_quiet_server(path: Path) -> Any:
     """A started Milvus Lite server for path, or None if it could not start (file held elsewhere)."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    _quiet_lite_import()
     import milvus_lite.server as lite_server
 
     lite_server.subprocess = _QuietProcesses  # type: ignore[attr-defined]

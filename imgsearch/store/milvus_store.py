@@ -436,10 +436,6 @@ class MilvusStore:
         # Some Milvus builds report BM25 relevance as a negative distance; scores here grow with relevance.
         return [_hit(hit, abs(float(hit["distance"]))) for hit in (results[0] if results else [])]
 
-    def has_keyword_search(self) -> bool:
-        """Whether this index was built with a BM25 keyword field (Milvus Lite, server 2.5+)."""
-        return self.properties().get(PROP_KEYWORD_SEARCH) == "bm25"
-
     def get_vector(self, row_id: str) -> list[float] | None:
         """The stored caption vector of one row, or None if there is no such row."""
         try:
