@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -52,6 +53,8 @@ class CaptionCache:
         self.path = Path(path)
         self.warnings: list[str] = []
         self._db: sqlite3.Connection | None = None
+        # An index run reads the cache from its reader threads while it writes captions.
+        self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -150,6 +153,10 @@ class CaptionCache:
 
         Other SQLite failures, a full disk above all, become one-line StoreErrors naming the file.
         """
+        with self._lock:
+            return self._guarded_unlocked(doing, operation)
+
+    def _guarded_unlocked(self, doing: str, operation: Callable[[], T]) -> T:
         try:
             return operation()
         except sqlite3.DatabaseError as exc:

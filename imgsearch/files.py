@@ -11,8 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+# Camera RAW files, decoded by imgsearch.raw_photos (LibRaw) rather than Pillow.
+RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".raf", ".rw2"})
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    # Phone and camera HEIF (.hif is what Canon, Sony and Fujifilm cameras name it) and AVIF.
+    | {".heic", ".heif", ".hif", ".avif"}
+    | RAW_SUFFIXES
 )
 _HASH_CHUNK = 1 << 20
 
@@ -138,6 +143,17 @@ def open_regular(path: str | Path) -> BinaryIO:
         os.close(fd)
         raise
     return open(fd, "rb")
+
+
+def read_file(path: Path) -> bytes:
+    """A picture file's bytes, read once: hashed, then decoded from memory."""
+    with open_regular(path) as handle:
+        return handle.read()
+
+
+def bytes_hash(data: bytes) -> str:
+    """content_hash() of bytes already in memory."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def content_hash(path: Path) -> str:

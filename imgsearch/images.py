@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from .errors import ImageLoadError
 from .files import open_regular
+from .raw_photos import RawPicture, opened_raw, raw_format
 
 # Captioners look at a few hundred pixels; decoding a 50-megapixel photo at full size
 # only costs memory and time. JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly.
@@ -22,6 +26,9 @@ MAX_DECODE_SIDE = 2048
 MAX_PIXELS = 150_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# HEIC/HEIF (iPhones, many cameras) through libheif; AVIF is Pillow's own. Depth maps and
+# auxiliary images are never looked at, so they are not even parsed.
+register_heif_opener(depth_images=False, aux_images=False)
 
 
 @dataclass(frozen=True)
@@ -38,65 +45,157 @@ class ImageHeader:
 def read_header(path: Path) -> ImageHeader:
     """Read width, height and format (after EXIF rotation) without decoding pixels."""
     with _open(path) as image:
-        width, height = image.size
-        if _exif_swaps_sides(image):
-            width, height = height, width
-        taken_at, camera = _exif_facts(image)
-        return ImageHeader(width, height, image.format or "", taken_at, camera)
+        return _header(image)
 
 
 def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
     """Decode a picture as an upright RGB image no larger than max_side on its long side."""
     with _open(path) as image:
-        try:
-            if image.format == "JPEG":
-                image.draft("RGB", (max_side, max_side))
-            image.seek(0)  # animated GIF/WebP: the first frame stands for the file
-            image.load()
-            if image.mode in ("RGB", "L", "CMYK") and max(image.size) > max_side:
-                # Shrunk before the copies below, so the peak is one decode, not three.
-                image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-            upright = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(upright)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise ImageLoadError(f"cannot decode image: {_reason(exc)}") from None
+        return _decoded(image, (max_side, max_side), max_side)
+
+
+def inspect_picture(data: bytes, path: Path, need_side: int | None) -> tuple[ImageHeader, Image.Image | None]:
+    """The header of a picture read into memory, and its pixels when need_side is given.
+
+    need_side 0 asks only for proof that the picture is whole, for a captioner that looks
+    at no pixels: a JPEG's markers are checked (a truncated one has no end-of-image marker
+    after its scan), which costs microseconds where a decode costs tens of milliseconds;
+    other formats are decoded. The pixels come upright, RGB, with both sides at least need_side where the picture has
+    that many (a JPEG decodes at 1/2, 1/4 or 1/8 scale straight away, so a 12-megapixel
+    photo wanted at 384 pixels costs a fraction of a full decode), never above
+    MAX_DECODE_SIDE on the long side. path only names the file in errors and picks a reader.
+    """
+    with _open(path, data) as image:
+        header = _header(image)
+        if need_side is None:
+            return header, None
+        if need_side == 0:
+            if image.format != "JPEG":
+                _decoded(image, (1, 1), MAX_DECODE_SIDE)
+            elif not _jpeg_is_whole(data):
+                raise ImageLoadError("cannot decode image: image file is truncated (no end-of-image marker)")
+            return header, None
+        side = max(1, min(need_side, MAX_DECODE_SIDE))
+        return header, _decoded(image, (side, side), MAX_DECODE_SIDE)
+
+
+def _jpeg_is_whole(data: bytes) -> bool:
+    """Whether a JPEG's first scan is followed by an end-of-image marker.
+
+    The segments before the scan are skipped by their lengths (an EXIF thumbnail carries
+    markers of its own); inside scan data a 0xFF byte is always followed by 0x00 or a
+    restart marker, so the first FF D9 after the scan starts is the real end of the image.
+    Bytes after it (a phone's appended motion clip) are allowed.
+    """
+    pos = 2  # after SOI
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos + 2 + length) != -1
+        pos += 2 + length
+    return False
+
+
+def _header(image: Image.Image) -> ImageHeader:
+    width, height = image.size
+    if _exif_swaps_sides(image):
+        width, height = height, width
+    taken_at, camera = _exif_facts(image)
+    return ImageHeader(width, height, image.format or "", taken_at, camera)
+
+
+def _decoded(image: Image.Image, draft_box: tuple[int, int], max_side: int) -> Image.Image:
+    try:
+        if image.format in ("JPEG", "HEIF") or isinstance(image, RawPicture):
+            # The reduced scale (a HEIF's embedded thumbnail, a RAW's preview or half-size
+            # demosaic) keeps both sides at or above draft_box.
+            image.draft("RGB", draft_box)
+        image.seek(0)  # animated GIF/WebP: the first frame stands for the file
+        image.load()
+        if image.mode in ("RGB", "L", "CMYK") and max(image.size) > max_side:
+            # Shrunk before the copies below, so the peak is one decode, not three.
+            image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        upright = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(upright)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"cannot decode image: {_reason(exc)}") from None
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return rgb
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[Image.Image]:
-    """The picture at path, opened lazily (header only); closed with its file on exit."""
+def _open(path: Path, data: bytes | None = None) -> Iterator[Image.Image]:
+    """The picture at path (or in data, read from path), opened lazily (header only).
+
+    Camera RAW files (told by their suffix) go to LibRaw, everything else to Pillow.
+    """
+    raw_kind = raw_format(path)
+    if raw_kind is not None:
+        if data is None:
+            with _regular_file(path) as handle:
+                data = _read_all(handle)  # LibRaw parses from memory
+        with opened_raw(data, raw_kind) as image:
+            _refuse_too_many_pixels(image)
+            yield image
+        return
+    if data is not None:
+        with _opened_image(io.BytesIO(data)) as image:
+            yield image
+        return
+    with _regular_file(path) as handle, _opened_image(handle) as image:
+        yield image
+
+
+def _regular_file(path: Path) -> BinaryIO:
     try:
-        handle = open_regular(path)
+        return open_regular(path)
     except FileNotFoundError:
         raise ImageLoadError("file not found") from None
     except PermissionError:
         raise ImageLoadError("permission denied") from None
     except OSError as exc:
-        # Never handed to Pillow: a FIFO would block the read forever, a device never ends.
+        # Never handed to a decoder: a FIFO would block the read forever, a device never ends.
         raise ImageLoadError(exc.strerror or f"cannot open: {_reason(exc)}") from None
-    with handle:
-        try:
-            with warnings.catch_warnings():
-                # Pillow warns from 89 megapixels, which a 108-megapixel phone photo passes;
-                # MAX_PIXELS below is the limit, and JPEGs decode at reduced size anyway.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(handle)
-        except UnidentifiedImageError:
-            raise ImageLoadError("not a readable image (unknown or corrupt format)") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageLoadError("refused: declared dimensions are too large (decompression bomb)") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageLoadError(f"not a readable image: {_reason(exc)}") from None
-        with image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageLoadError(
-                    f"refused: declared size {width}x{height} is too large (decompression bomb)"
-                )
-            yield image
+
+
+def _read_all(handle: BinaryIO) -> bytes:
+    try:
+        return handle.read()
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read file: {exc.strerror or _reason(exc)}") from None
+
+
+@contextmanager
+def _opened_image(handle: BinaryIO) -> Iterator[Image.Image]:
+    """Pillow's lazy image over handle, refused when its header declares too many pixels."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 megapixels, which a 108-megapixel phone photo passes;
+            # MAX_PIXELS below is the limit, and JPEGs decode at reduced size anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(handle)
+    except UnidentifiedImageError:
+        raise ImageLoadError("not a readable image (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError("refused: declared dimensions are too large (decompression bomb)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageLoadError(f"not a readable image: {_reason(exc)}") from None
+    with image:
+        _refuse_too_many_pixels(image)
+        yield image
+
+
+def _refuse_too_many_pixels(image: Image.Image) -> None:
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageLoadError(f"refused: declared size {width}x{height} is too large (decompression bomb)")
 
 
 def _exif_swaps_sides(image: Image.Image) -> bool:

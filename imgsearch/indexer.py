@@ -1,30 +1,56 @@
-"""The indexing pipeline: walk → identify → caption (or reuse) → embed → upsert, batch by batch."""
+"""The indexing pipeline: walk → identify → read → caption (or reuse) → embed → upsert."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .caption_cache import CaptionCache
 from .captioners.base import CaptionFailure, CaptionInput, Captioner
 from .embedders.base import Embedder
-from .errors import ImageLoadError
-from .files import FoundFile, WalkProblem, content_hash, display_path, file_is_gone, path_key, root_path, walk_images
-from .images import ImageHeader, load_rgb, read_header
-from .ocr import TextReader, searchable_text
-from .picture_facts import file_facts, keyword_text
+from .files import FoundFile, WalkProblem, display_path, file_is_gone, path_key, root_path, walk_images
+from .ocr import TextReader
+from .picture_reader import Picture, PictureReader
 from .pruning import missing_rows
 from .results import FailedFile, IndexReport
+from .row_writer import RowWriter
 from .store import MilvusStore
+
+# Rows looked up per store query when telling unchanged files from changed ones.
+ROW_LOOKUP_CHUNK = 1000
+# Pictures read ahead of the captioner at most (each holds its decoded pixels).
+MAX_READ_AHEAD = 256
+# Pictures whose caption was already known are stored in batches of at least this many.
+MIN_WRITE_BATCH = 64
+# The stages a progress display may show, each with its own rate and ETA.
+READING, CAPTIONING, STORING = "reading", "captioning", "storing"
+
+
+class CaptionService(Protocol):
+    """Captions and embeds pictures somewhere else (a cluster), streaming results back.
+
+    caption_and_embed yields lists of (picture, caption or CaptionFailure, vector or None) as
+    they finish, in any order; the pictures' files must be readable where the work runs.
+    Captions come back cleaned as Captioner.caption cleans them; vectors from the same
+    embedder as this run's. Closing the iterator early stops the outstanding work.
+    """
+
+    def caption_and_embed(
+        self, pictures: list[Picture]
+    ) -> Iterator[list[tuple[Picture, str | CaptionFailure, list[float] | None]]]: ...
 
 
 class IndexProgress(Protocol):
-    """What the pipeline tells a progress display; the CLI draws it, the library stays silent."""
+    """What the pipeline tells a progress display; the CLI draws it, the library stays silent.
+
+    A display may also have stage(name, total=..., total_less=..., done=...): the pipeline
+    then reports each stage (READING, CAPTIONING, STORING) as it goes.
+    """
 
     def start(self, total: int) -> None: ...
 
@@ -44,24 +70,40 @@ class _Silent:
         pass
 
 
-@dataclass
-class _Pending:
-    """A file that needs a new row: its identity, and its caption once known."""
+class _Reported:
+    """The caller's progress display, called from one thread at a time (stages are optional)."""
 
-    file: FoundFile
-    key: str
-    content_hash: str
-    replaces_row: bool
-    caption: str | None = None
-    failed: bool = False
-    width: int = 0
-    height: int = 0
-    header: ImageHeader | None = None
-    ocr_text: str = ""
+    def __init__(self, shown: IndexProgress):
+        self.shown = shown
+        self._lock = threading.Lock()
+
+    def start(self, total: int) -> None:
+        with self._lock:
+            self.shown.start(total)
+
+    def advance(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self.shown.advance(count)
+
+    def failed(self, failure: FailedFile) -> None:
+        with self._lock:
+            self.shown.failed(failure)
+
+    def stage(self, name: str, *, total: int | None = None, total_less: int = 0, done: int = 0) -> None:
+        stage = getattr(self.shown, "stage", None)
+        if stage is not None:
+            with self._lock:
+                stage(name, total=total, total_less=total_less, done=done)
 
 
 class Indexer:
-    """Brings the store up to date with the pictures under some folders."""
+    """Brings the store up to date with the pictures under some folders.
+
+    A run is a pipeline: reader threads read, hash and decode pictures ahead of the
+    captioner; this thread captions batch after batch and commits each caption to the
+    cache; a writer thread embeds and upserts the rows. Each stage works while the others do.
+    """
 
     def __init__(
         self,
@@ -72,19 +114,26 @@ class Indexer:
         progress: IndexProgress | None = None,
         text_reader: TextReader | None = None,
         reuse_any_caption: bool = False,
+        caption_service: CaptionService | None = None,
     ):
         self.captioner = captioner
+        # Captioning and embedding on a cluster; reading, the cache and the store stay here.
+        self.caption_service = caption_service
         # Rebuilding an index: a picture's newest cached caption serves, whichever captioner made it.
         self.reuse_any_caption = reuse_any_caption
         self.embedder = embedder
         self.store = store
         self.cache = cache
-        self.progress = progress or _Silent()
+        self.progress = _Reported(progress or _Silent())
         self.text_reader = text_reader
         # What made a row's text; turning OCR on or off re-makes rows (captions come from the cache).
         self.row_captioner = captioner.id + ("+ocr" if text_reader else "")
         # Content hashes of the rows this run added, to tell a move from a deletion.
         self._added_hashes: list[str] = []
+        # The captioner's prompt and image size are asked once, by the first picture that
+        # needs them: a captioner may have to load its model to know them.
+        self._captioner_facts_lock = threading.Lock()
+        self._prompt: str | None = None
 
     def run(
         self,
@@ -93,7 +142,7 @@ class Indexer:
         remove_missing: bool = True,
         gone: Iterable[str | Path] = (),
     ) -> IndexReport:
-        """Index roots batch by batch; stop (when set) ends the run after the current batch.
+        """Index roots; stop (when set) ends the run after the batch being captioned.
 
         With remove_missing, rows under the folders among roots, or at or under the gone
         paths (from watch mode), whose file is gone are deleted at the end of a complete run
@@ -113,15 +162,14 @@ class Indexer:
             else:
                 files.append(found)
         self.progress.start(len(files))
-        chunk_size = max(1, self.captioner.batch_size)
         try:
-            for start in range(0, len(files), chunk_size):
-                if stop is not None and stop.is_set():
-                    report.interrupted = True
-                    break
-                self._index_chunk(files[start : start + chunk_size], report)
+            changed = self._changed_files(files, report)
+            if stop is not None and stop.is_set():
+                report.interrupted = True
+            else:
+                self._index_changed(changed, report, stop)
         except KeyboardInterrupt:
-            # Everything finished so far is in the store and the caption cache.
+            # Everything captioned so far is in the caption cache, and its row in the store.
             report.interrupted = True
         if remove_missing and not report.interrupted:
             # A root that is not there (an unmounted drive) says nothing about its files.
@@ -131,6 +179,241 @@ class Indexer:
         report.warnings.extend(self.cache.take_warnings())
         report.seconds = time.monotonic() - started
         return report
+
+    def _changed_files(self, files: list[FoundFile], report: IndexReport) -> list[Picture]:
+        """The files whose row is missing or out of date; an unchanged file costs a stat."""
+        changed: list[Picture] = []
+        for start in range(0, len(files), ROW_LOOKUP_CHUNK):
+            chunk = files[start : start + ROW_LOOKUP_CHUNK]
+            keys = [path_key(f.path) for f in chunk]
+            existing = self.store.get_rows(keys)
+            unchanged = 0
+            for file, key in zip(chunk, keys):
+                row = existing.get(key)
+                same_maker = bool(row) and row["captioner"] == self.row_captioner
+                if same_maker and row["size"] == file.size and row["mtime"] == file.mtime:
+                    unchanged += 1
+                    continue
+                picture = Picture(file, key, replaces_row=row is not None)
+                if same_maker:
+                    picture.row_caption, picture.row_hash = row["caption"], row["content_hash"]
+                changed.append(picture)
+            report.unchanged += unchanged
+            self.progress.advance(unchanged)
+        return changed
+
+    def _index_changed(self, changed: list[Picture], report: IndexReport, stop: threading.Event | None) -> None:
+        """Read, caption and store the changed pictures, each stage beside the others."""
+        if not changed:
+            return
+        if self.caption_service is not None:
+            self._index_on_service(changed, report, stop, self.caption_service)
+            return
+        batch_size = max(1, self.captioner.batch_size)
+        reader = PictureReader(self._cached_caption, self._need_side, lambda: self.progress.stage(READING, done=1))
+        # Read-ahead: the next two batches are decoded while one is captioned.
+        window = min(MAX_READ_AHEAD, 2 * batch_size + reader.workers)
+        writer = RowWriter(
+            self.embedder, self.store, self.cache, self.row_captioner, report,
+            lambda stored: self._stored(stored, report), self.text_reader,
+        )
+        self.progress.stage(READING, total=len(changed))
+        self.progress.stage(CAPTIONING, total=len(changed))
+        self.progress.stage(STORING, total=len(changed))
+        to_caption: list[Picture] = []
+        ready: list[Picture] = []
+        stream = reader.stream(changed, window)
+        try:
+            for picture in stream:
+                if picture.error:
+                    self._drop(report, picture, picture.error)
+                elif picture.caption is not None:
+                    if picture.cached:
+                        report.captions_reused += 1
+                    self.progress.stage(CAPTIONING, total_less=1)
+                    ready.append(picture)
+                else:
+                    to_caption.append(picture)
+                if len(to_caption) >= batch_size:
+                    writer.wait_until_ready()
+                    # Stored at once: a caption's row follows it closely, whatever the batch size.
+                    writer.put(ready + self._caption(to_caption, report))
+                    to_caption, ready = [], []
+                elif len(ready) >= max(batch_size, MIN_WRITE_BATCH):
+                    writer.put(ready)
+                    ready = []
+                if stop is not None and stop.is_set():
+                    report.interrupted = True
+                    break
+            if to_caption and not report.interrupted:
+                writer.wait_until_ready()
+                ready += self._caption(to_caption, report)
+            writer.put(ready)
+        finally:
+            stream.close()
+            # Every caption committed to the cache gets its row, even when the run stops.
+            writer.close()
+
+    def _index_on_service(
+        self, changed: list[Picture], report: IndexReport, stop: threading.Event | None, service: CaptionService
+    ) -> None:
+        """Identify here, caption and embed on the service, commit captions and rows here.
+
+        Pictures whose caption is known (cached, or only touched) are never sent out.
+        """
+        reader = PictureReader(
+            self._cached_caption, self._need_side, lambda: self.progress.stage(READING, done=1), decode=False
+        )
+        writer = RowWriter(
+            self.embedder, self.store, self.cache, self.row_captioner, report,
+            lambda stored: self._stored(stored, report), self.text_reader, warm_up=False,
+        )
+        self.progress.stage(READING, total=len(changed))
+        self.progress.stage(CAPTIONING, total=len(changed))
+        self.progress.stage(STORING, total=len(changed))
+        # Content hash -> the pictures with it; the first one is sent, the others share its caption.
+        to_send: dict[str, list[Picture]] = {}
+        ready: list[Picture] = []
+        try:
+            with contextlib.closing(reader.stream(changed, MAX_READ_AHEAD)) as stream:
+                for picture in stream:
+                    if picture.error:
+                        self._drop(report, picture, picture.error)
+                    elif picture.caption is not None:
+                        report.captions_reused += int(picture.cached)
+                        self.progress.stage(CAPTIONING, total_less=1)
+                        ready.append(picture)
+                    else:
+                        to_send.setdefault(picture.content_hash, []).append(picture)
+                    if len(ready) >= MIN_WRITE_BATCH:
+                        writer.put(ready)
+                        ready = []
+                    if stop is not None and stop.is_set():
+                        report.interrupted = True
+                        return
+            writer.put(ready)
+            if to_send:
+                results = service.caption_and_embed([pictures[0] for pictures in to_send.values()])
+                with contextlib.closing(results):  # type: ignore[arg-type]
+                    for finished in results:
+                        writer.put(self._commit_service_captions(finished, to_send, report))
+                        if stop is not None and stop.is_set():
+                            report.interrupted = True
+                            return
+        finally:
+            writer.close()
+
+    def _commit_service_captions(
+        self,
+        finished: list[tuple[Picture, str | CaptionFailure, list[float] | None]],
+        to_send: dict[str, list[Picture]],
+        report: IndexReport,
+    ) -> list[Picture]:
+        """Cache the captions that came back (before their rows are written); the pictures to store."""
+        captions = {picture.content_hash: caption for picture, caption, _ in finished if isinstance(caption, str)}
+        self.cache.put_many(captions, self.captioner.id, self._prompt_used())
+        report.captioned += len(captions)
+        self.progress.stage(CAPTIONING, done=len(finished))
+        ready: list[Picture] = []
+        for sent, caption, vector in finished:
+            for number, picture in enumerate(to_send.get(sent.content_hash, [sent])):
+                if isinstance(caption, CaptionFailure):
+                    self._drop(report, picture, caption.reason)
+                    continue
+                picture.caption, picture.vector = caption, list(vector) if vector is not None else None
+                if number:
+                    report.captions_reused += 1
+                    self.progress.stage(CAPTIONING, total_less=1)
+                ready.append(picture)
+        return ready
+
+    def _caption(self, pictures: list[Picture], report: IndexReport) -> list[Picture]:
+        """Caption a batch (the same picture at two paths once), commit the captions to the
+        cache, and return the pictures that got one."""
+        # A picture captioned in an earlier batch of this run may turn up again at another path.
+        earlier = self._cached_many([p.content_hash for p in pictures])
+        to_caption: dict[str, Picture] = {}
+        for picture in pictures:
+            if picture.content_hash in earlier:
+                picture.caption, picture.cached = earlier[picture.content_hash], True
+            elif picture.content_hash not in to_caption:
+                to_caption[picture.content_hash] = picture
+        finished: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        if to_caption:
+            inputs = [CaptionInput(p.file.path, p.image) for p in to_caption.values()]
+            try:
+                captions = self.captioner.caption(inputs, on_batch=lambda n: self.progress.stage(CAPTIONING, done=n))
+            except BaseException as exc:
+                # A stopped run (refused key, Ctrl-C) keeps the captions already paid for.
+                digests = list(to_caption)
+                paid = getattr(exc, "finished_captions", None) or {}
+                self.cache.put_many({digests[i]: text for i, text in paid.items()}, self.captioner.id, self._prompt_used())
+                raise
+            finally:
+                report.usage.add(self.captioner.take_usage())
+            for digest, caption in zip(to_caption, captions):
+                if isinstance(caption, CaptionFailure):
+                    refused[digest] = caption.reason
+                else:
+                    finished[digest] = caption
+            # Saved before embedding, so a crash from here on loses no caption.
+            self.cache.put_many(finished, self.captioner.id, self._prompt_used())
+            report.captioned += len(finished)
+        captioned: list[Picture] = []
+        for picture in pictures:
+            picture.image = None  # its pixels are not needed any more
+            if picture.caption is None and picture.content_hash in finished:
+                picture.caption = finished[picture.content_hash]
+                if picture is not to_caption[picture.content_hash]:
+                    report.captions_reused += 1
+            elif picture.caption is not None:
+                report.captions_reused += 1
+                self.progress.stage(CAPTIONING, total_less=1)
+            if picture.caption is None:
+                self._drop(report, picture, refused.get(picture.content_hash, "not captioned"))
+            else:
+                captioned.append(picture)
+        return captioned
+
+    def _cached_caption(self, digest: str) -> str | None:
+        """The caption this picture already has in the cache (asked from reader threads)."""
+        return self._cached_many([digest]).get(digest)
+
+    def _cached_many(self, digests: list[str]) -> dict[str, str]:
+        if self.reuse_any_caption:
+            return self.cache.latest_any(digests)
+        return self.cache.get_many(digests, self.captioner.id, self._prompt_used())
+
+    def _prompt_used(self) -> str:
+        with self._captioner_facts_lock:
+            if self._prompt is None:
+                self._prompt = self.captioner.prompt
+            return self._prompt
+
+    def _need_side(self) -> int | None:
+        """The picture size the captioner looks at; None when it reads no pixels."""
+        if not self.captioner.needs_pixels:
+            return None
+        with self._captioner_facts_lock:
+            return self.captioner.image_side
+
+    def _stored(self, pictures: list[Picture], report: IndexReport) -> None:
+        """Called by the writer thread once a batch's rows are in the store."""
+        for picture in pictures:
+            if picture.replaces_row:
+                report.updated += 1
+            else:
+                report.new += 1
+                self._added_hashes.append(picture.content_hash)
+        self.progress.stage(STORING, done=len(pictures))
+        self.progress.advance(len(pictures))
+
+    def _drop(self, report: IndexReport, picture: Picture, reason: str) -> None:
+        """A picture that will get no row in this run: it leaves every stage still ahead of it."""
+        self.progress.stage(CAPTIONING, total_less=1)
+        self.progress.stage(STORING, total_less=1)
+        self._fail(report, picture.file.path, reason)
 
     def _remove_missing(self, roots: list[Path], present_keys: set[str], report: IndexReport) -> None:
         missing = missing_rows(self.store, roots, present_keys) if roots else []
@@ -154,155 +437,6 @@ class Indexer:
                 report.new -= 1
             else:
                 report.removed += 1
-
-    def _index_chunk(self, files: list[FoundFile], report: IndexReport) -> None:
-        keys = [path_key(f.path) for f in files]
-        existing = self.store.get_rows(keys)
-        pending: list[_Pending] = []
-        for file, key in zip(files, keys):
-            row = existing.get(key)
-            if row and row["size"] == file.size and row["mtime"] == file.mtime and row["captioner"] == self.row_captioner:
-                report.unchanged += 1
-                self.progress.advance(1)
-                continue
-            try:
-                digest = content_hash(file.path)
-            except OSError as exc:
-                self._fail(report, file.path, f"cannot read file: {exc.strerror or exc}")
-                continue
-            item = _Pending(file, key, digest, replaces_row=row is not None)
-            if row and row["content_hash"] == digest and row["captioner"] == self.row_captioner:
-                item.caption = row["caption"]  # touched, not changed: keep its caption
-            pending.append(item)
-        self._fill_captions(pending, report)
-        self._store_rows([p for p in pending if p.caption], report)
-
-    def _fill_captions(self, pending: list[_Pending], report: IndexReport) -> None:
-        wanted = [p.content_hash for p in pending if p.caption is None]
-        # Asked only when needed: a captioner may have to load its model to know its prompt.
-        if not wanted:
-            cached = {}
-        elif self.reuse_any_caption:
-            cached = self.cache.latest_any(wanted)
-        else:
-            cached = self.cache.get_many(wanted, self.captioner.id, self.captioner.prompt)
-        to_caption: dict[str, tuple[_Pending, Any]] = {}
-        for item in pending:
-            try:
-                header = read_header(item.file.path)
-                item.width, item.height = header.width, header.height
-                item.header = header
-                if item.caption is None and item.content_hash in cached:
-                    item.caption = cached[item.content_hash]
-                if item.caption is not None:
-                    report.captions_reused += 1
-                elif item.content_hash not in to_caption:
-                    # The same picture at two paths is captioned once. Decoded even for a
-                    # captioner that reads no pixels, so a truncated or fake picture fails here.
-                    image = load_rgb(item.file.path)
-                    to_caption[item.content_hash] = (item, image if self.captioner.needs_pixels else None)
-            except ImageLoadError as exc:
-                item.caption = None
-                item.failed = True
-                self._fail(report, item.file.path, str(exc))
-        if not to_caption:
-            return
-        inputs = [CaptionInput(item.file.path, image) for item, image in to_caption.values()]
-        try:
-            captions = self.captioner.caption(inputs)
-        except BaseException as exc:
-            # A stopped run (refused key, Ctrl-C) keeps the captions already paid for.
-            digests = list(to_caption)
-            paid = getattr(exc, "finished_captions", None) or {}
-            self.cache.put_many({digests[i]: text for i, text in paid.items()}, self.captioner.id, self.captioner.prompt)
-            raise
-        finally:
-            report.usage.add(self.captioner.take_usage())
-        finished: dict[str, str] = {}
-        refused: dict[str, str] = {}
-        for (digest, (item, _)), caption in zip(to_caption.items(), captions):
-            if isinstance(caption, CaptionFailure):
-                refused[digest] = caption.reason
-            else:
-                finished[digest] = caption
-        # Saved before embedding, so a crash from here on loses no caption.
-        self.cache.put_many(finished, self.captioner.id, self.captioner.prompt)
-        report.captioned += len(finished)
-        for item in pending:
-            if item.failed or item.caption is not None:
-                continue
-            if item.content_hash in finished:
-                item.caption = finished[item.content_hash]
-                if item is not to_caption[item.content_hash][0]:
-                    report.captions_reused += 1
-            else:
-                item.failed = True
-                self._fail(report, item.file.path, refused.get(item.content_hash, "not captioned"))
-
-    def _store_rows(self, ready: list[_Pending], report: IndexReport) -> None:
-        if not ready:
-            return
-        if self.text_reader is not None:
-            texts = self._read_texts(ready)
-            for item in ready:
-                item.ocr_text = texts.get(item.content_hash, "")
-        # Words read from the picture are embedded with its caption, so queries find them.
-        vectors = self.embedder.embed([searchable_text(item.caption or "", item.ocr_text) for item in ready])
-        now = time.time()
-        rows = []
-        for item, vector in zip(ready, vectors):
-            rows.append(
-                {
-                    "id": item.key,
-                    "vector": vector,
-                    "path": display_path(item.file.path),
-                    "caption": item.caption,
-                    "captioner": self.row_captioner,
-                    "content_hash": item.content_hash,
-                    "size": item.file.size,
-                    "mtime": item.file.mtime,
-                    "width": item.width,
-                    "height": item.height,
-                    "indexed_at": now,
-                    **self._facts(item),
-                }
-            )
-        self.store.upsert_rows(rows)
-        for item in ready:
-            if item.replaces_row:
-                report.updated += 1
-            else:
-                report.new += 1
-                self._added_hashes.append(item.content_hash)
-        self.progress.advance(len(ready))
-
-    @staticmethod
-    def _facts(item: _Pending) -> dict[str, Any]:
-        """Filterable fields and the keyword text of a row."""
-        shown = display_path(item.file.path)
-        header = item.header or ImageHeader(item.width, item.height, "")
-        ocr_text = getattr(item, "ocr_text", "") or ""
-        return {
-            **file_facts(shown, header, item.file.mtime),
-            "ocr_text": ocr_text,
-            "keywords": keyword_text(item.caption or "", ocr_text, shown),
-        }
-
-    def _read_texts(self, ready: list[_Pending]) -> dict[str, str]:
-        """Text in each picture by content hash, read once and kept in the caption cache."""
-        assert self.text_reader is not None
-        reader = self.text_reader
-        texts = self.cache.get_many((item.content_hash for item in ready), reader.id, "")
-        found: dict[str, str] = {}
-        for item in ready:
-            if item.content_hash in texts or item.content_hash in found:
-                continue
-            try:
-                found[item.content_hash] = reader.read(load_rgb(item.file.path))
-            except ImageLoadError:
-                found[item.content_hash] = ""  # its caption came from the same file; nothing to read
-        self.cache.put_many(found, reader.id, "")
-        return {**texts, **found}
 
     def _fail(self, report: IndexReport, path: Path, reason: str, counted: bool = True) -> None:
         """Record a file that cannot be indexed; counted files are part of the progress total."""

@@ -11,6 +11,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -36,13 +37,15 @@ class _RateColumn(ProgressColumn):
 
 
 class RichIndexProgress:
-    """Draws a progress bar on stderr; prints one line per failed file above it."""
+    """Draws a progress bar on stderr, one more per pipeline stage that has work (each with
+    its own rate and ETA); prints one line per failed file above them."""
 
     def __init__(self, console: Console, label: str = "indexing"):
         self.console = console
+        self._label = label
         self._progress = Progress(
             SpinnerColumn(),
-            TextColumn(escape(label)),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             _RateColumn(),
@@ -53,6 +56,7 @@ class RichIndexProgress:
             transient=False,
         )
         self._task = None
+        self._stages: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichIndexProgress:
         self._progress.start()
@@ -62,11 +66,29 @@ class RichIndexProgress:
         self._progress.stop()
 
     def start(self, total: int) -> None:
-        self._task = self._progress.add_task("index", total=total)
+        self._task = self._progress.add_task(escape(self._label), total=total)
 
     def advance(self, count: int) -> None:
         if self._task is not None:
             self._progress.advance(self._task, count)
+
+    def stage(self, name: str, *, total: int | None = None, total_less: int = 0, done: int = 0) -> None:
+        """A stage's bar: total sets its size, total_less takes pictures it will not see off it."""
+        task = self._stages.get(name)
+        if task is None:
+            if not total:
+                return
+            task = self._stages[name] = self._progress.add_task(f"  {name}", total=total)
+        if total is not None:
+            self._progress.update(task, total=total)
+        if total_less:
+            current = self._progress.tasks[self._stage_index(task)].total or 0
+            self._progress.update(task, total=max(0, current - total_less))
+        if done:
+            self._progress.advance(task, done)
+
+    def _stage_index(self, task: TaskID) -> int:
+        return next(i for i, shown in enumerate(self._progress.tasks) if shown.id == task)
 
     def failed(self, failure: FailedFile) -> None:
         self._progress.console.print(

@@ -27,7 +27,7 @@ class SearchFilters:
     """Conditions every hit must meet; unset fields do not filter.
 
     folder: only pictures under this folder (at any depth).
-    file_types: e.g. ("jpeg", "png"); "jpg" and "tif" are accepted as aliases.
+    file_types: e.g. ("jpeg", "png"); "jpg", "tif", "heic" and "hif" are accepted as aliases.
     taken_after / taken_before: date taken (EXIF, else file modification time), inclusive
     on the after side and exclusive on the before side; dates, datetimes, ISO strings or
     Unix times.
@@ -151,7 +151,8 @@ def fuse(dense: list[dict[str, Any]], keyword: list[dict[str, Any]], keyword_wei
 
 def _file_type(value: str) -> str:
     name = str(value).lower().lstrip(".")
-    return {"jpg": "jpeg", "tif": "tiff"}.get(name, name)
+    # HEIC and .hif files are stored as their container's name, "heif".
+    return {"jpg": "jpeg", "tif": "tiff", "heic": "heif", "hif": "heif"}.get(name, name)
 
 
 def _unix_time(value: Any, name: str) -> float:

@@ -158,13 +158,14 @@ def test_sigkill_at_twenty_moments_spread_over_a_run(coco_run):
     # (captions the run must add before the kill is armed, seconds to wait after that)
     kill_points = [
         *[(None, delay) for delay in (0.1, 0.3, 0.6, 0.9)],  # start-up: imports, model, opening the index
-        # Then every batch or so, in a batch or between (a batch of 4 takes a few milliseconds
-        # once the models are up, so the kills are armed by progress, not by the clock).
+        # Then every few pictures, in a batch or between (a batch takes a few milliseconds once
+        # the models are up, so the kills are armed by progress, not by the clock). Batches of
+        # one: captions run a few batches ahead of their rows, and each kill must leave work.
         *[(3, round(rng.uniform(0, 0.02), 3)) for _ in range(16)],
     ]
     cache_before, kills = 0, []
     for growth, delay in kill_points:
-        proc = start_imgsearch(*args, "--batch-size", "4", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_imgsearch(*args, "--batch-size", "1", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if growth is not None:
             wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)
         time.sleep(delay)

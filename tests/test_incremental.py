@@ -280,10 +280,18 @@ def test_stop_event_ends_the_run_after_the_current_batch(embedder, captioned_fol
             pass
 
         def advance(self, count):
-            stop.set()  # as a Ctrl-C during the first batch would
+            pass
+
+        def stage(self, name, total=None, total_less=0, done=0):
+            if name == "captioning" and done:
+                stop.set()  # as a Ctrl-C during the first batch would
 
         def failed(self, failure):
             pass
+
+    class StopOnFirstProgress(StopAfterFirstBatch):
+        def advance(self, count):
+            stop.set()  # as a Ctrl-C while unchanged files are counted would
 
     with ImageSearch(captioner="captions", batch_size=1, data_dir=tmp_path / "data", embedder=embedder) as engine:
         report = engine.index([captioned_folder], StopAfterFirstBatch(), stop=stop)
@@ -294,6 +302,6 @@ def test_stop_event_ends_the_run_after_the_current_batch(embedder, captioned_fol
         # An interrupted run removes nothing: its view of the folder may be partial.
         (captioned_folder / "dog.jpg").unlink()
         stop.clear()
-        assert engine.index([captioned_folder], StopAfterFirstBatch(), stop=stop).removed == 0
+        assert engine.index([captioned_folder], StopOnFirstProgress(), stop=stop).removed == 0
         assert engine.store.count() == 3
         assert engine.index([captioned_folder]).removed == 1

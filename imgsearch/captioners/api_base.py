@@ -170,6 +170,7 @@ class ApiCaptioner(Captioner):
         # A chunk of the indexer should keep every worker busy.
         self.batch_size = max(batch_size, self.concurrency)
         self.image_max_side = image_max_side
+        self.image_side = image_max_side  # pictures are sent at most this large
         self.request_timeout = request_timeout
         self.max_attempts = max(1, max_attempts)
         self.base_url = api_base_url.rstrip("/")

@@ -41,6 +41,9 @@ class Captioner(ABC):
     #: That is for model output; a caption a person wrote is kept as written (whitespace aside).
     cleans_captions: bool = True
     batch_size: int = 8
+    #: The picture size the captioner looks at: pictures are decoded with both sides at
+    #: least this large where they are (a JPEG at reduced scale), never much larger.
+    image_side: int = 2048
 
     @property
     @abstractmethod

@@ -12,7 +12,8 @@ from .prompts import DEFAULT_PRESET, PRESETS, resolve_prompt
 
 # Instruction VLMs need to be asked; the search preset asks for what makes a caption searchable.
 DEFAULT_CHAT_PROMPT = PRESETS[DEFAULT_PRESET]
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+# int8: nn.Linear weights quantized after loading (torch dynamic quantization), CPU only.
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 # Florence-2 is steered by task tokens rather than free text.
 FLORENCE_TASK = "<MORE_DETAILED_CAPTION>"
 
@@ -37,7 +38,8 @@ def pick_dtype(device: str, requested: str = "auto") -> Any:
     if requested and requested != "auto":
         if requested not in DTYPES:
             raise ConfigError(f"unknown dtype {requested!r} (known: {', '.join(DTYPES)})")
-        return getattr(torch, requested)
+        # int8 models load and compute their activations in float32.
+        return torch.float32 if requested == "int8" else getattr(torch, requested)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.startswith("mps"):
@@ -62,10 +64,13 @@ class TransformersCaptioner(Captioner):
         num_beams: int = 1,
         preset: str = "",
         dtype: str = "auto",
+        min_new_tokens: int = 0,
         **_: object,
     ):
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        if dtype == "int8" and device != "auto" and not device.startswith("cpu"):
+            raise ConfigError(f"dtype int8 runs on the CPU only, not on {device!r}; use --device cpu")
         self.model_id = str(model)
         self._prompt = prompt
         # Only instruction (chat) models follow a preset; BLIP-style models take a text prefix.
@@ -77,6 +82,8 @@ class TransformersCaptioner(Captioner):
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
+        # Above 0, generation may not stop earlier (benchmarks use it for a fixed length).
+        self.min_new_tokens = min_new_tokens
         self._model: Any = None
         self._processor: Any = None
         self._uses_chat = False
@@ -95,6 +102,12 @@ class TransformersCaptioner(Captioner):
             self.load()
         return self._prompt
 
+    @property
+    def image_side(self) -> int:
+        """The side the model's processor resizes pictures to (read once the model is loaded)."""
+        self.load()
+        return processor_image_side(self._processor)
+
     def load(self) -> None:
         """Load the model and processor once (from a local path, the cache, or the hub)."""
         if self._model is not None:
@@ -109,7 +122,8 @@ class TransformersCaptioner(Captioner):
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise CaptionerError(_load_hint(self.model_id, exc)) from None
-        self.device = pick_device(self.requested_device)
+        # Dynamic int8 quantization has CPU kernels only.
+        self.device = "cpu" if self.dtype == "int8" else pick_device(self.requested_device)
         try:
             model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype))
         except ValueError as exc:
@@ -122,10 +136,15 @@ class TransformersCaptioner(Captioner):
             raise CaptionerError(_load_hint(self.model_id, exc)) from None
         except OSError as exc:
             raise CaptionerError(_load_hint(self.model_id, exc)) from None
+        except ImportError as exc:
+            raise MissingDependencyError(_missing_package_hint(self.model_id, exc)) from None
         try:
             processor = AutoProcessor.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise CaptionerError(_load_hint(self.model_id, exc, "its processor")) from None
+        except ImportError as exc:
+            # e.g. Qwen2-VL's and SmolVLM2's processors need torchvision, SmolVLM2's num2words.
+            raise MissingDependencyError(_missing_package_hint(self.model_id, exc, "its processor")) from None
         self._uses_chat = getattr(processor, "chat_template", None) is not None
         self._decoder_only = not getattr(config, "is_encoder_decoder", False) and config.model_type not in (
             "blip",
@@ -140,6 +159,8 @@ class TransformersCaptioner(Captioner):
             elif config.model_type == "florence2":
                 self._prompt = FLORENCE_TASK
         self._model = model.to(self.device).eval()
+        if self.dtype == "int8":
+            self._model = _quantize_int8(self._model)
         self._processor = processor
 
     def _texts(self, count: int) -> list[str] | None:
@@ -162,22 +183,66 @@ class TransformersCaptioner(Captioner):
         kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
         if texts is not None:
             kwargs.update(text=texts, padding=True)
+        if self._uses_chat:
+            # One picture per chat prompt: SmolVLM's processor takes a flat list as one prompt's pictures.
+            kwargs["images"] = [[image] for image in images]
         inputs = self._processor(**kwargs).to(self.device)
         dtype = pick_dtype(self.device, self.dtype)
         for key, value in inputs.items():
             if torch.is_floating_point(value):
                 inputs[key] = value.to(dtype)
+        lengths: dict[str, int] = {"min_new_tokens": self.min_new_tokens} if self.min_new_tokens > 0 else {}
         with torch.inference_mode():
             output = self._model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
                 num_beams=self.num_beams,
                 do_sample=False,
+                **lengths,
             )
         if self._decoder_only and "input_ids" in inputs:
             # Decoder-only models return the prompt followed by the answer; keep the answer.
             output = output[:, inputs["input_ids"].shape[1] :]
         return list(self._processor.batch_decode(output, skip_special_tokens=True))
+
+
+def processor_image_side(processor: Any, fallback: int = 2048) -> int:
+    """The longest side a processor feeds its model, from its size settings.
+
+    BLIP asks for height/width 384, CLIP-like processors a shortest edge, SmolVLM a longest
+    edge before it cuts tiles; decoding larger than that only costs time.
+    """
+    image_processor = getattr(processor, "image_processor", processor)
+    sides: list[int] = []
+    for name in ("size", "crop_size"):
+        size = getattr(image_processor, name, None)
+        if isinstance(size, int):
+            sides.append(size)
+        elif isinstance(size, dict):
+            sides += [int(v) for k, v in size.items() if k in ("height", "width", "shortest_edge", "longest_edge") and v]
+    return max(sides) if sides else fallback
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Quantize the weights of every nn.Linear to int8; activations stay float32."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _missing_package_hint(model_id: str, exc: ImportError, part: str = "") -> str:
+    # transformers names the missing package in its message's first sentence, wrapped over lines.
+    message = " ".join(str(exc).split())
+    reason = message.split(". ")[0].rstrip(".") if message else f"it needs the {exc.name} package"
+    what = f"captioning model {model_id!r}" + (f" ({part})" if part else "")
+    return f"cannot load {what}: {reason[:300]}; install it and try again"
 
 
 def _load_hint(model_id: str, exc: BaseException, part: str = "") -> str:

@@ -1,0 +1,175 @@
+"""What the indexing pipeline costs around the captioner, with no model: 12-megapixel JPEGs.
+
+Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-dir DIR]
+
+1. First runs of 30 and --photos 12-megapixel JPEGs (4000x3000, made from the coco-mini
+   photos, distinct bytes each) with their captions in sidecar .txt files, each in a fresh
+   data folder: the rate is the marginal one, (photos - 30) / (time - time of 30), so the
+   one-off start-up (embedder load, store open) is left out, as in a long run.
+2. A re-run of --big small pictures with nothing changed: files per second.
+3. The first run of those --big pictures: peak resident memory at 10%, 50% and 100%,
+   to show that it stays flat as the run goes on.
+The pictures are made once under --work-dir and reused; the page cache holds them, so disk
+speed is not measured. Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+SIDE = (4000, 3000)
+
+
+def make_photos(folder: Path, count: int, size: tuple[int, int] | None) -> list[Path]:
+    """count JPEGs from the coco-mini photos (resized to size, or as they are), each with a
+    sidecar caption; a counter written after the image data makes every file's bytes unique."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((COCO / "images").glob("*.jpg"))
+    encoded: dict[Path, bytes] = {}
+    made = []
+    for i in range(count):
+        target = folder / f"IMG_{i:06d}.jpg"
+        made.append(target)
+        if target.exists():
+            continue
+        source = sources[i % len(sources)]
+        if source not in encoded:
+            with Image.open(source) as image:
+                picture = image.convert("RGB")
+                if size:
+                    picture = with_grain(picture.resize(size, Image.Resampling.BICUBIC))
+                buffer = io.BytesIO()
+                picture.save(buffer, "JPEG", quality=90)
+                encoded[source] = buffer.getvalue()
+        # Bytes after the end-of-image marker: ignored by decoders, counted by the hash.
+        target.write_bytes(encoded[source] + f"copy {i}".encode())
+        target.with_suffix(".txt").write_text(f"A photo number {i}, made from {source.name}.")
+    return made
+
+
+def with_grain(picture):
+    """A camera's fine grain over an upscaled photo, so it compresses like a real 12-megapixel
+    JPEG (3-5 MB) instead of a smooth enlargement (about 1 MB)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(picture, dtype=np.int16)
+    grain = np.random.default_rng(len(pixels)).normal(0, 5, pixels.shape).astype(np.int16)
+    return Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class MemorySampler:
+    """Progress display that notes resident memory as the run passes 10%, 50% and 100%."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.marks: dict[int, float] = {}
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        for share in (10, 50, 100):
+            if share not in self.marks and self.done * 100 >= share * self.total:
+                self.marks[share] = current_rss_mib()
+
+    def failed(self, failure: object) -> None:
+        pass
+
+
+def index(engine, folder: Path, progress: object = None):
+    started = time.perf_counter()
+    report = engine.index([folder], progress)
+    if report.failed:
+        raise SystemExit(f"{len(report.failed)} pictures failed, e.g. {report.failed[0]}")
+    return report, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=150, help="12-megapixel JPEGs in the first-run test")
+    parser.add_argument("--big", type=int, default=10_000, help="small pictures in the re-run and memory test")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "imgsearch-bench-pipeline")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("IMGSEARCH_KEEP_LOADED", "0")
+    work = args.work_dir
+    print(f"# index pipeline, captions captioner (no model), {os.cpu_count()} CPUs")
+
+    print(f"making {args.photos} JPEGs of {SIDE[0]}x{SIDE[1]} under {work} ...", flush=True)
+    big_photos = make_photos(work / "12mp", args.photos, SIDE)
+    size_mb = sum(p.stat().st_size for p in big_photos) / len(big_photos) / 1e6
+    small_set = work / "12mp-30"
+    if small_set.exists():
+        shutil.rmtree(small_set)
+    small_set.mkdir()
+    for photo in big_photos[:30]:
+        os.link(photo, small_set / photo.name)
+        os.link(photo.with_suffix(".txt"), small_set / photo.with_suffix(".txt").name)
+    from imgsearch.engine import ImageSearch
+
+    # As in a long run, the embedder is loaded once: a warm-up run loads it, then every timed
+    # run indexes into an empty index of its own (its Milvus Lite file opened and created
+    # inside the timed run, as on a first run).
+    def engine(name: str, data_name: str = "data") -> ImageSearch:
+        return ImageSearch(captioner="captions", embedder=embedder, data_dir=work / data_name, collection=name)
+
+    with ImageSearch(captioner="captions", data_dir=work / "data-warmup") as warmup:
+        embedder = warmup.embedder
+        index(warmup, small_set)
+    timings = {}
+    for label, folder in (("30", small_set), (str(args.photos), work / "12mp")):
+        shutil.rmtree(work / f"data-{label}", ignore_errors=True)
+        with engine("images", f"data-{label}") as fresh:
+            report, seconds = index(fresh, folder)
+        timings[label] = seconds
+        print(f"first run, {label:>5} photos: {seconds:6.2f} s ({report.new} new)")
+    marginal = (args.photos - 30) / (timings[str(args.photos)] - timings["30"])
+    print(f"12-megapixel JPEGs ({size_mb:.1f} MB each): first run {args.photos / timings[str(args.photos)]:.1f} "
+          f"pictures/s, marginal rate {marginal:.1f} pictures/s")
+
+    print(f"making {args.big} small pictures ...", flush=True)
+    make_photos(work / "small", args.big, None)
+    shutil.rmtree(work / "data-small", ignore_errors=True)
+    with engine("images", "data-small") as fresh:
+        sampler = MemorySampler()
+        report, seconds = index(fresh, work / "small", sampler)
+        marks = ", ".join(f"{share}%: {mib:.0f} MiB" for share, mib in sorted(sampler.marks.items()))
+        print(f"first run, {args.big} pictures: {seconds:.1f} s ({args.big / seconds:.0f} pictures/s); "
+              f"resident memory at {marks}; peak {peak_rss_mib():.0f} MiB")
+        # The index stays loaded between runs (as the CLI keeps it for keep_loaded seconds).
+        report, seconds = index(fresh, work / "small")
+        print(f"re-run, nothing changed, {args.big} pictures: {seconds:.2f} s "
+              f"({args.big / seconds:,.0f} files/s; {report.unchanged} unchanged)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
