@@ -9,6 +9,11 @@ Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-
 2. A re-run of --big small pictures with nothing changed: files per second.
 3. The first run of those --big pictures: peak resident memory at 10%, 50% and 100%,
    to show that it stays flat as the run goes on.
+4. Overlap (--overlap N): a captioner-bound run. A full-size BLIP base with random weights
+   (built from its published configuration by benchmarks/caption_throughput.py, 20 tokens
+   per caption) captions N pre-decoded photos alone; then the whole pipeline indexes the
+   same N 12-megapixel JPEGs with the same loaded model. The pipeline's rate over the
+   captioner's own is the share of the captioner's throughput a real run keeps.
 The pictures are made once under --work-dir and reused; the page cache holds them, so disk
 speed is not measured. Run it on a quiet machine.
 """
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 SIDE = (4000, 3000)
@@ -116,6 +122,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=150, help="12-megapixel JPEGs in the first-run test")
     parser.add_argument("--big", type=int, default=10_000, help="small pictures in the re-run and memory test")
+    parser.add_argument("--overlap", type=int, default=24, help="photos in the captioner-bound run (0: skip)")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the captioner-bound run")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "imgsearch-bench-pipeline")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -123,6 +131,8 @@ def main() -> int:
     work = args.work_dir
     print(f"# index pipeline, captions captioner (no model), {os.cpu_count()} CPUs")
 
+    if args.skip_overhead:
+        return overlap(args, work)
     print(f"making {args.photos} JPEGs of {SIDE[0]}x{SIDE[1]} under {work} ...", flush=True)
     big_photos = make_photos(work / "12mp", args.photos, SIDE)
     size_mb = sum(p.stat().st_size for p in big_photos) / len(big_photos) / 1e6
@@ -168,6 +178,55 @@ def main() -> int:
         report, seconds = index(fresh, work / "small")
         print(f"re-run, nothing changed, {args.big} pictures: {seconds:.2f} s "
               f"({args.big / seconds:,.0f} files/s; {report.unchanged} unchanged)")
+    return overlap(args, work) if args.overlap else 0
+
+
+def overlap(args: argparse.Namespace, work: Path) -> int:
+    """A captioner-bound run against the captioner alone, with one loaded model for both."""
+    from caption_throughput import build_blip
+
+    from imgsearch.captioners.base import CaptionInput
+    from imgsearch.captioners.transformers_local import TransformersCaptioner
+    from imgsearch.engine import ImageSearch
+    from imgsearch.files import read_file
+    from imgsearch.images import inspect_picture
+
+    count, batch, tokens = args.overlap, 8, 20
+    photos = make_photos(work / "12mp", max(count + batch, 30), SIDE)
+    model = build_blip(work / "blip-base-random")
+    captioner = TransformersCaptioner(
+        model=str(model), batch_size=batch, max_new_tokens=tokens, min_new_tokens=tokens
+    )
+    side = captioner.image_side
+    print(f"captioner-bound run: BLIP base (random weights, {tokens} tokens a caption), batch {batch}, "
+          f"torch threads {__import__('torch').get_num_threads()}, pictures decoded at {side} px", flush=True)
+    timed, warmup = photos[:count], photos[count : count + batch]
+
+    def decoded(paths):
+        return [CaptionInput(p, inspect_picture(read_file(p), p, side)[1]) for p in paths]
+
+    captioner.caption(decoded(warmup))
+    inputs = decoded(timed)
+    started = time.perf_counter()
+    captioner.caption(inputs)
+    alone = count / (time.perf_counter() - started)
+    print(f"captioner alone on {count} decoded photos: {alone:.3f} pictures/s", flush=True)
+
+    folders = {}
+    for name, paths in (("warmup", warmup), ("timed", timed)):
+        folder = work / f"overlap-{name}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for photo in paths:
+            os.link(photo, folder / photo.name)
+        folders[name] = folder
+    shutil.rmtree(work / "data-overlap", ignore_errors=True)
+    with ImageSearch(captioner=captioner, data_dir=work / "data-overlap") as engine:
+        index(engine, folders["warmup"])  # loads the embedder and creates the index
+        report, seconds = index(engine, folders["timed"])
+    piped = count / seconds
+    print(f"whole pipeline on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
+          f"({report.captioned} captioned) = {100 * piped / alone:.1f}% of the captioner alone")
     return 0
 
 

@@ -251,3 +251,14 @@ def test_a_truncated_jpeg_fails_for_a_captioner_that_reads_no_pixels(embedder, c
     assert [Path(f.path).name for f in report.failed] == ["cut.jpg"]
     assert "truncated" in report.failed[0].reason and "\n" not in report.failed[0].reason
     assert report.new == 3
+
+
+def test_a_local_model_asks_for_the_size_its_processor_feeds_it(tmp_path):
+    from imgsearch.captioners.transformers_local import TransformersCaptioner, processor_image_side
+    from tiny_models import build_tiny_blip
+
+    captioner = TransformersCaptioner(model=str(build_tiny_blip(tmp_path / "blip")))
+    # The tiny BLIP's processor resizes to 32x32: a 12-megapixel JPEG is then decoded at 1/8.
+    assert captioner.image_side == 32
+    assert processor_image_side(type("P", (), {"size": {"shortest_edge": 224}, "crop_size": None})()) == 224
+    assert processor_image_side(type("P", (), {"size": None})()) == 2048  # nothing known: the cap

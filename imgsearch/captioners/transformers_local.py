@@ -218,8 +218,12 @@ def processor_image_side(processor: Any, fallback: int = 2048) -> int:
         size = getattr(image_processor, name, None)
         if isinstance(size, int):
             sides.append(size)
-        elif isinstance(size, dict):
-            sides += [int(v) for k, v in size.items() if k in ("height", "width", "shortest_edge", "longest_edge") and v]
+            continue
+        # A plain dict in saved configs, a SizeDict (attributes) once loaded.
+        for key in ("height", "width", "shortest_edge", "longest_edge"):
+            value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+            if isinstance(value, int) and value > 0:
+                sides.append(value)
     return max(sides) if sides else fallback
 
 

@@ -39,6 +39,9 @@ def is_embedded(uri: str) -> bool:
     return "://" not in uri
 
 
+_LITE_CHANNEL = {"grpc.keepalive_time_ms": 600_000, "grpc.keepalive_permit_without_calls": False}
+
+
 class Connection:
     """A client for one URI; for a Milvus Lite file it also holds the file's lock."""
 
@@ -85,6 +88,10 @@ class Connection:
         level = root.level
         root.setLevel(logging.CRITICAL)
         try:
+            if is_embedded(self.uri):
+                # Milvus Lite's server answers pings more often than every 5 minutes with a
+                # GOAWAY (logged to the terminal) while a slow captioner keeps the store idle.
+                return MilvusClient(uri=address, token=self.token or "", grpc_options=_LITE_CHANNEL)
             return MilvusClient(uri=address, token=self.token or "")
         except Exception as exc:
             first = self._lock is not None and self._lock.first
