@@ -40,6 +40,7 @@ falls well under 100% when the threads were kept waiting.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -50,6 +51,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,7 +70,8 @@ SOURCE_IDS = {
     "florence2": "microsoft/Florence-2-base",
 }
 BATCH_SIZES = (1, 4, 8, 16)
-DTYPES = ("float32", "bfloat16", "int8")
+CPU_DTYPES = ("float32", "bfloat16", "int8")
+DTYPES = (*CPU_DTYPES, "float16")  # float16 for GPUs
 # (model, dtype) -> batch sizes run by default; see the module docstring for why.
 DEFAULT_MATRIX = {
     ("blip", "float32"): (1, 4, 8, 16),
@@ -405,6 +408,35 @@ def current_rss_mb() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class GpuBusy:
+    """The share of time the GPU was busy while the block ran (nvidia-smi's utilization,
+    sampled every 0.2 s); None when it cannot be read."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self.share: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> GpuBusy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.share = sum(self.samples) / len(self.samples) / 100 if self.samples else None
+
+    def _sample(self) -> None:
+        import torch
+
+        while not self._stop.wait(0.2):
+            try:
+                self.samples.append(int(torch.cuda.utilization()))
+            except Exception:  # no NVML: the figure is left out
+                return
+
+
 def run_worker(folder: str, dtype: str, cells: list[dict], tokens: int) -> dict:
     """Load one model at one dtype, then time each (batch size, threads) cell."""
     import torch
@@ -416,8 +448,9 @@ def run_worker(folder: str, dtype: str, cells: list[dict], tokens: int) -> dict:
     # SmolVLM's tile count (13 for most 4:3 photos, 17 for square ones).
     photos = load_photos(max(max(c["batch"], c["timed_images"]) for c in cells))
     started = time.perf_counter()
+    device = os.environ.get("IMGSEARCH_BENCH_DEVICE", "cpu")
     captioner = TransformersCaptioner(
-        model=folder, device="cpu", dtype=dtype, batch_size=1,
+        model=folder, device=device, dtype=dtype, batch_size=1,
         max_new_tokens=tokens, min_new_tokens=tokens,
     )
     captioner.load()
@@ -433,8 +466,10 @@ def run_worker(folder: str, dtype: str, cells: list[dict], tokens: int) -> dict:
         if cell["warmup"]:
             captioner.caption(photos[: cell["batch"]])  # not timed
         timed = photos[: cell["timed_images"]]
+        busy = GpuBusy() if device.startswith("cuda") else None
         started, cpu_started = time.perf_counter(), time.process_time()
-        captions = captioner.caption(timed)
+        with busy or contextlib.nullcontext():
+            captions = captioner.caption(timed)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         results.append({
             **cell, "seconds": seconds, "pictures_per_s": len(timed) / seconds,
@@ -442,6 +477,7 @@ def run_worker(folder: str, dtype: str, cells: list[dict], tokens: int) -> dict:
             "cpu_use": cpu_seconds / (seconds * cell["threads"]),
             "failed": sum(isinstance(c, CaptionFailure) for c in captions),
             "threads_in_use": torch.get_num_threads(),
+            "gpu_busy": busy.share if busy else None,
         })
     return {**load, "peak_rss_mb": peak_rss_mb(), "cells": results}
 
@@ -476,7 +512,7 @@ def plan(args) -> dict[tuple[str, str], list[int]]:
     explicit = args.batch_sizes is not None or args.dtypes is not None
     matrix = {}
     for model in args.models:
-        for dtype in args.dtypes or DTYPES:
+        for dtype in args.dtypes or CPU_DTYPES:
             batches = (args.batch_sizes or BATCH_SIZES) if explicit else DEFAULT_MATRIX[(model, dtype)]
             matrix[(model, dtype)] = list(batches)
     return matrix
@@ -574,7 +610,8 @@ def run_benchmark(args, matrix: dict[tuple[str, str], list[int]], say) -> tuple[
                     rows.append(row)
                     say(
                         f"    batch {row['batch']:>2}, {row['threads']} threads: {_rate(row['pictures_per_s'])} "
-                        f"pictures/s ({row['timed_images']} in {row['seconds']:.1f} s, cpu use {row['cpu_use']:.0%})"
+                        f"pictures/s ({row['timed_images']} in {row['seconds']:.1f} s, cpu use {row['cpu_use']:.0%}"
+                        + (f", GPU busy {row['gpu_busy']:.0%}" if row.get("gpu_busy") is not None else "") + ")"
                     )
             shutil.rmtree(folder, ignore_errors=True)
     return rows, loads, errors
@@ -591,6 +628,7 @@ def main() -> None:
         "--images", type=int,
         help=f"pictures timed per configuration, rounded up to whole batches (default {DEFAULT_TIMED_IMAGES})",
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: on a GPU use --dtypes float16,bfloat16")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks everything works")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -620,6 +658,8 @@ def main() -> None:
         args.tokens = min(args.tokens, 3)
         args.images = 1 if args.images is None else args.images
 
+    # The workers read it: each model and dtype loads in a process of its own.
+    os.environ["IMGSEARCH_BENCH_DEVICE"] = args.device
     info = machine()
     matrix = plan(args)
 

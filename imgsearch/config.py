@@ -71,6 +71,9 @@ class Settings:
     request_timeout: float = 60.0
     max_attempts: int = 5
     ocr: bool = False
+    # Caption and embed on a Ray cluster: "" (no), "local" (a Ray instance started on this
+    # machine), "auto" (the cluster this machine has joined) or HOST:PORT / ray://HOST:PORT.
+    ray: str = ""
     # Search: mode and fusion weights chosen by `imgsearch eval` on coco-mini (see README).
     search_mode: str = "hybrid"
     keyword_weight: float = 0.0  # share of BM25 in hybrid scores for sentence-like queries

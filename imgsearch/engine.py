@@ -23,6 +23,7 @@ from .store import PROP_DIMENSION, PROP_EMBEDDER, ROW_FIELDS, MilvusStore
 if TYPE_CHECKING:
     # The indexer pulls in Pillow and the caption cache sqlite3; a query needs neither.
     from .caption_cache import CaptionCache
+    from .cluster import RayCaptionService
     from .indexer import IndexProgress
 
 MAX_K = 1000
@@ -100,9 +101,12 @@ class ImageSearch:
         self.settings = settings or load_settings(overrides)
         self._captioner = captioner
         self._embedder = embedder
+        # A cluster rebuilds the captioner and embedder from settings: objects cannot go there.
+        self._parts_given = captioner is not None or embedder is not None
         self._store = store
         self._cache: CaptionCache | None = None
         self._text_reader: TextReader | None = None
+        self._cluster: RayCaptionService | None = None
 
     @property
     def captioner(self) -> Captioner:
@@ -176,6 +180,7 @@ class ImageSearch:
         gone: Iterable[str | Path] = (),
         rebuild: bool = False,
         cached_captions_only: bool = False,
+        ray: str | bool | None = None,
     ) -> IndexReport:
         """Caption, embed and store every picture under paths; unchanged pictures cost a stat.
 
@@ -185,6 +190,9 @@ class ImageSearch:
         rebuild: set the current index aside (kept, not deleted) and build it anew; cached
         captions are reused. cached_captions_only: caption nothing; pictures without a
         cached caption are reported as failed.
+        ray: caption and embed on a Ray cluster: True (a Ray instance on this machine),
+        "auto" or an address (HOST:PORT, ray://HOST:PORT); default: the ray setting.
+        The pictures must be readable at the same paths on every node.
         """
         from .checking import CachedCaptionsOnly, remember_folders, set_aside
         from .indexer import Indexer
@@ -192,14 +200,36 @@ class ImageSearch:
         roots = _roots(paths)
         if rebuild:
             set_aside(self)
-        captioner: Any = CachedCaptionsOnly() if cached_captions_only else self.captioner
+        # Nothing is captioned from cached captions only, so no cluster is needed for it.
+        cluster = None if cached_captions_only else self._cluster_for(self.settings.ray if ray is None else ray)
+        if cached_captions_only:
+            captioner: Any = CachedCaptionsOnly()
+        else:
+            captioner = cluster.captioner if cluster else self.captioner
         indexer = Indexer(
             captioner, self.embedder, self.store, self.cache, progress, self.text_reader,
-            reuse_any_caption=cached_captions_only,
+            reuse_any_caption=cached_captions_only, caption_service=cluster,
         )
         report = indexer.run(roots, stop=stop, remove_missing=not keep_missing, gone=gone)
         remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
         return report
+
+    def _cluster_for(self, ray: str | bool | None) -> RayCaptionService | None:
+        """The Ray cluster service a run asks for (kept for the next run), joined; None for none."""
+        from .cluster import RayCaptionService, cluster_address
+
+        address = cluster_address(ray)
+        if address is None:
+            return None
+        if self._cluster is not None and self._cluster.connection.address != address:
+            self._cluster.close()
+            self._cluster = None
+        if self._cluster is None:
+            if self._parts_given:
+                raise ConfigError("indexing on a Ray cluster needs the captioner and embedder named in settings, not passed as objects")
+            self._cluster = RayCaptionService(self.settings, self.captioner, address)
+        self._cluster.connect()
+        return self._cluster
 
     def check(self, sample: int = 200) -> CheckReport:
         """Read the whole index and the caption cache and list what is wrong with them.
@@ -384,7 +414,10 @@ class ImageSearch:
         return ({k: v for k, v in row.items() if k != "id"} for row in store.iter_rows(batch_size=batch_size))
 
     def close(self) -> None:
-        """Release the store connection and the caption cache."""
+        """Release the store connection, the caption cache and the Ray cluster."""
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
         if self._store is not None:
             self._store.close()
         if self._cache is not None:

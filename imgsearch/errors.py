@@ -41,5 +41,9 @@ class IndexBusyError(StoreError):
     """Another process holds the embedded index file."""
 
 
+class ClusterError(ImgsearchError):
+    """The Ray cluster could not be reached, or could not do its part of an index run."""
+
+
 class ImageLoadError(ImgsearchError):
     """A file is not a picture imgsearch can read."""

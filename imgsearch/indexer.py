@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .caption_cache import CaptionCache
 from .captioners.base import CaptionFailure, CaptionInput, Captioner

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import indexing, searching, serving, upkeep
 from .application import app
+from .options import BareOptionCommand
 
 __all__ = ["app", "main"]
 
@@ -30,7 +31,7 @@ _COMMANDS = (
     ("eval", searching.evaluate),
 )
 for _name, _command in _COMMANDS:
-    app.command(name=_name)(_command)
+    app.command(name=_name, cls=BareOptionCommand)(_command)
 
 
 def main() -> None:

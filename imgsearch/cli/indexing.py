@@ -31,6 +31,7 @@ from .options import (
     Ocr,
     Preset,
     Prompt,
+    RayAddress,
     Timeout,
     Token,
     Uri,
@@ -62,6 +63,7 @@ def index(
     uri: Uri = None,
     token: Token = None,
     collection: Collection = None,
+    ray: RayAddress = None,
     config: ConfigFile = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them).")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Set the current index aside (kept, not deleted) and build it anew; cached captions are reused.")] = False,
@@ -70,6 +72,8 @@ def index(
     """Caption, embed and store every picture under PATHS. Unchanged pictures are skipped.
 
     Pictures gone from PATHS leave the index (unless --keep-missing); moved ones keep their caption. Ctrl-C stops after the current batch; running the same command resumes.
+
+    With --ray, a Ray cluster captions and embeds (one model per actor, --concurrency actors at most) while this machine finds the pictures and writes the index.
     """
     from ..progress import RichIndexProgress
     from ..stopping import stop_on_signals
@@ -79,6 +83,7 @@ def index(
         captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
         dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
         embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+        ray=ray,
     ))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
         report = call(lambda: engine.index(
@@ -121,6 +126,7 @@ def watch(
     uri: Uri = None,
     token: Token = None,
     collection: Collection = None,
+    ray: RayAddress = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -136,6 +142,7 @@ def watch(
         captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
         dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
         embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
+        ray=ray,
     ))
 
     def show(report: "IndexReport") -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -28,13 +29,18 @@ Prompt = Annotated[Optional[str], typer.Option("--prompt", help="Custom instruct
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Prompt preset: search (detailed, default) or alt-text (one sentence).", show_default=False)]
 MaxNewTokens = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest caption, in tokens.", show_default=False)]
 Beams = Annotated[Optional[int], typer.Option("--beams", help="Beam search width for local models (1 = greedy).", show_default=False)]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Local model precision: auto, float32, float16, bfloat16.", show_default=False)]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations).", show_default=False)]
 ApiBaseUrl = Annotated[Optional[str], typer.Option("--api-base-url", help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL.", show_default=False)]
-Concurrency = Annotated[Optional[int], typer.Option("--concurrency", help="API requests in flight at once (default 4).", show_default=False)]
+Concurrency = Annotated[Optional[int], typer.Option("--concurrency", help="API requests in flight at once, and with --ray the most captioning actors (default 4).", show_default=False)]
 Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one API answer (default 60).", show_default=False)]
 CaptionsFile = Annotated[Optional[Path], typer.Option("--captions-file", help="JSONL of existing captions (captions captioner).", show_default=False)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images per captioning batch.", show_default=False)]
 Ocr = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read text inside pictures and make it searchable (needs the 'ocr' extra).", show_default=False)]
+
+# Past one machine: index and watch. Alone, --ray starts a Ray instance here (see BareOptionCommand).
+RayAddress = Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Caption and embed on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or alone for a Ray instance on this machine (needs the 'ray' extra; env IMGSEARCH_RAY). Pictures must be at the same paths on every node.", show_default=False)]
+# The value an option given without one takes.
+_BARE_OPTION_VALUES = {"--ray": "local"}
 
 # Parameters named for their flag rather than for the setting they override.
 _SETTING_OF_FLAG = {
@@ -45,6 +51,40 @@ _SETTING_OF_FLAG = {
     "beams": "num_beams",
     "timeout": "request_timeout",
 }
+
+
+class BareOptionCommand(TyperCommand):
+    """A command whose options in _BARE_OPTION_VALUES may also be given without a value.
+
+    Typer has no options with an optional value, so `--ray` alone becomes `--ray=local` before
+    parsing. `--ray` followed by something that is no Ray address (a folder to index) is alone.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_bare_options_filled(args, self._bare_options()))
+
+    def _bare_options(self) -> dict[str, str]:
+        names = {name for param in self.params for name in getattr(param, "opts", ())}
+        return {name: value for name, value in _BARE_OPTION_VALUES.items() if name in names}
+
+
+def with_bare_options_filled(args: list[str], bare: dict[str, str]) -> list[str]:
+    """args with each option of bare given without a value turned into OPTION=VALUE."""
+    filled: list[str] = []
+    for number, arg in enumerate(args):
+        if arg == "--":
+            return filled + args[number:]
+        if arg in bare and not _value_follows(args[number + 1 : number + 2]):
+            filled.append(f"{arg}={bare[arg]}")
+        else:
+            filled.append(arg)
+    return filled
+
+
+def _value_follows(following: list[str]) -> bool:
+    from ..cluster.connection import looks_like_address
+
+    return bool(following) and not following[0].startswith("-") and looks_like_address(following[0])
 
 
 def settings_from_flags(config: Path | None, **flags: Any) -> Settings:
