@@ -98,6 +98,9 @@ class RowWriter:
     def _work(self) -> None:
         try:
             if self._warm_up:
+                switch = getattr(self.embedder, "switch_to_export", None)
+                if switch is not None:
+                    switch()
                 self.embedder.embed(["warm-up"])
         except BaseException as exc:
             self._error = exc

@@ -32,7 +32,8 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def pick_dtype(device: str, requested: str = "auto") -> Any:
-    """The named dtype; for auto, half precision on accelerators (bf16 where supported), fp32 on CPU."""
+    """The named dtype; for auto, half precision on accelerators (bf16 where supported), and on
+    a CPU bf16 where it computes bf16 natively, else fp32."""
     import torch
 
     if requested and requested != "auto":
@@ -44,7 +45,21 @@ def pick_dtype(device: str, requested: str = "auto") -> Any:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.startswith("mps"):
         return torch.float16
-    return torch.float32
+    # Measured with full-size models (benchmarks/caption_throughput.py): on a CPU with AMX,
+    # bf16 captions 2-3x faster than fp32; without native bf16 it is emulated and slower.
+    return torch.bfloat16 if cpu_computes_bf16() else torch.float32
+
+
+def cpu_computes_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bf16 arithmetic (Intel AMX or AVX-512 BF16), from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+                cpuinfo = info.read(1 << 16)
+        except OSError:  # not Linux: fp32, which is always right
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class TransformersCaptioner(Captioner):
