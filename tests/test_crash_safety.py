@@ -209,8 +209,22 @@ def test_ctrl_c_stops_after_the_current_batch_and_says_how_to_resume(coco_run):
     assert report["captioned"] == 159 - state["count"]
 
 
-def test_second_process_gets_one_line_naming_the_holder(coco_run):
-    folder, data, env, args, truth = coco_run
+def test_second_process_gets_one_line_naming_the_holder(coco_mini, coco_captions, tmp_path):
+    # Four copies of each photo (linked, so captioned once each) and batches of one: the
+    # holder stores 636 rows one batch at a time, well over the time the four commands
+    # below take on any machine.
+    folder, data = tmp_path / "photos", tmp_path / "data"
+    folder.mkdir()
+    records, truth = [], {}
+    for name, captions in coco_captions.items():
+        for copy in range(4):
+            linked = f"{Path(name).stem}_copy{copy}.jpg"  # copies side by side: a batch each
+            os.link(coco_mini / "images" / name, folder / linked)
+            records.append(json.dumps({"image": linked, "captions": captions}))
+            truth[linked] = " ".join(captions[0].split())
+    (tmp_path / "captions.jsonl").write_text("\n".join(records) + "\n")
+    env = imgsearch_env(data)
+    args = ["index", folder, "--captioner", "captions", "--captions-file", tmp_path / "captions.jsonl"]
     holder = start_imgsearch(*args, "--batch-size", "1", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: cached_captions(data) > 0, holder)
@@ -229,7 +243,7 @@ def test_second_process_gets_one_line_naming_the_holder(coco_run):
     # Neither process corrupted the index.
     state = check_index(data)
     assert_consistent(state, folder, truth)
-    assert state["count"] == 159
+    assert state["count"] == len(truth) == 4 * 159
 
 
 @pytest.mark.server
