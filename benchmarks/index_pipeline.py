@@ -122,7 +122,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=150, help="12-megapixel JPEGs in the first-run test")
     parser.add_argument("--big", type=int, default=10_000, help="small pictures in the re-run and memory test")
-    parser.add_argument("--overlap", type=int, default=24, help="photos in the captioner-bound run (0: skip)")
+    parser.add_argument("--overlap", type=int, default=48, help="photos in the captioner-bound run (0: skip)")
     parser.add_argument("--skip-overhead", action="store_true", help="only the captioner-bound run")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "imgsearch-bench-pipeline")
     args = parser.parse_args()
