@@ -213,13 +213,7 @@ class Indexer:
         reader = PictureReader(self._cached_caption, self._need_side, lambda: self.progress.stage(READING, done=1))
         # Read-ahead: the next two batches are decoded while one is captioned.
         window = min(MAX_READ_AHEAD, 2 * batch_size + reader.workers)
-        writer = RowWriter(
-            self.embedder, self.store, self.cache, self.row_captioner, report,
-            lambda stored: self._stored(stored, report), self.text_reader,
-        )
-        self.progress.stage(READING, total=len(changed))
-        self.progress.stage(CAPTIONING, total=len(changed))
-        self.progress.stage(STORING, total=len(changed))
+        writer = self._start_stages(changed, report, warm_up=True)
         to_caption: list[Picture] = []
         ready: list[Picture] = []
         stream = reader.stream(changed, window)
@@ -254,6 +248,16 @@ class Indexer:
             # Every caption committed to the cache gets its row, even when the run stops.
             writer.close()
 
+    def _start_stages(self, changed: list[Picture], report: IndexReport, warm_up: bool) -> RowWriter:
+        """The storing stage's thread, started, and every stage's bar sized to the changed pictures."""
+        writer = RowWriter(
+            self.embedder, self.store, self.cache, self.row_captioner, report,
+            lambda stored: self._stored(stored, report), self.text_reader, warm_up=warm_up,
+        )
+        for stage in (READING, CAPTIONING, STORING):
+            self.progress.stage(stage, total=len(changed))
+        return writer
+
     def _index_on_service(
         self, changed: list[Picture], report: IndexReport, stop: threading.Event | None, service: CaptionService
     ) -> None:
@@ -264,13 +268,8 @@ class Indexer:
         reader = PictureReader(
             self._cached_caption, self._need_side, lambda: self.progress.stage(READING, done=1), decode=False
         )
-        writer = RowWriter(
-            self.embedder, self.store, self.cache, self.row_captioner, report,
-            lambda stored: self._stored(stored, report), self.text_reader, warm_up=False,
-        )
-        self.progress.stage(READING, total=len(changed))
-        self.progress.stage(CAPTIONING, total=len(changed))
-        self.progress.stage(STORING, total=len(changed))
+        # Vectors come back from the service: the embedder here loads only if OCR adds words.
+        writer = self._start_stages(changed, report, warm_up=False)
         # Content hash -> the pictures with it; the first one is sent, the others share its caption.
         to_send: dict[str, list[Picture]] = {}
         ready: list[Picture] = []

@@ -37,9 +37,14 @@ PORT_FLAGS = (
 
 
 def _executable() -> str | None:
-    # Found on PATH, or beside this interpreter when the venv is used without being activated.
-    beside = Path(sys.executable).with_name(EXECUTABLE)
-    return shutil.which(EXECUTABLE) or (str(beside) if os.access(beside, os.X_OK) else None)
+    return installed_command(EXECUTABLE)
+
+
+def installed_command(name: str) -> str | None:
+    """A console script found on PATH, or beside this interpreter when the venv is used
+    without being activated."""
+    beside = Path(sys.executable).with_name(name)
+    return shutil.which(name) or (str(beside) if os.access(beside, os.X_OK) else None)
 
 
 def milvus_server_available() -> bool:
@@ -47,7 +52,7 @@ def milvus_server_available() -> bool:
     return _executable() is not None
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     # Keep every socket open until all are bound, so the kernel hands out distinct ports.
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
@@ -79,7 +84,7 @@ class MilvusServer:
         if executable is None:
             raise RuntimeError(f"{EXECUTABLE} not found: pip install milvus==2.3.5")
         began = time.monotonic()
-        *ports, etcd_peer_port = _free_ports(len(PORT_FLAGS) + 1)
+        *ports, etcd_peer_port = free_ports(len(PORT_FLAGS) + 1)
         ports = dict(zip(PORT_FLAGS, ports))
         self.port = ports["--proxy-port"]
         command = [executable, "--data", str(self.data_dir)]

@@ -26,12 +26,12 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from milvus_server import free_ports, installed_command
 
 REPO = Path(__file__).resolve().parents[1]
 PORT_FLAGS = (
@@ -64,19 +64,7 @@ def can_hide_folders() -> bool:
 
 
 def _executable() -> str | None:
-    beside = Path(sys.executable).with_name("ray")
-    return shutil.which("ray") or (str(beside) if os.access(beside, os.X_OK) else None)
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    return installed_command("ray")
 
 
 class RayCluster:
@@ -107,7 +95,7 @@ class RayCluster:
             raise RuntimeError("ray not installed: pip install 'imgsearch[ray]'")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")
-        ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
+        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.port = ports["--port"]
         command = [
             executable, "start", "--head", "--block", "--node-ip-address=127.0.0.1",

@@ -8,7 +8,6 @@ with torch dynamic quantization, which has CPU kernels only.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from PIL import Image
-from tiny_models import build_tiny_blip
+from tiny_models import build_tiny_blip, build_tiny_blip_mute
 
 from imgsearch.captioners.base import CaptionInput
 from imgsearch.captioners.transformers_local import TransformersCaptioner, pick_dtype
@@ -35,17 +34,7 @@ def tiny_blip_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_blip_mute_dir(tiny_blip_dir, tmp_path_factory) -> Path:
-    """The tiny BLIP with [SEP] (its end of caption) made overwhelmingly likely at every step."""
-    from transformers import BlipForConditionalGeneration
-
-    target = tmp_path_factory.mktemp("tiny-blip-options-mute")
-    model = BlipForConditionalGeneration.from_pretrained(tiny_blip_dir)
-    with torch.no_grad():
-        model.text_decoder.cls.predictions.bias[model.config.text_config.sep_token_id] = 1e4
-    model.save_pretrained(target)
-    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_blip_dir / name, target / name)
-    return target
+    return build_tiny_blip_mute(tiny_blip_dir, tmp_path_factory.mktemp("tiny-blip-options-mute"))
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from imgsearch.captioners.transformers_local import (  # noqa: E402
 from imgsearch.cli import app  # noqa: E402
 from imgsearch.errors import CaptionerError  # noqa: E402
 from imgsearch.images import load_rgb  # noqa: E402
-from tiny_models import build_tiny_blip, build_tiny_llava  # noqa: E402
+from tiny_models import build_tiny_blip, build_tiny_blip_mute, build_tiny_llava  # noqa: E402
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240)]
 MAX_NEW = 8
@@ -69,16 +69,7 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_blip_mute_dir(tiny_blip_dir, tmp_path_factory) -> Path:
     """The tiny BLIP with its first generated token forced to [SEP]: an empty generation."""
-    from transformers import BlipForConditionalGeneration
-
-    target = tmp_path_factory.mktemp("tiny-blip-mute")
-    model = BlipForConditionalGeneration.from_pretrained(tiny_blip_dir)
-    with torch.no_grad():
-        model.text_decoder.cls.predictions.bias[model.config.text_config.sep_token_id] = 1e4
-    model.save_pretrained(target)
-    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_blip_dir / name, target / name)
-    return target
+    return build_tiny_blip_mute(tiny_blip_dir, tmp_path_factory.mktemp("tiny-blip-mute"))
 
 
 @pytest.fixture(scope="session")

@@ -153,6 +153,20 @@ def build_tiny_blip(target_dir: pathlib.Path) -> pathlib.Path:
     return target_dir
 
 
+def build_tiny_blip_mute(tiny_blip_dir: pathlib.Path, target_dir: pathlib.Path) -> pathlib.Path:
+    """The tiny BLIP with [SEP] (its end of caption) made overwhelmingly likely at every step:
+    it generates nothing unless a minimum length is forced."""
+    import shutil
+
+    model = BlipForConditionalGeneration.from_pretrained(tiny_blip_dir)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[model.config.text_config.sep_token_id] = 1e4
+    model.save_pretrained(target_dir)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_blip_dir / name, target_dir / name)
+    return target_dir
+
+
 def _llava_tokenizer() -> PreTrainedTokenizerFast:
     """Return a word-level fast tokenizer with an <image> special token."""
     vocab = _vocab(_LLAVA_SPECIALS, _LLAVA_EXTRA)
