@@ -5,34 +5,26 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
-import subprocess
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError, StoreError
-from .lite_keeper import ensure_keeper, mark_used, running_socket
+from .lite_keeper import ensure_keeper, mark_used, retire_stale_keeper, running_socket
+from .lite_server import LiteServer, quiet_lite_import, start_quiet_server
 from .lock import EmbeddedIndexLock, busy_message, lite_file_locked
 
 # pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 # This process's own Milvus Lite servers (when no keeper hosts the file), by file path.
-_lite_servers: dict[str, Any] = {}
+_lite_servers: dict[str, LiteServer] = {}
 # Said when a Milvus Lite file cannot be opened or loaded, which is what a damaged file does.
 DAMAGE_HINT = (
     "; if the index file is damaged, `imgsearch check --repair` rebuilds it from the caption cache"
 )
 # What Milvus Lite accepts as a file name.
 _LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
-
-
-def _quiet_lite_import() -> None:
-    """Milvus Lite 2.5 imports pkg_resources, whose deprecation warning means nothing to users.
-    Set before each import that may load it (a test runner resets warning filters per test)."""
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
 def is_embedded(uri: str) -> bool:
@@ -62,10 +54,13 @@ class Connection:
             path = self._prepare_lite_file()
             self._lock = EmbeddedIndexLock.acquire(path)
             kept = running_socket(path)
-            # Checked before Milvus Lite tries: its failed attempt deletes the holder's lock file.
-            if kept is None and self._lock.first and lite_file_locked(path):
-                self.release_lock()
-                raise IndexBusyError(busy_message(self.uri, "another program"))
+            if kept is None and self._lock.first:
+                # A keeper left serving a deleted or replaced file still holds this path's lock.
+                retire_stale_keeper(path)
+                # Checked before Milvus Lite tries: its failed attempt deletes the holder's lock file.
+                if lite_file_locked(path):
+                    self.release_lock()
+                    raise IndexBusyError(busy_message(self.uri, "another program"))
             # A keeper is for an index that exists: a command that finds none starts none.
             if kept is None and self.keep_loaded > 0 and path.is_file() and path.stat().st_size > 0:
                 kept = ensure_keeper(path, self.keep_loaded)
@@ -77,7 +72,7 @@ class Connection:
         return self._client_for(self.uri)
 
     def _client_for(self, address: str) -> Any:
-        _quiet_lite_import()
+        quiet_lite_import()
         from pymilvus import MilvusClient
 
         # Importing pymilvus applies its own logging config, undoing the quieting above.
@@ -150,50 +145,7 @@ def _start_lite_server(path: Path) -> str | None:
         if server is None:
             return None
         _lite_servers[key] = server
-    return str(server.uds_path)
-
-
-def start_quiet_server(path: Path) -> Any:
-    """A started Milvus Lite server for path, or None if it could not start (file held elsewhere)."""
-    _quiet_lite_import()
-    import milvus_lite.server as lite_server
-
-    lite_server.subprocess = _QuietProcesses  # type: ignore[attr-defined]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)  # Milvus Lite logs its failures to the root logger
-    try:
-        server = lite_server.Server(str(path))
-        if server.init() and server.start():
-            return server
-        # Its clean-up unlinks its lock file, which here is the holder's: point it at nothing.
-        server._lock_path = str(path.with_name(f".{path.name}.lock-not-held-{os.getpid()}"))
-        return None
-    finally:
-        root.setLevel(level)
-
-
-class _QuietProcesses:
-    """What Milvus Lite's server module sees as `subprocess`: its server process gets
-    /dev/null for output (its assertion messages would corrupt `--json` output) and ignores
-    Ctrl-C and SIGTERM sent to the command's process group: the command stops after its
-    current batch and then stops the server (which also stops by itself when the command's
-    lock on the file goes away). A SIGKILL of the group still ends it at once."""
-
-    TimeoutExpired = subprocess.TimeoutExpired
-
-    @staticmethod
-    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
-        kwargs.update(
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_ignore_stop_signals,
-        )
-        return subprocess.Popen(*args, **kwargs)
-
-
-def _ignore_stop_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return server.uri
 
 
 def stop_lite_server(uri: str) -> None:

@@ -3,28 +3,78 @@
 Milvus Lite loads a whole collection into memory when a process opens it: seconds at 100k
 pictures, paid again by every `imgsearch query` in a new process. Instead the Milvus Lite
 server runs in a small background process (this module's main) that outlives the command
-and stops after `keep_loaded` seconds with no command using it, or when its file is gone.
-Commands still take the index one at a time (EmbeddedIndexLock); the keeper only hosts it.
+and stops after `keep_loaded` seconds with no command using it, or when its file is gone or
+replaced. Commands still take the index one at a time (EmbeddedIndexLock); the keeper only
+hosts it.
+
+A keeper serves exactly one file, known by its path and its device and inode: a file deleted
+and made anew, restored from a backup, or a data folder copied with its keeper's note, is a
+different file, and a command never reaches it through the old keeper. A command uses a keeper
+only when its note names this file, the process is alive (not a zombie, not a reused pid) and
+its socket answers; on any doubt it starts a fresh one.
 
 Run as: python -m imgsearch.store.lite_keeper DB_PATH IDLE_SECONDS
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .lite_server import start_quiet_server
 
 _START_TIMEOUT = 30.0
 _POLL = 0.02
+# How often a keeper checks that its file is still the one it serves.
+_WATCH = 0.5
+_MODULE = "imgsearch.store.lite_keeper"
+
+
+@dataclass(frozen=True)
+class KeeperNote:
+    """What a running keeper writes beside its file (0600): who it is and what it serves."""
+
+    pid: int
+    uri: str
+    path: str
+    device: int
+    inode: int
+    # The process's start time: a pid reused by another process is not taken for the keeper.
+    started: str
+
+    def serves(self, db_path: Path) -> bool:
+        """Whether this keeper serves db_path as it is now (not a copy, a deleted or a replaced file)."""
+        if self.path != str(db_path.absolute()):
+            return False
+        try:
+            now = os.stat(db_path)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (self.device, self.inode)
+
+    def process_alive(self) -> bool:
+        return _start_time(self.pid) == self.started if self.started else _alive(self.pid)
+
+    def socket_answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(self.uri.removeprefix("unix:"))
+            except OSError:
+                return False
+        return True
 
 
 def info_path(db_path: Path) -> Path:
-    """Where a running keeper says which socket it serves (pid and socket, JSON)."""
+    """Where a running keeper says what it serves (a KeeperNote, JSON)."""
     return db_path.with_name(f".{db_path.name}.keeper")
 
 
@@ -33,16 +83,40 @@ def used_path(db_path: Path) -> Path:
     return db_path.with_name(f".{db_path.name}.used")
 
 
-def running_socket(db_path: Path) -> str | None:
-    """The socket URI of a live keeper for db_path, or None."""
+def read_note(db_path: Path) -> KeeperNote | None:
+    """The note beside db_path, if this user wrote one (another user's note is never trusted)."""
     try:
-        info = json.loads(info_path(db_path).read_text())
-        pid, uri = int(info["pid"]), str(info["uri"])
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(info_path(db_path), "rb") as handle:
+            if os.fstat(handle.fileno()).st_uid != os.getuid():
+                return None
+            return KeeperNote(**json.loads(handle.read()))
+    except (OSError, ValueError, TypeError):
         return None
-    if not _alive(pid) or not Path(uri.removeprefix("unix:")).exists():
+
+
+def running_socket(db_path: Path) -> str | None:
+    """The socket URI of a live keeper serving db_path as it is now, or None."""
+    note = read_note(db_path)
+    if note is None or not note.serves(db_path) or not note.process_alive() or not note.socket_answers():
         return None
-    return uri
+    return note.uri
+
+
+def retire_stale_keeper(db_path: Path) -> None:
+    """Stop a keeper that was started for db_path but cannot serve it any more (its file was
+    deleted or replaced, or its socket is dead), and drop a note that names no live keeper of
+    this file (a dead one's, or one copied from another data folder).
+
+    Called only by the process that holds the index's lock, so no command is using that keeper.
+    """
+    note = read_note(db_path)
+    if note is None:
+        return
+    if note.path == str(db_path.absolute()) and note.process_alive():
+        _stop(note, timeout=10.0)
+    with contextlib.suppress(OSError):
+        if read_note(db_path) == note:
+            info_path(db_path).unlink()
 
 
 def ensure_keeper(db_path: Path, idle_seconds: float) -> str | None:
@@ -51,18 +125,18 @@ def ensure_keeper(db_path: Path, idle_seconds: float) -> str | None:
     uri = running_socket(db_path)
     if uri is not None:
         return uri
-    info_path(db_path).unlink(missing_ok=True)
+    retire_stale_keeper(db_path)
     process = subprocess.Popen(
-        [sys.executable, "-m", "imgsearch.store.lite_keeper", str(db_path), str(idle_seconds)],
+        [sys.executable, "-m", _MODULE, str(db_path), str(idle_seconds)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # Its own session: a Ctrl-C or a kill of the command's process group leaves it serving.
         start_new_session=True, close_fds=True,
     )
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
-        uri = running_socket(db_path)
-        if uri is not None:
-            return uri
+        note = read_note(db_path)
+        if note is not None and note.pid == process.pid:
+            return note.uri if note.serves(db_path) else None
         if process.poll() is not None:
             return None
         time.sleep(_POLL)
@@ -72,20 +146,10 @@ def ensure_keeper(db_path: Path, idle_seconds: float) -> str | None:
 
 def stop_keeper(db_path: Path, timeout: float = 10.0) -> bool:
     """Stop the keeper of db_path, if one runs; True once none runs."""
-    try:
-        pid = int(json.loads(info_path(db_path).read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    note = read_note(db_path)
+    if note is None or not note.process_alive():
         return True
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid) or running_socket(db_path) is None:
-            return True
-        time.sleep(_POLL)
-    return False
+    return _stop(note, timeout)
 
 
 def mark_used(db_path: Path) -> None:
@@ -94,6 +158,21 @@ def mark_used(db_path: Path) -> None:
         used_path(db_path).touch()
     except OSError:  # a full disk or a read-only folder: the keeper just stops sooner
         pass
+
+
+def _stop(note: KeeperNote, timeout: float) -> bool:
+    try:
+        os.kill(note.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not note.process_alive():
+            return True
+        time.sleep(_POLL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(note.pid, signal.SIGKILL)
+    return not note.process_alive()
 
 
 def _alive(pid: int) -> bool:
@@ -106,10 +185,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(db_path: Path, idle_seconds: float) -> int:
-    """Host the Milvus Lite server for db_path until idle for idle_seconds or the file is gone."""
-    from .connection import start_quiet_server
+def _start_time(pid: int) -> str:
+    """The start time of a live process (not a zombie), from /proc; "" when it is gone or
+    /proc is not there (then a pid that answers a signal is taken as alive)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return ""
+    if fields[0] in (b"Z", b"X"):  # exited, waiting to be reaped: as good as gone
+        return ""
+    return fields[19].decode()
 
+
+def _write_note(db_path: Path, note: KeeperNote) -> None:
+    """Written to a side file (0600 whatever the umask) and moved into place in one step."""
+    partial = info_path(db_path).with_name(f"{info_path(db_path).name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(json.dumps(asdict(note)))
+    partial.replace(info_path(db_path))
+
+
+def serve(db_path: Path, idle_seconds: float) -> int:
+    """Host the Milvus Lite server for db_path until idle for idle_seconds, or until the file is
+    gone or is not the one it started with."""
+    db_path = db_path.absolute()
     server = start_quiet_server(db_path)
     if server is None:
         return 1
@@ -121,26 +225,27 @@ def serve(db_path: Path, idle_seconds: float) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    info = info_path(db_path)
+    note = None
     try:
-        partial = info.with_name(info.name + f".{os.getpid()}")
-        partial.write_text(json.dumps({"pid": os.getpid(), "uri": server.uds_path}))
-        partial.replace(info)
+        served = os.stat(db_path)
+        pid = os.getpid()
+        note = KeeperNote(pid, server.uri, str(db_path), served.st_dev, served.st_ino, _start_time(pid))
+        _write_note(db_path, note)
         mark_used(db_path)
-        while not stopping and db_path.exists() and server._p is not None and server._p.poll() is None:
+        while not stopping and server.running() and note.serves(db_path):
             try:
                 idle = time.time() - used_path(db_path).stat().st_mtime
             except OSError:
                 idle = idle_seconds
             if idle >= idle_seconds:
                 break
-            time.sleep(1.0)
+            time.sleep(_WATCH)
+    except OSError:
+        return 1
     finally:
-        try:
-            if json.loads(info.read_text()).get("pid") == os.getpid():
-                info.unlink()
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError):
+            if note is not None and read_note(db_path) == note:
+                info_path(db_path).unlink()
         server.stop()
     return 0
 
