@@ -3,6 +3,10 @@
 Captioning is the expensive step; once a caption exists it is never paid for twice,
 even when the vector index is rebuilt or the embedding model changes. A damaged cache
 file is moved aside and what can still be read from it is carried into a fresh one.
+
+A caption written for one file (by a person, for captioners whose captions follow files)
+is kept with that file's path key in place of a prompt: two copies of one photo keep two
+captions, and a repair, which knows each file's path and content, finds each one's own.
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ CREATE TABLE IF NOT EXISTS captions (
     PRIMARY KEY (content_hash, captioner, prompt)
 )
 """
+# Facts about the cache itself, by name.
+_FACTS_SCHEMA = "CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+# Set while captions the index holds may be missing from the cache (see may_lack_captions).
+_MAY_LACK = "may_lack_captions"
+# Starts the prompt column of a caption written for one file; its path key follows.
+FOR_FILE = "file:"
+# Content hashes asked of SQLite per query.
+_CHUNK = 500
 
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
@@ -52,6 +64,8 @@ class CaptionCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.warnings: list[str] = []
+        # How many times a damaged file was replaced while this object used it.
+        self.replacements = 0
         self._db: sqlite3.Connection | None = None
         # An index run reads the cache from its reader threads while it writes captions.
         self._lock = threading.RLock()
@@ -100,15 +114,116 @@ class CaptionCache:
 
         return self._guarded("read", read)
 
+    def written_for_files(self, files: Iterable[tuple[str, str]], captioner: str) -> dict[tuple[str, str], str]:
+        """For each (content hash, path key): the caption captioner keeps for that file, else
+        the newest it keeps for the same picture anywhere (a copy, or the file before a move)."""
+        wanted = list(dict.fromkeys(files))
+        own: dict[tuple[str, str], str] = {}
+        anywhere: dict[str, str] = {}
+        for digest, _, prompt, caption, _ in self._entries({h for h, _ in wanted}, captioner):
+            if prompt.startswith(FOR_FILE):
+                own[(digest, prompt[len(FOR_FILE):])] = caption
+            anywhere[digest] = caption  # entries come oldest first: the newest wins
+        found = {pair: own[pair] for pair in wanted if pair in own}
+        found.update({pair: anywhere[pair[0]] for pair in wanted if pair not in own and pair[0] in anywhere})
+        return found
+
+    def latest_for_files(
+        self, files: Iterable[tuple[str, str]], ignored: Iterable[str] = ()
+    ) -> dict[tuple[str, str], str]:
+        """For each (content hash, path key): the newest caption of that picture, whichever
+        captioner (outside ignored) made it, among those kept for the picture itself or for
+        that file; only where there are none, the newest written for another file."""
+        wanted = list(dict.fromkeys(files))
+        skipped = set(ignored)
+        general: dict[str, tuple[float, str]] = {}
+        own: dict[tuple[str, str], tuple[float, str]] = {}
+        elsewhere: dict[str, str] = {}
+        for digest, captioner, prompt, caption, created in self._entries({h for h, _ in wanted}):
+            if captioner in skipped:
+                continue
+            if prompt.startswith(FOR_FILE):
+                own[(digest, prompt[len(FOR_FILE):])] = (created, caption)
+                elsewhere[digest] = caption
+            else:
+                general[digest] = (created, caption)
+        found: dict[tuple[str, str], str] = {}
+        for pair in wanted:
+            # A caption kept for this very file wins a tie with one kept for its content.
+            candidates = [c for c in (own.get(pair), general.get(pair[0])) if c is not None]
+            if candidates:
+                found[pair] = max(candidates, key=lambda entry: entry[0])[1]
+            elif pair[0] in elsewhere:
+                found[pair] = elsewhere[pair[0]]
+        return found
+
+    def captions_of(self, hashes: Iterable[str]) -> dict[str, set[str]]:
+        """Every caption kept for each of these content hashes, by any captioner."""
+        found: dict[str, set[str]] = {}
+        for digest, _, _, caption, _ in self._entries(set(hashes)):
+            found.setdefault(digest, set()).add(caption)
+        return found
+
     def put_many(self, captions: dict[str, str], captioner: str, prompt: str) -> None:
         now = time.time()
         rows = [(h, captioner, prompt, text, now) for h, text in captions.items()]
         self._guarded("write to", lambda: self._insert(rows))
 
+    def put_for_files(self, captions: dict[tuple[str, str], str], captioner: str) -> None:
+        """Keep captions written for files, each under its (content hash, path key)."""
+        now = time.time()
+        rows = [(h, captioner, FOR_FILE + key, text, now) for (h, key), text in captions.items()]
+        self._guarded("write to", lambda: self._insert(rows))
+
+    def newest_prompt(self, captioner: str) -> str | None:
+        """The prompt column of captioner's newest entry; None when the cache keeps none of its captions."""
+
+        def read() -> str | None:
+            row = self._connection.execute(
+                "SELECT prompt FROM captions WHERE captioner = ? ORDER BY created_at DESC LIMIT 1", [captioner]
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return self._guarded("read", read)
+
+    def may_lack_captions(self) -> bool:
+        """Whether captions an index holds may be missing here: the file was made new (a first
+        run, or the old one deleted) or replaced when found damaged, and they were not written
+        back since. Kept in the file, so a run stopped before writing them back leaves it set."""
+
+        def read() -> bool:
+            return self._connection.execute("SELECT 1 FROM facts WHERE name = ?", [_MAY_LACK]).fetchone() is not None
+
+        return self._guarded("read", read)
+
+    def set_may_lack_captions(self, value: bool) -> None:
+        self._guarded("write to", lambda: self._set_may_lack(value))
+
     def count(self) -> int:
         return self._guarded(
             "read", lambda: int(self._connection.execute("SELECT count(*) FROM captions").fetchone()[0])
         )
+
+    def _entries(self, hashes: set[str], captioner: str | None = None) -> list[tuple[str, str, str, str, float]]:
+        """Every entry for these content hashes (by captioner, when given), oldest first."""
+        wanted = sorted(hashes)
+        mine = " AND captioner = ?" if captioner is not None else ""
+
+        def read() -> list[tuple[str, str, str, str, float]]:
+            found: list[tuple[str, str, str, str, float]] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._connection.execute(
+                    f"SELECT content_hash, captioner, prompt, caption, created_at FROM captions "
+                    f"WHERE content_hash IN ({marks}){mine}",
+                    [*chunk, *([captioner] if captioner is not None else [])],
+                )
+                found += rows.fetchall()
+            found.sort(key=lambda entry: entry[4])
+            return found
+
+        return self._guarded("read", read)
 
     def take_warnings(self) -> list[str]:
         """The warnings since the last call, then start afresh (each is shown once per run)."""
@@ -131,16 +246,26 @@ class CaptionCache:
             return
         # Not pinned to the creating thread: a server runs successive index runs on worker
         # threads (one run at a time, so the connection is never used by two at once).
+        made_new = not os.path.lexists(self.path)
         db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         try:
             # WAL lets a reader (a query) and a writer (an index run) share the file.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            db.execute(_FACTS_SCHEMA)
         except BaseException:
             db.close()
             raise
         self._db = db
+        if made_new:
+            self._set_may_lack(True)
+
+    def _set_may_lack(self, value: bool) -> None:
+        if value:
+            self._connection.execute("INSERT OR REPLACE INTO facts VALUES (?, '1')", [_MAY_LACK])
+        else:
+            self._connection.execute("DELETE FROM facts WHERE name = ?", [_MAY_LACK])
 
     def _insert(self, rows: list[tuple[str, str, str, str, float]]) -> None:
         db = self._connection
@@ -186,8 +311,9 @@ class CaptionCache:
                 "move or delete it, then run again"
             ) from None
         salvaged = salvage_captions(kept)
-        self._connect()
+        self._connect()  # a new file: it may lack captions until they are written back
         self._insert(salvaged)
+        self.replacements += 1
         self.warnings.append(
             f"the caption cache {self.path} was damaged: kept it as {kept} and carried the "
             f"{len(salvaged)} caption{'' if len(salvaged) == 1 else 's'} still readable in it into a fresh "

@@ -1,6 +1,7 @@
 """`imgsearch check`: read the whole index and the caption cache, and say what is wrong with them.
 
-Run on demand (never on the query path). Repair rebuilds the index from the caption cache
+Run on demand (never on the query path). Repair writes the captions the index holds and
+the cache lacks back into the cache, and rebuilds a damaged index from the caption cache
 without captioning, keeping the damaged copy aside.
 """
 
@@ -74,10 +75,12 @@ def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
     bad_vectors: list[str] = []
     paths: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
+    captioned: list[dict[str, Any]] = []
     dimension = store.dimension
-    for row in store.iter_rows(fields=["path", "caption", "ocr_text", "vector"]):
+    for row in store.iter_rows(fields=["path", "caption", "content_hash", "ocr_text", "vector"]):
         report.rows += 1
         paths[row["path"]] += 1
+        captioned.append(row)
         vector = [float(x) for x in row["vector"]]
         problem = _vector_problem(vector, dimension)
         if problem:
@@ -90,7 +93,9 @@ def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
     duplicates = [f"{path} ({times} rows)" for path, times in paths.items() if times > 1]
     _add_listed(report, duplicates, "pictures stored more than once")
     if not any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
-        _check_lost_rows(engine, report, set(paths))  # opening a damaged cache would repair it
+        # Opening a damaged cache would repair it: these look at a healthy one only.
+        _check_lost_rows(engine, report, set(paths))
+        _check_cached_captions(engine, report, captioned)
     _check_embeddings(engine, report, rows, sample)
 
 
@@ -114,6 +119,18 @@ def _check_lost_rows(engine: ImageSearch, report: CheckReport, stored: set[str])
     cached = engine.cache.latest_any(hashes.values())
     lost = [display_path(path) for path, digest in hashes.items() if digest in cached]
     _add_listed(report, lost, "pictures that were indexed (their caption is cached) but have no row")
+
+
+def _check_cached_captions(engine: ImageSearch, report: CheckReport, rows: list[dict[str, Any]]) -> None:
+    """Rows whose caption the cache has lost (salvaged in part, deleted): a rebuild would caption them again."""
+    from .caption_refill import uncached
+
+    lacking = [row["path"] for row in uncached(rows, engine.cache)]
+    if lacking:
+        report.problems.append(
+            f"{CACHE_PROBLEM} lacks the captions of {len(lacking)} indexed pictures, so a rebuild of the index "
+            f"would caption them again (`imgsearch check --repair` writes them back): {_listed(lacking)}"
+        )
 
 
 def _vector_problem(vector: list[float], dimension: int) -> str:
@@ -143,10 +160,12 @@ def _check_embeddings(engine: ImageSearch, report: CheckReport, rows: list[dict[
 
 
 def _add_listed(report: CheckReport, items: list[str], what: str) -> None:
-    if not items:
-        return
-    listed = "; ".join(items[:_LISTED]) + (f"; and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
-    report.problems.append(f"{len(items)} {what}: {listed}")
+    if items:
+        report.problems.append(f"{len(items)} {what}: {_listed(items)}")
+
+
+def _listed(items: list[str]) -> str:
+    return "; ".join(items[:_LISTED]) + (f"; and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
 
 
 def remember_folders(data_dir: Path, folders: Iterable[Path]) -> None:
@@ -165,11 +184,31 @@ def remember_folders(data_dir: Path, folders: Iterable[Path]) -> None:
 
 
 def indexed_folders(data_dir: Path) -> list[str]:
+    """The folders recorded by remember_folders; entries that are no folder name are left out."""
     try:
         folders = json.loads((data_dir / FOLDERS_FILE).read_text())
     except (OSError, ValueError):
         return []
-    return [str(folder) for folder in folders] if isinstance(folders, list) else []
+    if not isinstance(folders, list):
+        return []
+    # A number or null (a damaged or hand-edited file) names no folder: as text it would be
+    # a folder "5" or "None" under the current one, and "" the current folder itself.
+    return [folder for folder in folders if isinstance(folder, str) and folder]
+
+
+def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
+    """Write the captions the index holds and the cache lacks back into the cache.
+
+    Done before any rebuild of the index: the readable rows are the only copy of those captions.
+    """
+    from .caption_refill import write_back_captions
+
+    try:
+        written = write_back_captions(engine.store, engine.cache)
+    except ImgsearchError:
+        return  # an index that cannot be read gives nothing back; its rebuild goes on
+    if written:
+        report.repairs.append(f"the captions of {written} indexed pictures were written back into the caption cache")
 
 
 def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> CheckReport:
@@ -226,6 +265,7 @@ class CachedCaptionsOnly:
     prompt = ""
     needs_pixels = False
     cleans_captions = False
+    captions_follow_files = False
     batch_size = 256
 
     def caption(self, items: list[Any], on_batch: Any = None) -> list[Any]:

@@ -1,4 +1,7 @@
-"""ImageSearch: the Python API. It wires a captioner, an embedder, the store and the caption cache."""
+"""ImageSearch: the Python API. It wires a captioner, an embedder, the store and the caption cache.
+
+The parts are built from settings by imgsearch.factory (the cluster's workers build theirs there too).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ from .embedders.base import Embedder
 from .errors import ConfigError, ImageLoadError, StoreError
 from .files import display_path, path_key, root_path
 from .ocr import TextReader
-from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
-from .search import FUSION_CANDIDATES, SearchFilters, check_mode, fuse, is_keyword_like
+from .factory import build_captioner, build_embedder, build_store
+from .search import SearchFilters, check_mode, plan_query, run_plan
 from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
 from .store import PROP_DIMENSION, PROP_EMBEDDER, ROW_FIELDS, MilvusStore
 
@@ -27,46 +30,6 @@ if TYPE_CHECKING:
     from .indexer import IndexProgress
 
 MAX_K = 1000
-
-
-def build_captioner(settings: Settings) -> Captioner:
-    """The captioner named in settings, found through the captioner entry points."""
-    cls = load_plugin(CAPTIONER_GROUP, settings.captioner)
-    return cls(
-        model=settings.caption_model,
-        prompt=settings.caption_prompt,
-        device=settings.device,
-        **({"batch_size": settings.batch_size} if settings.batch_size else {}),
-        max_new_tokens=settings.max_new_tokens,
-        captions_file=settings.captions_file or None,
-        preset=settings.caption_preset,
-        num_beams=settings.num_beams,
-        dtype=settings.dtype,
-        api_base_url=settings.api_base_url,
-        api_key=settings.api_key,
-        concurrency=settings.concurrency,
-        image_max_side=settings.image_max_side,
-        request_timeout=settings.request_timeout,
-        max_attempts=settings.max_attempts,
-    )
-
-
-def build_embedder(settings: Settings) -> Embedder:
-    """The embedder named in settings, found through the embedder entry points."""
-    import inspect
-
-    cls = load_plugin(EMBEDDER_GROUP, settings.embedder)
-    options: dict[str, Any] = {"model": settings.embed_model, "device": settings.device}
-    # Third-party embedders may not take cache_dir: only those that name it get one (ONNX exports live there).
-    if "cache_dir" in inspect.signature(cls).parameters:
-        options["cache_dir"] = settings.resolved_models_dir
-    return cls(**options)
-
-
-def build_store(settings: Settings) -> MilvusStore:
-    return MilvusStore(
-        settings.resolved_milvus_uri, settings.collection, settings.milvus_token, keep_loaded=settings.keep_loaded
-    )
 
 
 class ImageSearch:
@@ -244,15 +207,17 @@ class ImageSearch:
     def repair(self, progress: IndexProgress | None = None) -> CheckReport:
         """Check, and if anything is wrong with the index, rebuild it from the caption cache.
 
+        Captions the index holds that the cache lacks are written back into it first.
         Nothing is captioned; the damaged index is kept aside. The report lists the problems
         found before the repair, where the old index went, and the rebuild's IndexReport.
         """
-        from .checking import CACHE_PROBLEM, check, repair
+        from .checking import CACHE_PROBLEM, check, refill_cache, repair
 
         report = check(self)
         if any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
             self.cache.count()  # opening a damaged cache keeps it aside and salvages what it can
             report.repairs.extend(self.cache.take_warnings())
+            refill_cache(self, report)
         if any(not problem.startswith(CACHE_PROBLEM) for problem in report.problems):
             repair(self, report, progress)
         return report
@@ -329,17 +294,8 @@ class ImageSearch:
         mode = check_mode(mode or self.settings.search_mode)
         expression = filters.expression() if filters else ""
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        if mode != "dense" and not self.store.keyword_search_enabled:
-            if mode == "keyword":
-                raise ConfigError(
-                    f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {self.store.uri} has none: use --mode dense"
-                )
-            mode = "dense"  # older servers: hybrid quietly means dense
-        weight = self._keyword_weight(text, mode)
-        wanted = k if weight in (0.0, 1.0) else max(k, FUSION_CANDIDATES)
-        dense = self.store.search(self.embedder.embed_query(text), wanted, expression) if weight < 1 else []
-        keyword = self.store.keyword_search(text, wanted, expression) if weight > 0 else []
-        rows = fuse(dense, keyword, weight)[:k]
+        plan = plan_query(text, k, mode, self.settings, self.store.keyword_search_enabled, self.store.uri)
+        rows = run_plan(self.store, plan, text, lambda: self.embedder.embed_query(text), k, expression)
         return self._above(rows, min_score)
 
     def similar(
@@ -359,15 +315,6 @@ class ImageSearch:
         expression = filters.expression() if filters else ""
         rows = [row for row in self.store.search(vector, k + 1, expression) if row["id"] != row_id][:k]
         return self._above(rows, min_score)
-
-    def _keyword_weight(self, text: str, mode: str) -> float:
-        if mode == "dense":
-            return 0.0
-        if mode == "keyword":
-            return 1.0
-        if is_keyword_like(text):
-            return self.settings.short_query_keyword_weight
-        return self.settings.keyword_weight
 
     def _above(self, rows: list[dict[str, Any]], min_score: float | None) -> list[SearchHit]:
         floor = self.settings.min_score if min_score is None else min_score

@@ -41,6 +41,14 @@ class IndexBusyError(StoreError):
     """Another process holds the embedded index file."""
 
 
+class IndexNotWritableError(StoreError):
+    """The folder of the embedded index cannot be written to, which Milvus Lite needs even to read it."""
+
+
+class DiskFullError(StoreError):
+    """The disk holding the index has no room left for a write."""
+
+
 class ClusterError(ImgsearchError):
     """The Ray cluster could not be reached, or could not do its part of an index run."""
 

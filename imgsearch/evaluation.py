@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .embedders.base import Embedder
 from .errors import ConfigError
-from .search import FUSION_CANDIDATES, SEARCH_MODES, check_mode, fuse, is_keyword_like, query_text
+from .search import SEARCH_MODES, QueryPlan, plan_query, query_text, run_plan
 
 if TYPE_CHECKING:
     from .engine import ImageSearch
@@ -181,10 +181,10 @@ def run_eval(
 class _BatchEmbeddedSearch:
     """ImageSearch.query for a whole query set, its query vectors embedded in batches beforehand.
 
-    Embedding one query at a time is most of an eval's time. This repeats the steps of
-    ImageSearch.query with no filters and no score floor (keep the two in step), so the
-    rankings are the same; a query's latency is its search time plus its share of the
-    batch embedding time, not the time of embedding it alone.
+    Embedding one query at a time is most of an eval's time. The plan and the search are
+    ImageSearch.query's own (search.plan_query and run_plan) with no filters and no score
+    floor, so the rankings are the same; a query's latency is its search time plus its share
+    of the batch embedding time, not the time of embedding it alone.
     """
 
     def __init__(self, engine: ImageSearch, texts: list[str], depth: int, modes: Sequence[str], say: Callable[[str], None]):
@@ -203,39 +203,22 @@ class _BatchEmbeddedSearch:
         """File names of the top results for query number in mode, and the milliseconds it took."""
         began = time.perf_counter()
         text = self.texts[number]
-        weight = self._keyword_weight(text, self._effective_mode(mode))
-        wanted = self.depth if weight in (0.0, 1.0) else max(self.depth, FUSION_CANDIDATES)
-        dense = self.store.search(self._vector(number), wanted, "") if weight < 1 else []
-        keyword = self.store.keyword_search(text, wanted, "") if weight > 0 else []
-        rows = fuse(dense, keyword, weight)[: self.depth]
+        plan = self._plan(text, mode)
+        rows = run_plan(self.store, plan, text, lambda: self._vector(number), self.depth, "")
         names = [Path(row["path"]).name for row in rows]
-        spent = (time.perf_counter() - began) * 1000 + (self.embed_ms if weight < 1 else 0.0)
+        spent = (time.perf_counter() - began) * 1000 + (self.embed_ms if plan.searches_dense else 0.0)
         return names, spent
 
-    def _effective_mode(self, mode: str) -> str:
-        mode = check_mode(mode or self.engine.settings.search_mode)
-        if mode != "dense" and not self.store.keyword_search_enabled:
-            if mode == "keyword":
-                raise ConfigError(
-                    f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {self.store.uri} has none: use --mode dense"
-                )
-            return "dense"  # older servers: hybrid quietly means dense
-        return mode
-
-    def _keyword_weight(self, text: str, mode: str) -> float:
-        if mode == "dense":
-            return 0.0
-        if mode == "keyword":
-            return 1.0
-        if is_keyword_like(text):
-            return self.engine.settings.short_query_keyword_weight
-        return self.engine.settings.keyword_weight
+    def _plan(self, text: str, mode: str) -> QueryPlan:
+        return plan_query(
+            text, self.depth, mode, self.engine.settings, self.store.keyword_search_enabled, self.store.uri
+        )
 
     def _embed_queries(self, modes: Sequence[str], say: Callable[[str], None]) -> tuple[dict[str, list[float]], float]:
         """Vectors for every query text some mode searches densely, and the embedding time per text."""
         needed = list(dict.fromkeys(
             text for mode in modes for text in self.texts
-            if self._keyword_weight(text, self._effective_mode(mode)) < 1
+            if self._plan(text, mode).searches_dense
         ))
         embedder = self.engine.embedder
         if not needed or type(embedder).embed_query is not Embedder.embed_query:

@@ -10,11 +10,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from .caption_cache import CaptionCache
+from .caption_cache import FOR_FILE, CaptionCache
+from .caption_refill import stored_caption, write_back_captions
 from .captioners.base import CaptionFailure, CaptionInput, Captioner
 from .embedders.base import Embedder
+from .errors import ImgsearchError
 from .files import FoundFile, WalkProblem, display_path, file_is_gone, path_key, root_path, walk_images
-from .ocr import TextReader
+from .ocr import TextReader, row_maker
 from .picture_reader import Picture, PictureReader
 from .pruning import missing_rows
 from .results import FailedFile, IndexReport
@@ -117,6 +119,8 @@ class Indexer:
         caption_service: CaptionService | None = None,
     ):
         self.captioner = captioner
+        # Captions a person wrote for each file: kept per file, not per picture content.
+        self.follows_files = bool(getattr(captioner, "captions_follow_files", False))
         # Captioning and embedding on a cluster; reading, the cache and the store stay here.
         self.caption_service = caption_service
         # Rebuilding an index: a picture's newest cached caption serves, whichever captioner made it.
@@ -127,7 +131,7 @@ class Indexer:
         self.progress = _Reported(progress or _Silent())
         self.text_reader = text_reader
         # What made a row's text; turning OCR on or off re-makes rows (captions come from the cache).
-        self.row_captioner = captioner.id + ("+ocr" if text_reader else "")
+        self.row_captioner = row_maker(captioner.id, text_reader is not None)
         # Content hashes of the rows this run added, to tell a move from a deletion.
         self._added_hashes: list[str] = []
         # The captioner's prompt and image size are asked once, by the first picture that
@@ -175,14 +179,27 @@ class Indexer:
             # A root that is not there (an unmounted drive) says nothing about its files.
             folders = [root for root in roots if root.is_dir()]
             self._remove_missing(folders + [root_path(path) for path in gone], present_keys, report)
+        # Only when the cache says it may lack captions (made new, or replaced when found
+        # damaged): finding out otherwise means reading every row, seconds on a large index, on
+        # every run. A loss it cannot know of (a cache file restored from an old backup)
+        # `imgsearch check` reports, and `check --repair` writes back.
+        if not report.interrupted and self.cache.may_lack_captions():
+            written = write_back_captions(self.store, self.cache, self._cache_context)
+            if written:
+                report.warnings.append(
+                    f"the caption cache lacked the captions of {written} indexed picture{'' if written == 1 else 's'}: "
+                    "wrote them back from the index"
+                )
         # Found while the run went on (a damaged caption cache kept aside and salvaged).
         report.warnings.extend(self.cache.take_warnings())
         report.seconds = time.monotonic() - started
         return report
 
     def _changed_files(self, files: list[FoundFile], report: IndexReport) -> list[Picture]:
-        """The files whose row is missing or out of date; an unchanged file costs a stat."""
+        """The files whose row is missing or out of date; an unchanged file costs a stat (and a
+        read of its caption, for captions that follow files: an edited caption re-makes the row)."""
         changed: list[Picture] = []
+        written_caption = self.captioner.written_caption if self.follows_files else None
         for start in range(0, len(files), ROW_LOOKUP_CHUNK):
             chunk = files[start : start + ROW_LOOKUP_CHUNK]
             keys = [path_key(f.path) for f in chunk]
@@ -190,12 +207,16 @@ class Indexer:
             unchanged = 0
             for file, key in zip(chunk, keys):
                 row = existing.get(key)
-                same_maker = bool(row) and row["captioner"] == self.row_captioner
-                if same_maker and row["size"] == file.size and row["mtime"] == file.mtime:
+                written = written_caption(file.path) if written_caption else None
+                # A file whose source gives no caption (now) keeps the one its row has.
+                current = bool(row) and row["captioner"] == self.row_captioner and (
+                    written is None or stored_caption(written) == row["caption"]
+                )
+                if current and row["size"] == file.size and row["mtime"] == file.mtime:
                     unchanged += 1
                     continue
-                picture = Picture(file, key, replaces_row=row is not None)
-                if same_maker:
+                picture = Picture(file, key, replaces_row=row is not None, written_caption=written)
+                if current:
                     picture.row_caption, picture.row_hash = row["caption"], row["content_hash"]
                 changed.append(picture)
             report.unchanged += unchanged
@@ -270,8 +291,7 @@ class Indexer:
         )
         # Vectors come back from the service: the embedder here loads only if OCR adds words.
         writer = self._start_stages(changed, report, warm_up=False)
-        # Content hash -> the pictures with it; the first one is sent, the others share its caption.
-        to_send: dict[str, list[Picture]] = {}
+        uncaptioned: list[Picture] = []
         ready: list[Picture] = []
         try:
             with contextlib.closing(reader.stream(changed, MAX_READ_AHEAD)) as stream:
@@ -283,7 +303,7 @@ class Indexer:
                         self.progress.stage(CAPTIONING, total_less=1)
                         ready.append(picture)
                     else:
-                        to_send.setdefault(picture.content_hash, []).append(picture)
+                        uncaptioned.append(picture)
                     if len(ready) >= MIN_WRITE_BATCH:
                         writer.put(ready)
                         ready = []
@@ -291,11 +311,13 @@ class Indexer:
                         report.interrupted = True
                         return
             writer.put(ready)
-            if to_send:
-                results = service.caption_and_embed([pictures[0] for pictures in to_send.values()])
+            # The first picture of each group is sent; the others share its caption.
+            groups = {group[0].key: group for group in self._sharing_captions(uncaptioned)}
+            if groups:
+                results = service.caption_and_embed([group[0] for group in groups.values()])
                 with contextlib.closing(results):  # type: ignore[arg-type]
                     for finished in results:
-                        writer.put(self._commit_service_captions(finished, to_send, report))
+                        writer.put(self._commit_service_captions(finished, groups, report))
                         if stop is not None and stop.is_set():
                             report.interrupted = True
                             return
@@ -305,17 +327,19 @@ class Indexer:
     def _commit_service_captions(
         self,
         finished: list[tuple[Picture, str | CaptionFailure, list[float] | None]],
-        to_send: dict[str, list[Picture]],
+        groups: dict[str, list[Picture]],
         report: IndexReport,
     ) -> list[Picture]:
         """Cache the captions that came back (before their rows are written); the pictures to store."""
-        captions = {picture.content_hash: caption for picture, caption, _ in finished if isinstance(caption, str)}
-        self.cache.put_many(captions, self.captioner.id, self._prompt_used())
-        report.captioned += len(captions)
+        self._remember([
+            (picture, caption) for sent, caption, _ in finished if isinstance(caption, str)
+            for picture in groups.get(sent.key, [sent])
+        ])
+        report.captioned += sum(isinstance(caption, str) for _, caption, _ in finished)
         self.progress.stage(CAPTIONING, done=len(finished))
         ready: list[Picture] = []
         for sent, caption, vector in finished:
-            for number, picture in enumerate(to_send.get(sent.content_hash, [sent])):
+            for number, picture in enumerate(groups.get(sent.key, [sent])):
                 if isinstance(caption, CaptionFailure):
                     self._drop(report, picture, caption.reason)
                     continue
@@ -327,62 +351,113 @@ class Indexer:
         return ready
 
     def _caption(self, pictures: list[Picture], report: IndexReport) -> list[Picture]:
-        """Caption a batch (the same picture at two paths once), commit the captions to the
-        cache, and return the pictures that got one."""
+        """Caption a batch (the same picture at two paths once, unless its captions follow
+        files), commit the captions to the cache, and return the pictures that got one."""
         # A picture captioned in an earlier batch of this run may turn up again at another path.
-        earlier = self._cached_many([p.content_hash for p in pictures])
-        to_caption: dict[str, Picture] = {}
-        for picture in pictures:
-            if picture.content_hash in earlier:
-                picture.caption, picture.cached = earlier[picture.content_hash], True
-            elif picture.content_hash not in to_caption:
-                to_caption[picture.content_hash] = picture
-        finished: dict[str, str] = {}
+        for picture, cached in zip(pictures, self._cached_captions(pictures)):
+            if cached is not None:
+                picture.caption, picture.cached = cached, True
+        groups = self._sharing_captions([p for p in pictures if p.caption is None])
+        leader_of = {picture.key: group[0] for group in groups for picture in group}
+        finished: dict[str, str] = {}  # by the path key of the picture captioned
         refused: dict[str, str] = {}
-        if to_caption:
-            inputs = [CaptionInput(p.file.path, p.image) for p in to_caption.values()]
+        if groups:
+            inputs = [CaptionInput(group[0].file.path, group[0].image) for group in groups]
             try:
                 captions = self.captioner.caption(inputs, on_batch=lambda n: self.progress.stage(CAPTIONING, done=n))
             except BaseException as exc:
                 # A stopped run (refused key, Ctrl-C) keeps the captions already paid for.
-                digests = list(to_caption)
                 paid = getattr(exc, "finished_captions", None) or {}
-                self.cache.put_many({digests[i]: text for i, text in paid.items()}, self.captioner.id, self._prompt_used())
+                self._remember([(picture, text) for i, text in paid.items() for picture in groups[i]])
                 raise
             finally:
                 report.usage.add(self.captioner.take_usage())
-            for digest, caption in zip(to_caption, captions):
+            for group, caption in zip(groups, captions):
                 if isinstance(caption, CaptionFailure):
-                    refused[digest] = caption.reason
+                    refused[group[0].key] = caption.reason
                 else:
-                    finished[digest] = caption
+                    finished[group[0].key] = caption
             # Saved before embedding, so a crash from here on loses no caption.
-            self.cache.put_many(finished, self.captioner.id, self._prompt_used())
+            self._remember([(p, finished[g[0].key]) for g in groups if g[0].key in finished for p in g])
             report.captioned += len(finished)
         captioned: list[Picture] = []
         for picture in pictures:
             picture.image = None  # its pixels are not needed any more
-            if picture.caption is None and picture.content_hash in finished:
-                picture.caption = finished[picture.content_hash]
-                if picture is not to_caption[picture.content_hash]:
+            leader = leader_of.get(picture.key)
+            if leader is not None and leader.key in finished:
+                picture.caption = finished[leader.key]
+                if picture is not leader:
                     report.captions_reused += 1
+                    self.progress.stage(CAPTIONING, total_less=1)
             elif picture.caption is not None:
                 report.captions_reused += 1
                 self.progress.stage(CAPTIONING, total_less=1)
             if picture.caption is None:
-                self._drop(report, picture, refused.get(picture.content_hash, "not captioned"))
+                self._drop(report, picture, refused.get(leader_of[picture.key].key, "not captioned"))
             else:
                 captioned.append(picture)
         return captioned
 
-    def _cached_caption(self, digest: str) -> str | None:
-        """The caption this picture already has in the cache (asked from reader threads)."""
-        return self._cached_many([digest]).get(digest)
+    def _sharing_captions(self, pictures: list[Picture]) -> list[list[Picture]]:
+        """pictures in groups that share one caption, the one to caption first in each.
 
-    def _cached_many(self, digests: list[str]) -> dict[str, str]:
+        The same picture at two paths shares one, except that a caption written for a file is
+        that file's own: copies share one only when their sources give the same words, and a
+        copy whose source gives none shares that of a copy that has one.
+        """
+        groups: dict[str | tuple[str, str], list[Picture]] = {}
+        for picture in pictures:
+            written = picture.written_caption if self.follows_files else None
+            key = picture.content_hash if written is None else (picture.content_hash, written)
+            groups.setdefault(key, []).append(picture)
+        with_words: dict[str, list[Picture]] = {}
+        for key, group in groups.items():
+            if isinstance(key, tuple):
+                with_words.setdefault(key[0], group)
+        for digest in [key for key in groups if isinstance(key, str) and key in with_words]:
+            with_words[digest].extend(groups.pop(digest))
+        return list(groups.values())
+
+    def _remember(self, captions: list[tuple[Picture, str]]) -> None:
+        """Commit captions to the cache: a model's under the picture, a written one under each file."""
+        if self.follows_files:
+            self.cache.put_for_files({(p.content_hash, p.key): text for p, text in captions}, self.captioner.id)
+        else:
+            self.cache.put_many({p.content_hash: text for p, text in captions}, self.captioner.id, self._prompt_used())
+
+    def _cached_caption(self, picture: Picture) -> str | None:
+        """The caption this picture already has in the cache (asked from reader threads)."""
+        return self._cached_captions([picture])[0]
+
+    def _cached_captions(self, pictures: list[Picture]) -> list[str | None]:
+        """The caption each picture already has in the cache, or None."""
+        files = [(p.content_hash, p.key) for p in pictures]
         if self.reuse_any_caption:
-            return self.cache.latest_any(digests)
-        return self.cache.get_many(digests, self.captioner.id, self._prompt_used())
+            # Text read from pictures is kept in the cache too: it is no caption.
+            found = self.cache.latest_for_files(files, ignored=[TextReader.id])
+            return [found.get(file) for file in files]
+        if self.follows_files:
+            kept = self.cache.written_for_files(files, self.captioner.id)
+            # A kept caption serves while the file's source still gives it; a file whose source
+            # gives none takes the one kept for a copy of it (a photo moved without its caption).
+            return [
+                caption if picture.written_caption is None or caption == picture.written_caption else None
+                for picture, caption in zip(pictures, (kept.get(file) for file in files))
+            ]
+        digests = self.cache.get_many([p.content_hash for p in pictures], self.captioner.id, self._prompt_used())
+        return [digests.get(p.content_hash) for p in pictures]
+
+    def _cache_context(self, captioner_id: str) -> str | None:
+        """What the cache keeps captioner_id's captions under in this run (FOR_FILE, or its
+        prompt); None for other captioners."""
+        if captioner_id != self.captioner.id:
+            return None
+        if self.follows_files:
+            return FOR_FILE
+        try:
+            return self._prompt_used()
+        except ImgsearchError:
+            return None  # its model cannot load here: the cache's own entries tell
 
     def _prompt_used(self) -> str:
         with self._captioner_facts_lock:

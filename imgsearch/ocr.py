@@ -13,6 +13,19 @@ if TYPE_CHECKING:
 # picture match queries the same way the caption's words do.
 TEXT_MARKER = "Text in image:"
 MAX_OCR_CHARS = 2000
+# Follows the captioner's id in the maker a row records when words read from the picture are
+# part of its text: turning OCR on or off re-makes the rows.
+ROW_MARK = "+ocr"
+
+
+def row_maker(captioner_id: str, with_text: bool) -> str:
+    """The maker a row records: the captioner's id, marked when words read from the picture were added."""
+    return captioner_id + (ROW_MARK if with_text else "")
+
+
+def captioner_of_row(maker: str) -> str:
+    """The id of the captioner whose caption a row holds, from the maker it records."""
+    return maker[: -len(ROW_MARK)] if maker.endswith(ROW_MARK) else maker
 
 
 def searchable_text(caption: str, ocr_text: str) -> str:

@@ -36,6 +36,8 @@ class Picture:
     # The caption of the file's current row, kept when only its timestamp changed.
     row_caption: str | None = None
     row_hash: str = ""
+    # The caption the file's own source gives, for captions that follow files (None: none).
+    written_caption: str | None = None
     content_hash: str = ""
     header: ImageHeader | None = None
     image: Image.Image | None = None
@@ -57,14 +59,15 @@ class Picture:
 class PictureReader:
     """Prepares pictures on worker threads and hands them back in the order given.
 
-    cached_caption(content_hash) is the caption a picture already has (or None), so that a
-    picture with one is never decoded; need_side() is the size the captioner wants (None
-    for one that reads no pixels: the picture is then only checked to be whole). Both are asked from the workers, at most once per picture.
+    cached_caption(picture) is the caption a picture already has (or None), asked once its
+    content hash is known, so that a picture with one is never decoded; need_side() is the size
+    the captioner wants (None for one that reads no pixels: the picture is then only checked to
+    be whole). Both are asked from the workers, at most once per picture.
     """
 
     def __init__(
         self,
-        cached_caption: Callable[[str], str | None],
+        cached_caption: Callable[[Picture], str | None],
         need_side: Callable[[], int | None],
         on_read: Callable[[], None] = lambda: None,
         workers: int | None = None,
@@ -94,7 +97,7 @@ class PictureReader:
         picture.content_hash = bytes_hash(data)
         if picture.row_caption is not None and picture.row_hash == picture.content_hash:
             picture.caption = picture.row_caption  # touched, not changed: keep its caption
-        elif (cached := self.cached_caption(picture.content_hash)) is not None:
+        elif (cached := self.cached_caption(picture)) is not None:
             picture.caption, picture.cached = cached, True
         try:
             if picture.caption is not None or not self.decode:

@@ -1,16 +1,21 @@
-"""The query side: search modes, filters turned into safe Milvus expressions, score fusion."""
+"""The query side: search modes, the plan of a query, filters turned into safe Milvus expressions, score fusion."""
 
 from __future__ import annotations
 
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .picture_facts import normalize_folder
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .store import MilvusStore
 
 SEARCH_MODES = ("dense", "keyword", "hybrid")
 # How many candidates each half of a hybrid search brings to the fusion.
@@ -120,6 +125,53 @@ def is_keyword_like(text: str) -> bool:
     """Short queries and file names are where word matching beats meaning."""
     words = text.split()
     return len(words) <= SHORT_QUERY_WORDS or any(_FILE_NAME_LIKE.search(word) for word in words)
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """How one query is searched: the mode it runs in, the share of BM25 in its scores
+    (0: meaning only, 1: words only) and how many candidates each half brings."""
+
+    mode: str
+    keyword_weight: float
+    candidates: int
+
+    @property
+    def searches_dense(self) -> bool:
+        return self.keyword_weight < 1
+
+    @property
+    def searches_keywords(self) -> bool:
+        return self.keyword_weight > 0
+
+
+def plan_query(text: str, k: int, mode: str | None, settings: Settings, keyword_search: bool, uri: str) -> QueryPlan:
+    """The plan for text in mode (default: settings'), on an index with or without BM25 at uri."""
+    mode = check_mode(mode or settings.search_mode)
+    if mode != "dense" and not keyword_search:
+        if mode == "keyword":
+            raise ConfigError(f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {uri} has none: use --mode dense")
+        mode = "dense"  # older servers: hybrid quietly means dense
+    if mode == "dense":
+        weight = 0.0
+    elif mode == "keyword":
+        weight = 1.0
+    elif is_keyword_like(text):
+        weight = settings.short_query_keyword_weight
+    else:
+        weight = settings.keyword_weight
+    # A blend needs more than k from each half: a row's place can change once the other half counts.
+    candidates = k if weight in (0.0, 1.0) else max(k, FUSION_CANDIDATES)
+    return QueryPlan(mode, weight, candidates)
+
+
+def run_plan(
+    store: MilvusStore, plan: QueryPlan, text: str, query_vector: Callable[[], list[float]], k: int, expression: str
+) -> list[dict[str, Any]]:
+    """The top k rows for text searched as planned; query_vector is asked only when the plan searches by meaning."""
+    dense = store.search(query_vector(), plan.candidates, expression) if plan.searches_dense else []
+    keyword = store.keyword_search(text, plan.candidates, expression) if plan.searches_keywords else []
+    return fuse(dense, keyword, plan.keyword_weight)[:k]
 
 
 def fuse(dense: list[dict[str, Any]], keyword: list[dict[str, Any]], keyword_weight: float) -> list[dict[str, Any]]:

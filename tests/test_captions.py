@@ -1,6 +1,7 @@
 """Caption clean-up and the existing-captions captioner."""
 
 import json
+import os
 
 import pytest
 
@@ -83,3 +84,24 @@ def test_empty_caption_is_a_failure(tmp_path):
     image.with_suffix(".txt").write_text("   ")
     (result,) = ExistingCaptions().caption([CaptionInput(image)])
     assert isinstance(result, CaptionFailure) and "empty caption" in result.reason
+
+
+def test_written_caption_is_what_captioning_the_file_gives(tmp_path):
+    image = make_image(tmp_path / "p.jpg")
+    image.with_suffix(".txt").write_text("  A cat\n asleep  ")
+    captioner = ExistingCaptions()
+    assert captioner.captions_follow_files
+    assert captioner.written_caption(image) == captioner.caption([CaptionInput(image)])[0] == "A cat asleep"
+    assert captioner.written_caption(make_image(tmp_path / "q.jpg")) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_pipe_or_folder_named_like_a_caption_file_is_none(tmp_path):
+    piped = make_image(tmp_path / "piped.jpg")
+    os.mkfifo(tmp_path / "piped.txt")  # read blindly, it would hang the run
+    (tmp_path / "piped.jpg.txt").write_text("the caption beside it")
+    folder = make_image(tmp_path / "folder.jpg")
+    (tmp_path / "folder.txt").mkdir()
+    first, second = ExistingCaptions().caption([CaptionInput(piped), CaptionInput(folder)])
+    assert first == "the caption beside it"
+    assert isinstance(second, CaptionFailure) and "no caption file folder.txt" in second.reason

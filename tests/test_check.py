@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
+import sqlite3
 
 import pytest
 
+from conftest import make_image
 from imgsearch import ImageSearch
+from imgsearch.indexer import Indexer
+from pixel_captioner import PixelCaptioner
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 
@@ -89,6 +94,32 @@ def test_a_truncated_index_file_says_how_to_repair_it(data_copy):
     assert report["rebuilt"]["captioned"] == 0 and _images(data_copy) == 159
 
 
+def test_an_index_run_into_garbage_inside_the_index_file_says_how_to_repair_it(data_copy, coco_mini):
+    index_file = data_copy / "index.db"
+    _garble(index_file, index_file.stat().st_size // 2, 5000)
+    # The rows the garbage hid are stored again, a write Milvus Lite refuses ("internal error").
+    done = run_imgsearch(
+        "index", coco_mini / "images", "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
+        env=imgsearch_env(data_copy), timeout=200,
+    )
+    assert done.returncode == 3, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert str(index_file) in errors[0] and "imgsearch check --repair" in errors[0], errors[0]
+
+
+def test_only_folder_names_count_as_indexed_folders(tmp_path):
+    from pathlib import Path
+
+    from imgsearch.checking import FOLDERS_FILE, indexed_folders, remember_folders
+
+    # Not the folders "5" and "None" (nor "", the current folder): entries that name no folder are left out.
+    (tmp_path / FOLDERS_FILE).write_text(json.dumps([5, None, "", ["/nested"], "/photos"]))
+    assert indexed_folders(tmp_path) == ["/photos"]
+    remember_folders(tmp_path, [Path("/more")])
+    assert json.loads((tmp_path / FOLDERS_FILE).read_text()) == ["/photos", "/more"]
+
+
 def test_broken_and_wrong_vectors_are_listed(data_copy):
     with ImageSearch(data_dir=data_copy, captioner="captions") as engine:
         engine.store.load_existing()
@@ -120,3 +151,113 @@ def test_a_damaged_caption_cache_is_reported_and_salvaged_by_repair(data_copy):
     assert any(p.name.startswith("captions.sqlite.damaged-") for p in data_copy.iterdir())
     code, report, _ = _check(data_copy)
     assert code == 0, report["problems"]
+
+
+def _cache_entries(data) -> int:
+    with sqlite3.connect(data / "captions.sqlite") as db:
+        return db.execute("SELECT count(*) FROM captions").fetchone()[0]
+
+
+def test_a_cache_cut_short_is_salvaged_and_refilled_from_the_index(data_copy):
+    cache = data_copy / "captions.sqlite"
+    os.truncate(cache, cache.stat().st_size // 2)
+    code, report, _ = _check(data_copy)
+    assert code == 1 and any(p.startswith("the caption cache") for p in report["problems"])
+    code, report, stderr = _check(data_copy, "--repair")
+    assert code == 0, stderr
+    [salvaged] = [line for line in report["repairs"] if "was damaged" in line]
+    kept = int(re.search(r"carried the (\d+) caption", salvaged)[1])
+    assert kept < 159, salvaged  # the damage cost captions that only the index still holds
+    assert f"the captions of {159 - kept} indexed pictures were written back" in " ".join(report["repairs"])
+    code, report, _ = _check(data_copy)
+    assert code == 0 and report["problems"] == [] and report["cache_captions"] == 159
+    # A later loss of the index costs no captioning: every caption is in the cache again.
+    (data_copy / "index.db").unlink()
+    code, report, stderr = _check(data_copy, "--repair")
+    assert code == 0, stderr
+    assert (report["rebuilt"]["new"], report["rebuilt"]["captioned"], report["rebuilt"]["failed"]) == (159, 0, [])
+
+
+def test_captions_missing_from_a_healthy_cache_are_reported_and_written_back(data_copy):
+    with sqlite3.connect(data_copy / "captions.sqlite") as db:
+        lost = db.execute("DELETE FROM captions WHERE rowid % 3 = 0").rowcount
+    assert lost > 5
+    code, report, _ = _check(data_copy)
+    assert code == 1
+    [problem] = report["problems"]  # one line: how many, and a few of them
+    assert problem.startswith(f"the caption cache lacks the captions of {lost} indexed pictures"), problem
+    assert problem.count(".jpg") == 5 and problem.endswith(f"; and {lost - 5} more")
+    code, report, stderr = _check(data_copy, "--repair")
+    assert code == 0, stderr
+    assert report["repairs"] == [f"the captions of {lost} indexed pictures were written back into the caption cache"]
+    assert report["rebuilt"] is None  # the index itself was sound and is left as it was
+    code, report, _ = _check(data_copy)
+    assert code == 0 and report["cache_captions"] == 159
+
+
+def test_index_writes_back_the_captions_of_a_deleted_cache(data_copy, coco_mini):
+    for name in ("captions.sqlite", "captions.sqlite-wal", "captions.sqlite-shm"):
+        (data_copy / name).unlink(missing_ok=True)
+    args = ["index", coco_mini / "images", "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl"]
+    done = run_imgsearch(*args, "--json", env=imgsearch_env(data_copy))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["unchanged"], report["captioned"]) == (159, 0)
+    assert report["warnings"] == [
+        "the caption cache lacked the captions of 159 indexed pictures: wrote them back from the index"
+    ]
+    assert _cache_entries(data_copy) == 159
+    again = json.loads(run_imgsearch(*args, "--json", env=imgsearch_env(data_copy)).stdout)
+    assert (again["unchanged"], again["warnings"]) == (159, [])  # nothing changed, nothing said
+    (data_copy / "index.db").unlink()
+    code, report, stderr = _check(data_copy, "--repair")
+    assert code == 0, stderr
+    assert (report["rebuilt"]["new"], report["rebuilt"]["captioned"], report["rebuilt"]["failed"]) == (159, 0, [])
+
+
+class PromptedPixels(PixelCaptioner):
+    """A model captioner with a prompt, which is part of its captions' key in the cache."""
+
+    prompt = "Say which colours are where."
+
+
+class WordsInPicture:
+    """Stands in for OCR: every picture reads EXIT."""
+
+    id = "ocr:stand-in"
+
+    def read(self, image) -> str:
+        return "EXIT"
+
+
+def test_captions_written_back_are_found_by_the_next_rebuild(embedder, tmp_path):
+    """Rows made with OCR record the captioner as `ID+ocr`; their captions go back under the
+    captioner's own id and prompt, where a rebuild with that captioner looks them up."""
+    folder = tmp_path / "photos"
+    for i, colour in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250), (9, 9, 9)]):
+        make_image(folder / f"p{i}.png", color=colour, size=(40 + i, 30))
+    captioner = PromptedPixels()
+
+    def index(engine, **options):
+        return Indexer(captioner, embedder, engine.store, engine.cache, **options).run([folder])
+
+    data = tmp_path / "data"
+    with ImageSearch(captioner=captioner, embedder=embedder, data_dir=data) as engine:
+        assert index(engine, text_reader=WordsInPicture()).captioned == 6
+        assert set(engine.store.captioners()) == {"pixels:1+ocr"}
+    for name in ("captions.sqlite", "captions.sqlite-wal", "captions.sqlite-shm"):
+        (data / name).unlink(missing_ok=True)
+    with ImageSearch(captioner=captioner, embedder=embedder, data_dir=data) as engine:
+        report = index(engine, text_reader=WordsInPicture())
+        assert (report.unchanged, report.captioned) == (6, 0) and len(report.warnings) == 1
+        engine.store.drop()
+        rebuilt = index(engine)
+        assert (rebuilt.new, rebuilt.captioned, rebuilt.captions_reused) == (6, 0, 6)
+    # Lost again, from a cache that keeps some: `check --repair` learns the prompt from those.
+    with sqlite3.connect(data / "captions.sqlite") as db:
+        assert db.execute("DELETE FROM captions WHERE captioner = 'pixels:1' AND rowid % 2 = 0").rowcount > 0
+    with ImageSearch(captioner=captioner, embedder=embedder, data_dir=data) as engine:
+        assert any("written back" in line for line in engine.repair().repairs)
+        engine.store.drop()
+        rebuilt = index(engine)
+        assert (rebuilt.new, rebuilt.captioned, rebuilt.captions_reused) == (6, 0, 6)

@@ -302,7 +302,7 @@ def test_the_engine_gives_its_embedder_a_cache_and_queries_without_the_full_mode
 ):
     from imgsearch import ImageSearch
     from imgsearch.config import Settings
-    from imgsearch.engine import build_embedder
+    from imgsearch.factory import build_embedder
 
     data = tmp_path / "data"
     built = build_embedder(Settings(data_dir=data))

@@ -39,8 +39,9 @@ def _as_written(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def coco_cache(coco_mini, tmp_path_factory):
-    """A caption cache holding coco-mini's caption 0 under the `captions` captioner's id, as
-    `imgsearch index --captioner captions` writes it (built directly: no model, no index)."""
+    """A caption cache holding coco-mini's caption 0 under the `captions` captioner's id, each
+    kept for its picture (as model captions are, and supplied ones were before they were kept
+    for their file too), built directly: no model, no index."""
     captioner = ExistingCaptions(coco_mini / "captions.jsonl")
     images = sorted((coco_mini / "images").glob("*.jpg"))
     texts = captioner.caption([CaptionInput(path) for path in images])
@@ -114,7 +115,8 @@ def test_damaged_cache_is_kept_aside_salvaged_and_the_run_goes_on(coco_mini, coc
     # The fresh cache holds every caption, as the person wrote it.
     cache = CaptionCache(data / "captions.sqlite")
     assert cache.warnings == []
-    assert cache.get_many(by_hash, captioner_id, "") == by_hash
+    kept = cache.captions_of(by_hash)
+    assert all(text in kept.get(digest, ()) for digest, text in by_hash.items())
     cache.close()
     # A second run finds nothing to do and no damage.
     again = run_imgsearch(*args, "--json", env=env)

@@ -187,3 +187,28 @@ def _children(pid: int) -> list[int]:
 
 def _process_alive(pid: int) -> bool:
     return _state(pid) not in ("", "Z", "X")
+
+
+def test_a_keeper_of_an_earlier_version_is_stopped_not_trusted(captioned_folder, tmp_path):
+    data = tmp_path / "data"
+    env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="120")
+    _index(captioned_folder, env)
+    db = data / "index.db"
+    keeper = subprocess.Popen(
+        [sys.executable, "-m", "imgsearch.store.lite_keeper", str(db), "120"], env=env, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while running_socket(db) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The note as an earlier version wrote it: a pid and a socket, no file named.
+        info_path(db).write_text(json.dumps({"pid": keeper.pid, "uri": read_note(db).uri}))
+        assert running_socket(db) is None
+        assert _status(env)["images"] == 3
+        assert keeper.wait(timeout=20) == 0, "the earlier keeper still runs"
+        assert read_note(db).pid != keeper.pid
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+        keeper.wait()
+        stop_keeper(db)

@@ -44,6 +44,12 @@ class Captioner(ABC):
     #: The picture size the captioner looks at: pictures are decoded with both sides at
     #: least this large where they are (a JPEG at reduced scale), never much larger.
     image_side: int = 2048
+    #: Whether a caption belongs to the file it was written for rather than to the picture's
+    #: content (captions a person wrote, beside a file or listed by its name): two copies of
+    #: one photo keep their own captions, and an edited caption re-makes its file's row. Such
+    #: captioners implement written_caption and take no prompt. A model's caption belongs to
+    #: the picture, so a copied or moved photo keeps it.
+    captions_follow_files: bool = False
 
     @property
     @abstractmethod
@@ -58,6 +64,13 @@ class Captioner(ABC):
     @abstractmethod
     def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
         """Return one raw caption (or a CaptionFailure) per input, in order."""
+
+    def written_caption(self, path: Path) -> str | None:
+        """The caption path's own source gives now, as caption() would return it; None when it
+        has none. Asked of every file on every run when captions_follow_files, so it must be
+        cheap (a small read, a lookup): it is how an edited caption is seen without reading pictures.
+        """
+        return None
 
     def caption(
         self, items: list[CaptionInput], on_batch: Callable[[int], None] | None = None
@@ -92,7 +105,6 @@ class Captioner(ABC):
             if on_batch:
                 on_batch(len(batch))
         return captions
-
 
     def take_usage(self) -> CaptionUsage:
         """Requests, tokens, time and cut-off captions since the last call, then start afresh."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from ..errors import CaptionerError
+from ..files import read_if_regular
 from .base import CaptionFailure, CaptionInput, Captioner
 
 _ID_SALT = b"as-written\0"
@@ -24,6 +26,8 @@ class ExistingCaptions(Captioner):
 
     needs_pixels = False
     cleans_captions = False  # a person wrote them: "There are people..." stays as it is
+    # Each file's caption is its own: two copies of one photo may carry two captions.
+    captions_follow_files = True
     batch_size = 256
 
     def __init__(
@@ -74,6 +78,10 @@ class ExistingCaptions(Captioner):
     def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
         return [self._caption_for(item.path) for item in items]
 
+    def written_caption(self, path: Path) -> str | None:
+        caption = self._checked(self._caption_for(path))
+        return caption if isinstance(caption, str) else None
+
     def _caption_for(self, path: Path) -> str | CaptionFailure:
         if self.captions_file is None:
             return _read_sidecar(path)
@@ -92,7 +100,13 @@ class ExistingCaptions(Captioner):
 
 
 def _read_sidecar(path: Path) -> str | CaptionFailure:
-    for sidecar in (path.with_suffix(".txt"), path.with_name(path.name + ".txt")):
-        if sidecar.is_file():
-            return sidecar.read_text(encoding="utf-8", errors="replace").strip()
+    # Plain strings, not Paths: every run reads each picture's caption file to see edits.
+    name = os.fspath(path)
+    for sidecar in (os.path.splitext(name)[0] + ".txt", name + ".txt"):
+        try:
+            data = read_if_regular(sidecar)
+        except OSError as exc:
+            return CaptionFailure(f"cannot read caption file {os.path.basename(sidecar)}: {exc.strerror or exc}")
+        if data is not None:
+            return data.decode("utf-8", errors="replace").strip()
     return CaptionFailure(f"no caption file {path.with_suffix('.txt').name} beside it")

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Typer reads these signatures on every run, and
 # string annotations would be evaluated anew each time (about 25 ms of start-up for all commands).
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -22,13 +23,14 @@ from .options import (
     JsonOut,
     Token,
     Uri,
-    engine_from_flags,
     settings_from_flags,
 )
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..evaluation import EvalReport
     from ..results import SearchHit
+    from ..search import SearchFilters
 
 
 def query(
@@ -70,20 +72,24 @@ def query(
     """Show the pictures that best match TEXT (or are most like --like PATH), best first."""
     if (text is None) == (like is None):
         fail("give either TEXT to search for or --like PATH", EXIT_USAGE)
+    from ..kept_index import ask_keeper
     from ..search import SearchFilters
 
     filters = SearchFilters(
         folder=folder, file_types=tuple(file_type or ()), taken_after=taken_after, taken_before=taken_before,
         camera=camera, min_width=min_width, max_width=max_width, min_height=min_height, max_height=max_height,
     )
-    engine = call(lambda: engine_from_flags(
+    settings = call(lambda: settings_from_flags(
         config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
     ))
-    with engine:
-        if like is not None:
-            hits = call(lambda: engine.similar(like, k=k, filters=filters, min_score=min_score))
-        else:
-            hits = call(lambda: engine.query(text or "", k=k, mode=mode, filters=filters, min_score=min_score))
+    # The process keeping an embedded index loaded answers at once; otherwise search here.
+    request = {
+        "text": text, "like": str(like) if like is not None else None, "k": k, "mode": mode,
+        "min_score": min_score, "filters": dataclasses.asdict(filters),
+    }
+    hits = call(lambda: ask_keeper(settings, request))
+    if hits is None:
+        hits = _search_here(settings, text, like, k, mode, filters, min_score)
     if as_json:
         out.print_json(json.dumps([hit.to_dict() for hit in hits]))
         return
@@ -91,6 +97,18 @@ def query(
         err.print("no good match: nothing in the index scores high enough for this query and its filters")
         return
     _print_hits(hits)
+
+
+def _search_here(
+    settings: "Settings", text: Optional[str], like: Optional[Path], k: int, mode: Optional[str],
+    filters: "SearchFilters", min_score: Optional[float],
+) -> "list[SearchHit]":
+    from ..engine import ImageSearch
+
+    with ImageSearch(settings) as engine:
+        if like is not None:
+            return call(lambda: engine.similar(like, k=k, filters=filters, min_score=min_score))
+        return call(lambda: engine.query(text or "", k=k, mode=mode, filters=filters, min_score=min_score))
 
 
 def evaluate(

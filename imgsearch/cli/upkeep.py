@@ -16,6 +16,7 @@ from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, 
 from .options import Collection, ConfigFile, DataDir, Device, EmbedModel, JsonOut, Token, Uri, engine_from_flags
 
 if TYPE_CHECKING:
+    from ..engine import ImageSearch
     from ..results import CheckReport, IndexStatus
 
 
@@ -59,6 +60,7 @@ def check(
         config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
     ))
     with engine:
+        call(lambda: _open_index_to_check(engine))
         if repair:
             with RichIndexProgress(err) as progress:
                 report = call(lambda: engine.repair(progress))
@@ -72,6 +74,19 @@ def check(
     repaired = bool(report.repairs) and (report.rebuilt is None or not report.rebuilt.failed)
     if report.problems and not (repair and repaired):
         raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def _open_index_to_check(engine: "ImageSearch") -> None:
+    """Open the index first: one that no process may open now (another holds it, its folder is
+    read-only, its disk full) stops the check with exit code 3, as it says nothing about the index."""
+    from ..errors import DiskFullError, IndexBusyError, IndexNotWritableError, StoreError
+
+    try:
+        engine.store.connection
+    except (IndexBusyError, IndexNotWritableError, DiskFullError):
+        raise
+    except StoreError:
+        pass  # an index file that cannot be opened is damage, which the check reports
 
 
 def _print_check(report: "CheckReport") -> None:

@@ -74,7 +74,7 @@ class CaptioningWorker:
     """A captioning actor: one captioner built from the run's settings, its model loaded once."""
 
     def __init__(self, settings: Settings):
-        from ..engine import build_captioner
+        from ..factory import build_captioner
 
         self.captioner = build_captioner(settings)
         load = getattr(self.captioner, "load", None)
@@ -101,7 +101,7 @@ class EmbeddingWorker:
     """An embedding actor: the run's embedder, built from its settings, embeds finished captions."""
 
     def __init__(self, settings: Settings):
-        from ..engine import build_embedder
+        from ..factory import build_embedder
 
         self.embedder = build_embedder(settings)
         self.dimension = self.embedder.dimension
@@ -119,7 +119,7 @@ class EmbeddingWorker:
 
 def captioner_facts(settings: Settings) -> tuple[str, int]:
     """The prompt the run's captioner uses, and the side it wants pictures at (0: it reads no pixels)."""
-    from ..engine import build_captioner
+    from ..factory import build_captioner
 
     captioner = build_captioner(settings)
     return captioner.prompt, (max(1, int(captioner.image_side)) if captioner.needs_pixels else 0)

@@ -1,6 +1,7 @@
 """The Milvus store: the only package that talks to pymilvus (Milvus Lite file, server or cluster).
 
 schema: the collection's fields and indexes · connection: clients and the Lite file's lock ·
+disk, writes: a full disk, a read-only folder or a damaged Lite file, said in one line ·
 catalog: which collection holds each index, and its facts · milvus_store: rows and searches.
 """
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from .connection import call
+from .writes import write
 
 CATALOG = "imgsearch_catalog"
 _MAX_FACTS = 65535
@@ -40,11 +41,11 @@ class Catalog:
     def put(self, name: str, facts: dict[str, Any]) -> None:
         self._open(create=True)
         row = {"name": name, "facts": json.dumps(facts), "vector": _PLACEHOLDER_VECTOR}
-        call(self.uri, "write catalog", self.client.upsert, CATALOG, [row])
+        write(self.uri, "write catalog", self.client.upsert, CATALOG, [row])
 
     def remove(self, name: str) -> None:
         if self._open(create=False):
-            call(self.uri, "write catalog", self.client.delete, CATALOG, ids=[name])
+            write(self.uri, "write catalog", self.client.delete, CATALOG, ids=[name])
 
     def _open(self, create: bool) -> bool:
         if self._ready:
@@ -66,7 +67,7 @@ class Catalog:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=len(_PLACEHOLDER_VECTOR))
         index_params = self.client.prepare_index_params()
         index_params.add_index("vector", index_type="FLAT", metric_type="L2")
-        call(
+        write(
             self.uri, "create catalog", self.client.create_collection, CATALOG, schema=schema,
             index_params=index_params, consistency_level="Strong",
         )

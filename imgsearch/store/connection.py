@@ -37,11 +37,13 @@ _LITE_CHANNEL = {"grpc.keepalive_time_ms": 600_000, "grpc.keepalive_permit_witho
 class Connection:
     """A client for one URI; for a Milvus Lite file it also holds the file's lock."""
 
-    def __init__(self, uri: str, token: str = "", keep_loaded: float = 0.0):
+    def __init__(self, uri: str, token: str = "", keep_loaded: float = 0.0, hosted_at: str = ""):
         self.uri = uri
         self.token = token
         # Seconds a Milvus Lite index stays loaded in a background process after use; 0: no keeper.
         self.keep_loaded = keep_loaded
+        # The socket of this process's own server for the file (the keeper answering a query).
+        self.hosted_at = hosted_at
         self._kept: Path | None = None
         self._last_used = 0.0
         self._lock: EmbeddedIndexLock | None = None
@@ -53,6 +55,9 @@ class Connection:
         if is_embedded(self.uri):
             path = self._prepare_lite_file()
             self._lock = EmbeddedIndexLock.acquire(path)
+            if self.hosted_at:
+                self._kept = path
+                return self._client_for(self.hosted_at)
             kept = running_socket(path)
             if kept is None and self._lock.first:
                 # A keeper left serving a deleted or replaced file still holds this path's lock.

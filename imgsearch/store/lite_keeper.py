@@ -13,7 +13,9 @@ different file, and a command never reaches it through the old keeper. A command
 only when its note names this file, the process is alive (not a zombie, not a reused pid) and
 its socket answers; on any doubt it starts a fresh one.
 
-Run as: python -m imgsearch.store.lite_keeper DB_PATH IDLE_SECONDS
+Started as `python -m imgsearch.kept_index DB_PATH IDLE_SECONDS`, which also answers queries
+(that part needs the engine, a layer above the store); `python -m imgsearch.store.lite_keeper`
+only hosts the file.
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .lite_server import start_quiet_server
+from .lite_server import LiteServer, start_quiet_server
 
 _START_TIMEOUT = 30.0
 _POLL = 0.02
 # How often a keeper checks that its file is still the one it serves.
 _WATCH = 0.5
-_MODULE = "imgsearch.store.lite_keeper"
+_MODULE = "imgsearch.kept_index"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class KeeperNote:
     inode: int
     # The process's start time: a pid reused by another process is not taken for the keeper.
     started: str
+    # Where it answers queries itself (imgsearch.kept_index); "" when it only hosts the file.
+    answers: str = ""
 
     def serves(self, db_path: Path) -> bool:
         """Whether this keeper serves db_path as it is now (not a copy, a deleted or a replaced file)."""
@@ -89,7 +94,12 @@ def read_note(db_path: Path) -> KeeperNote | None:
         with open(info_path(db_path), "rb") as handle:
             if os.fstat(handle.fileno()).st_uid != os.getuid():
                 return None
-            return KeeperNote(**json.loads(handle.read()))
+            fields = json.loads(handle.read())
+        if set(fields) == {"pid", "uri"} and _runs_keeper_of(int(fields["pid"]), db_path):
+            # An earlier version's keeper, which named no file: it serves none as far as a
+            # command can tell, so it is only ever stopped.
+            return KeeperNote(int(fields["pid"]), str(fields["uri"]), str(db_path.absolute()), -1, -1, "")
+        return KeeperNote(**fields)
     except (OSError, ValueError, TypeError):
         return None
 
@@ -185,6 +195,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _runs_keeper_of(pid: int, db_path: Path) -> bool:
+    """Whether pid is a keeper process started for db_path (its command line says so)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            arguments = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"lite_keeper" in b" ".join(arguments) and os.fsencode(str(db_path.absolute())) in arguments
+
+
 def _start_time(pid: int) -> str:
     """The start time of a live process (not a zombie), from /proc; "" when it is gone or
     /proc is not there (then a pid that answers a signal is taken as alive)."""
@@ -210,10 +230,17 @@ def _write_note(db_path: Path, note: KeeperNote) -> None:
     partial.replace(info_path(db_path))
 
 
-def serve(db_path: Path, idle_seconds: float) -> int:
+def serve(
+    db_path: Path, idle_seconds: float, on_serving: Callable[[LiteServer], tuple[str, Callable[[], None]]] | None = None
+) -> int:
     """Host the Milvus Lite server for db_path until idle for idle_seconds, or until the file is
-    gone or is not the one it started with."""
+    gone or is not the one it started with.
+
+    on_serving, called once the server runs, starts whatever else answers on it and returns
+    that socket's path and how to stop it.
+    """
     db_path = db_path.absolute()
+    os.umask(0o077)  # everything this process makes is its owner's
     server = start_quiet_server(db_path)
     if server is None:
         return 1
@@ -226,10 +253,13 @@ def serve(db_path: Path, idle_seconds: float) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     note = None
+    answers, stop_answering = "", lambda: None
     try:
+        if on_serving is not None:
+            answers, stop_answering = on_serving(server)
         served = os.stat(db_path)
         pid = os.getpid()
-        note = KeeperNote(pid, server.uri, str(db_path), served.st_dev, served.st_ino, _start_time(pid))
+        note = KeeperNote(pid, server.uri, str(db_path), served.st_dev, served.st_ino, _start_time(pid), answers)
         _write_note(db_path, note)
         mark_used(db_path)
         while not stopping and server.running() and note.serves(db_path):
@@ -246,6 +276,7 @@ def serve(db_path: Path, idle_seconds: float) -> int:
         with contextlib.suppress(OSError):
             if note is not None and read_note(db_path) == note:
                 info_path(db_path).unlink()
+        stop_answering()
         server.stop()
     return 0
 

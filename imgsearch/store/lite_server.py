@@ -35,7 +35,8 @@ class LiteServer:
 
     def __init__(self, server: Any, folder: Path):
         self._server = server
-        self._folder = folder
+        # Only its owner may enter it: other private sockets of the process serving the file go here too.
+        self.folder = folder
 
     @property
     def uri(self) -> str:
@@ -49,7 +50,7 @@ class LiteServer:
         try:
             self._server.stop()
         finally:
-            shutil.rmtree(self._folder, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def start_quiet_server(path: Path) -> LiteServer | None:

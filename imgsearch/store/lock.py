@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError
+from .disk import folder_refusal, unwritable_index_error
 
 
 class EmbeddedIndexLock:
@@ -32,8 +33,7 @@ class EmbeddedIndexLock:
             handle, count = cls._held[path]
             cls._held[path] = (handle, count + 1)
             return cls(path, first=False)
-        # Unbuffered: nothing is left to flush at close, which a full disk would refuse.
-        handle = open(path, "a+b", buffering=0)
+        handle = _open_lock_file(path, db_path)
         try:
             import fcntl
 
@@ -66,6 +66,19 @@ class EmbeddedIndexLock:
             except OSError:  # a full disk refusing what little was written: the lock is released anyway
                 pass
         return True
+
+
+def _open_lock_file(path: Path, db_path: Path) -> Any:
+    """The lock file, open for writing. A folder where no file can be made fails here, in one
+    line: Milvus Lite, which makes a lock file of its own there even to read, fails with a traceback."""
+    try:
+        refused = folder_refusal(path.parent)
+        if refused is not None:
+            raise refused
+        # Unbuffered: nothing is left to flush at close, which a full disk would refuse.
+        return open(path, "a+b", buffering=0)
+    except OSError as exc:
+        raise unwritable_index_error(db_path.absolute(), exc) from None
 
 
 def _write_holder(handle: Any) -> None:

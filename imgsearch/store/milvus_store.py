@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import EmbedderMismatchError, StoreError
 from .catalog import Catalog
 from .connection import DAMAGE_HINT, Connection, call, is_embedded
+from .disk import unwritable_index_error
 from .schema import (
     LITE_SEARCH_PARAMS,
     PROP_CAPTIONERS,
@@ -24,6 +27,7 @@ from .schema import (
     build_schema,
     fit_row,
 )
+from .writes import with_damage_hint, write
 
 _GET_CHUNK = 512
 _HEX = re.compile(r"[0-9a-f]{16,128}")
@@ -37,12 +41,16 @@ class MilvusStore:
     so that a rebuilt collection can take over in one step (see replace_with).
     """
 
-    def __init__(self, uri: str, collection: str = "images", token: str = "", keep_loaded: float = 0.0):
+    def __init__(
+        self, uri: str, collection: str = "images", token: str = "", keep_loaded: float = 0.0, hosted_at: str = ""
+    ):
         self.uri = uri
         self.collection = collection
         self.token = token
-        # Milvus Lite only: seconds the index stays loaded in a background process (lite_keeper).
+        # Milvus Lite only: seconds the index stays loaded in a background process (lite_keeper),
+        # and the socket of the server this process hosts for the file (in that process).
         self.keep_loaded = keep_loaded
+        self.hosted_at = hosted_at
         self._connection: Connection | None = None
         # A sibling() store borrows another store's connection and never closes it.
         self._shared_from: MilvusStore | None = None
@@ -68,7 +76,13 @@ class MilvusStore:
         if self._shared_from is not None:
             return self._shared_from.connection
         if self._connection is None:
-            self._connection = Connection(self.uri, self.token, self.keep_loaded)
+            try:
+                self._connection = Connection(self.uri, self.token, self.keep_loaded, self.hosted_at)
+            except OSError as exc:
+                if not self.is_embedded:
+                    raise
+                # A folder that refuses a file Milvus Lite makes beside the index (its lock, the index).
+                raise unwritable_index_error(Path(os.path.expanduser(self.uri)).absolute(), exc) from None
         return self._connection
 
     @property
@@ -89,7 +103,14 @@ class MilvusStore:
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         self.connection.mark_used()
-        return call(self.uri, what, func, *args, **kwargs)
+        try:
+            return call(self.uri, what, func, *args, **kwargs)
+        except StoreError as exc:
+            raise with_damage_hint(self.uri, exc) from None
+
+    def _write(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        self.connection.mark_used()
+        return write(self.uri, what, func, *args, **kwargs)
 
     # -- the index's facts ------------------------------------------------------------------
 
@@ -173,7 +194,8 @@ class MilvusStore:
         try:
             self._call("load collection", self.client.load_collection, self.physical)
         except StoreError as exc:
-            raise StoreError(f"{exc}{DAMAGE_HINT if self.is_embedded else ''}") from None
+            hint = DAMAGE_HINT if self.is_embedded and DAMAGE_HINT not in str(exc) else ""
+            raise StoreError(f"{exc}{hint}") from None
 
     def _use(self, facts: dict[str, Any]) -> None:
         self._physical = str(facts[_COLLECTION_KEY])
@@ -235,7 +257,7 @@ class MilvusStore:
         schema = build_schema(dimension, keyword_search, description=json.dumps(facts))
         index_params = build_index_params(self.client, self.is_embedded, keyword_search)
         # Strong: a query right after an index run sees every row it wrote, with no flush.
-        self._call(
+        self._write(
             "create collection", self.client.create_collection, physical, schema=schema, index_params=index_params,
             consistency_level="Strong",
         )
@@ -269,7 +291,7 @@ class MilvusStore:
         physical = str(facts.get(_COLLECTION_KEY)) if facts else self.collection
         self.catalog.remove(self.collection)
         if self._has(physical) and physical not in self._claimed():
-            self._call("drop collection", self.client.drop_collection, physical)
+            self._write("drop collection", self.client.drop_collection, physical)
         self._ready, self._physical = False, None
 
     def stored_fields(self) -> list[str]:
@@ -285,7 +307,7 @@ class MilvusStore:
 
     def sibling(self, collection: str) -> MilvusStore:
         """Another index at the same URI, sharing this store's connection (and lock)."""
-        other = MilvusStore(self.uri, collection, self.token, self.keep_loaded)
+        other = MilvusStore(self.uri, collection, self.token, self.keep_loaded, self.hosted_at)
         other._shared_from = self
         return other
 
@@ -330,7 +352,7 @@ class MilvusStore:
 
     def _drop_unclaimed(self, physical: str) -> None:
         if self._has(physical) and physical not in self._claimed():
-            self._call("drop collection", self.client.drop_collection, physical)
+            self._write("drop collection", self.client.drop_collection, physical)
 
     def _has(self, collection: str) -> bool:
         return bool(collection) and bool(self._call("check collection", self.client.has_collection, collection))
@@ -347,15 +369,15 @@ class MilvusStore:
             return
         self._check_dimension(len(rows[0]["vector"]))
         clean = [fit_row(row, self.keyword_search_enabled) for row in rows]
-        self._call("upsert", self.client.upsert, self.physical, clean)
+        self._write("upsert", self.client.upsert, self.physical, clean)
 
     def delete_ids(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(list(ids), _GET_CHUNK):
-            self._call("delete", self.client.delete, self.physical, ids=chunk)
+            self._write("delete", self.client.delete, self.physical, ids=chunk)
 
     def flush(self) -> None:
         """Seal what was written into segments with a search index (at the end of a run)."""
-        self._call("flush", self.client.flush, self.physical)
+        self._write("flush", self.client.flush, self.physical)
 
     def get_rows(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Rows by id (without vectors); ids that are not stored are absent."""

@@ -98,7 +98,8 @@ def build_server(
         import uvicorn
     except ImportError:
         raise MissingDependencyError("the server needs the serve extra: pip install 'imgsearch[serve]'") from None
-    from ..engine import ImageSearch, build_embedder
+    from ..engine import ImageSearch
+    from ..factory import build_embedder
     from .app import DEFAULT_MAX_K, ServeOptions, create_app
     from .connections import bounded_protocol
     from .jobs import SerializedEmbedder

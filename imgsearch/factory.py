@@ -1,0 +1,54 @@
+"""Building the parts an index is made of — captioner, embedder, store — from settings.
+
+One place, used by the engine and by the cluster's workers alike, so both build the same parts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .captioners.base import Captioner
+from .config import Settings
+from .embedders.base import Embedder
+from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
+from .store import MilvusStore
+
+
+def build_captioner(settings: Settings) -> Captioner:
+    """The captioner named in settings, found through the captioner entry points."""
+    cls = load_plugin(CAPTIONER_GROUP, settings.captioner)
+    return cls(
+        model=settings.caption_model,
+        prompt=settings.caption_prompt,
+        device=settings.device,
+        **({"batch_size": settings.batch_size} if settings.batch_size else {}),
+        max_new_tokens=settings.max_new_tokens,
+        captions_file=settings.captions_file or None,
+        preset=settings.caption_preset,
+        num_beams=settings.num_beams,
+        dtype=settings.dtype,
+        api_base_url=settings.api_base_url,
+        api_key=settings.api_key,
+        concurrency=settings.concurrency,
+        image_max_side=settings.image_max_side,
+        request_timeout=settings.request_timeout,
+        max_attempts=settings.max_attempts,
+    )
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedder named in settings, found through the embedder entry points."""
+    import inspect
+
+    cls = load_plugin(EMBEDDER_GROUP, settings.embedder)
+    options: dict[str, Any] = {"model": settings.embed_model, "device": settings.device}
+    # Third-party embedders may not take cache_dir: only those that name it get one (ONNX exports live there).
+    if "cache_dir" in inspect.signature(cls).parameters:
+        options["cache_dir"] = settings.resolved_models_dir
+    return cls(**options)
+
+
+def build_store(settings: Settings) -> MilvusStore:
+    return MilvusStore(
+        settings.resolved_milvus_uri, settings.collection, settings.milvus_token, keep_loaded=settings.keep_loaded
+    )
