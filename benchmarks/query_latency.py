@@ -8,7 +8,11 @@ picture (../shared/data/coco-mini) plus noise (cosine ~0.75 to it, the spread of
 people's captions of one picture), with that caption, a file name and folders as keyword
 text, so BM25 and filters work on realistic text. Queries are real sentences embedded by
 the default model, so both halves of a query are measured. Recall@10 compares the vector
-index's answers with an exact search over the same vectors.
+index's answers with an exact search over the same vectors, for the typed QUERIES and
+for 185 sentences made from stored captions (one word left out), which lie closer to the rows.
+Each size also reports the resident memory of the process that holds the index (the Milvus
+Lite server; not measured for a server URI) and the first query after the index was loaded
+anew (a fresh Milvus Lite server loads the whole collection, then answers).
 
 Cold runs start a new `imgsearch query` process each time (models already on disk):
   - "kept loaded": the default, the index stays loaded in its background process;
@@ -43,7 +47,10 @@ NOISE = 0.045  # per dimension: cosine to the caption's own vector ~0.75 at 384 
 
 
 def caption_pool() -> list[str]:
-    lines = (COCO_MINI / "captions.jsonl").read_text().splitlines()
+    source = COCO_MINI / "captions.jsonl"
+    if not source.is_file():
+        sys.exit(f"query_latency: no coco-mini captions at {source}; set IMGSEARCH_COCO_MINI to the coco-mini folder")
+    lines = source.read_text().splitlines()
     return [caption for line in lines if line.strip() for caption in json.loads(line)["captions"]]
 
 
@@ -99,17 +106,59 @@ def bench_mode(engine, mode: str, count: int) -> tuple[float, float]:
     return statistics.median(samples), percentile(samples, 0.95)
 
 
-def recall_at_10(engine, vectors) -> float:
-    """Share of the exact 10 nearest rows that the vector index returns, over the query set."""
+def caption_queries(captions: list[str], count: int = 185, seed: int = 7) -> list[str]:
+    """Sentences near the stored rows: captions with one word left out."""
     import numpy as np
 
-    query_vectors = np.asarray(engine.embedder.embed(QUERIES), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    sentences = []
+    for caption in rng.choice(captions, count, replace=False):
+        words = str(caption).split()
+        words.pop(int(rng.integers(0, len(words))))
+        sentences.append(" ".join(words))
+    return sentences
+
+
+def recall_at_10(engine, vectors, texts: list[str]) -> float:
+    """Share of the exact 10 nearest rows that the vector index returns, over texts."""
+    import numpy as np
+
+    query_vectors = np.asarray(engine.embedder.embed(texts), dtype=np.float32)
     found = 0
-    for query, vector in zip(QUERIES, query_vectors):
-        exact = {f"{i:032x}" for i in np.argsort(-(vectors @ vector))[:10]}
+    for vector in query_vectors:
+        exact = {f"{i:032x}" for i in np.argpartition(-(vectors @ vector), 10)[:10]}
         got = {hit["id"] for hit in engine.store.search(vector.tolist(), 10)}
         found += len(exact & got)
-    return found / (10 * len(QUERIES))
+    return found / (10 * len(texts))
+
+
+def lite_server_rss_mb() -> float | None:
+    """Resident memory of this process's Milvus Lite server (Linux /proc), None where none is found."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] != me or Path(stat.parent, "exe").resolve().name != "milvus":
+                continue
+            for line in Path(stat.parent, "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+def first_query_after_load(data_dir: Path, uri: str, collection: str) -> float:
+    """Seconds for a new engine to load the index and answer one dense query (its model already loaded)."""
+    from imgsearch import ImageSearch
+
+    engine = ImageSearch(data_dir=data_dir, milvus_uri=uri, collection=collection, keep_loaded=0)
+    engine.embedder.embed_query("warm-up")  # the model's load is not the index's
+    started = time.perf_counter()
+    engine.query(QUERIES[0], k=10, mode="dense")
+    seconds = time.perf_counter() - started
+    engine.close()
+    return seconds
 
 
 def wall(command: list[str], runs: int, env: dict[str, str], before=None) -> float:
@@ -156,10 +205,14 @@ def main() -> None:
     from imgsearch import ImageSearch
     from imgsearch.store.lite_keeper import stop_keeper
 
-    workdir = Path(tempfile.mkdtemp(prefix="imgsearch-bench-"))
     captions = caption_pool()
-    print(f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>9} "
-          f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15}")
+    workdir = Path(tempfile.mkdtemp(prefix="imgsearch-bench-"))
+    near_queries = caption_queries(captions)
+    print("recall@10: typed queries / caption-like queries; RSS: the Milvus Lite server's, after the warm "
+          "queries; first query: a new engine loading the index, then one dense query")
+    print(f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>11} "
+          f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15} {'RSS MiB':>8} "
+          f"{'first query s':>13}")
     try:
         for rows in args.sizes:
             data_dir = workdir / f"rows-{rows}"
@@ -176,15 +229,18 @@ def main() -> None:
             engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
             if args.uri:
                 wait_for_index(engine.store)
-            recall = recall_at_10(engine, vectors)
+            recall = recall_at_10(engine, vectors, QUERIES)
+            near_recall = recall_at_10(engine, vectors, near_queries)
             modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword", "hybrid")}
+            rss = float("nan") if args.uri else (lite_server_rss_mb() or float("nan"))
             cells = " ".join(f"{p50:>8.2f} / {p95:<6.2f}" for p50, p95 in modes.values())
             runtime = "onnx" if getattr(engine.embedder, "fast_path_active", False) else "full model"
-            print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>9.3f} {cells}  (query embedder: {runtime})",
-                  flush=True)
             engine.close()
+            first = first_query_after_load(data_dir, args.uri, collection)
+            print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>5.3f}/{near_recall:<5.3f} {cells} "
+                  f"{rss:>8.0f} {first:>13.2f}  (query embedder: {runtime})", flush=True)
             if not args.uri and not args.no_cold:
-                cold(data_dir, rows, args.cold_runs, stop_keeper)
+                cold(data_dir, rows, args.cold_runs, stop_keeper, recall)
             if args.uri:
                 ImageSearch(milvus_uri=args.uri, collection=collection, data_dir=data_dir).store.drop()
             del vectors
@@ -195,17 +251,19 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def cold(data_dir: Path, rows: int, runs: int, stop_keeper) -> None:
+def cold(data_dir: Path, rows: int, runs: int, stop_keeper, recall: float) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
     env.update(IMGSEARCH_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", IMGSEARCH_KEEP_LOADED="600")
     exe = shutil.which("imgsearch") or "imgsearch"
     query = [exe, "query", "dog in park", "-k", "5"]
     db = data_dir / "index.db"
     first = wall(query, max(1, runs // 2), env, before=lambda: stop_keeper(db))
-    print(f"  cold imgsearch query, {rows} rows, first after load (loads the index): {first:.2f} s")
+    print(f"  cold imgsearch query, {rows} rows, first after load (loads the index): {first:.2f} s "
+          f"(recall@10 {recall:.3f})")
     wall(query, 1, env)  # the keeper is up and loaded
     kept = wall(query, runs, env)
-    print(f"  cold imgsearch query, {rows} rows, kept loaded (default): {kept:.2f} s (median of {runs})")
+    print(f"  cold imgsearch query, {rows} rows, kept loaded (default): {kept:.2f} s (median of {runs}, "
+          f"recall@10 {recall:.3f})")
     module_query = ["-m", "imgsearch", "query", "dog in park", "-k", "5"]
     print(f"    {import_breakdown(module_query, env)}")
     help_time = wall([exe, "--help"], runs, env)

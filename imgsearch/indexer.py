@@ -155,6 +155,7 @@ class Indexer:
         started = time.monotonic()
         report = IndexReport()
         roots = [root_path(root) for root in roots]
+        index_is_new = not self.store.exists()
         self.store.open(self.embedder.id, lambda: self.embedder.dimension)
         self.store.record_captioner(self.row_captioner)
         files: list[FoundFile] = []
@@ -183,7 +184,10 @@ class Indexer:
         # damaged): finding out otherwise means reading every row, seconds on a large index, on
         # every run. A loss it cannot know of (a cache file restored from an old backup)
         # `imgsearch check` reports, and `check --repair` writes back.
-        if not report.interrupted and self.cache.may_lack_captions():
+        if not report.interrupted and self.cache.may_lack_captions() and index_is_new:
+            # Every row of an index made in this run took its caption from this cache.
+            self.cache.set_may_lack_captions(False)
+        elif not report.interrupted and self.cache.may_lack_captions():
             written = write_back_captions(self.store, self.cache, self._cache_context)
             if written:
                 report.warnings.append(

@@ -54,6 +54,32 @@ def test_create_insert_search_get_delete(store):
     assert sorted(row["id"] for row in store.iter_rows(batch_size=2)) == ["k2", "k3", "k4"]
 
 
+
+def test_lite_searches_exactly_and_still_reads_indexes_made_with_ivf(tmp_path, monkeypatch):
+    """New Milvus Lite indexes are FLAT; one made with the earlier IVF_FLAT/cosine index
+    answers as before, searched with the metric it was made with."""
+    from imgsearch.store import schema
+
+    rows = [_row(f"k{i}", _unit(i), f"/p/{i}.jpg") for i in range(5)]
+    first = MilvusStore(str(tmp_path / "index.db"), collection="made_before")
+    monkeypatch.setattr(
+        schema, "LITE_VECTOR_INDEX", {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 256}}
+    )
+    first.open("test-embedder", lambda: 8)
+    monkeypatch.undo()
+    second = first.sibling("made_now")
+    second.open("test-embedder", lambda: 8)
+    try:
+        for store, (index_type, metric) in ((first, ("IVF_FLAT", "COSINE")), (second, ("FLAT", "IP"))):
+            store.upsert_rows(rows)
+            described = store.client.describe_index(store.physical, "vector")
+            assert (described["index_type"], described["metric_type"]) == (index_type, metric)
+            hits = store.search(_unit(3), k=2)
+            assert hits[0]["id"] == "k3" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+            assert hits[1]["score"] == pytest.approx(0.0, abs=1e-4)
+    finally:
+        first.close()
+
 def test_reopen_and_mismatched_embedder(store):
     store.open("model-a", lambda: 8)
     store.upsert_rows([_row("k0", _unit(0), "/p/0.jpg")])

@@ -39,11 +39,14 @@ _TEXT_LIMITS = (
     ("file_name", MAX_NAME), ("camera", MAX_CAMERA), ("keywords", MAX_KEYWORDS),
 )
 
-# Embedded Milvus Lite keeps every row in memory: IVF_FLAT with a few hundred lists
-# searched 100k rows in ~2 ms where FLAT took ~30 ms (benchmarks/query_latency.py), and
-# probing one list in eight keeps the nearest neighbours while scanning an eighth of the rows.
-LITE_VECTOR_INDEX = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 256}}
-LITE_SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 32}}
+# Milvus Lite 2.5.1 takes only FLAT, IVF_FLAT and AUTOINDEX, and ignores nlist and nprobe:
+# below 100,000 rows every type searches exactly; from there on IVF_FLAT and AUTOINDEX use
+# Milvus's own 100-list, 4-probe index, which missed 9% of the true ten nearest at 100k
+# (benchmarks/query_latency.py). FLAT stays exact at any size, ~25 ms at 100k on 2 cores; inner
+# product, which equals cosine on unit vectors, skips the per-row norms that cosine recomputes.
+LITE_VECTOR_INDEX = {"index_type": "FLAT", "metric_type": "IP", "params": {}}
+# No metric named: each collection is searched with its own (indexes made before FLAT use COSINE).
+LITE_SEARCH_PARAMS: dict[str, Any] = {"params": {}}
 # A server picks its own index for its hardware.
 SERVER_VECTOR_INDEX = {"index_type": "AUTOINDEX", "metric_type": "COSINE"}
 
@@ -91,7 +94,7 @@ def build_schema(dimension: int, keyword_search: bool, description: str) -> Any:
 
 def build_index_params(client: Any, embedded: bool, keyword_search: bool) -> Any:
     index_params = client.prepare_index_params()
-    # Vectors are unit length, so cosine and inner product agree; cosine reads as a score.
+    # Embedders return unit vectors, so cosine and inner product give the same scores.
     index_params.add_index("vector", **(LITE_VECTOR_INDEX if embedded else SERVER_VECTOR_INDEX))
     if keyword_search:
         index_params.add_index("keywords_bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
