@@ -267,7 +267,8 @@ def cold(data_dir: Path, rows: int, runs: int, stop_keeper, recall: float) -> No
     module_query = ["-m", "imgsearch", "query", "dog in park", "-k", "5"]
     print(f"    {import_breakdown(module_query, env)}")
     help_time = wall([exe, "--help"], runs, env)
-    print(f"  imgsearch --help: {help_time:.2f} s (median of {runs})")
+    print(f"  imgsearch --help: {help_time:.2f} s (median of {runs}); kept-loaded query / --help = "
+          f"{kept / help_time:.1f}x")
     stop_keeper(db)
 
 

@@ -34,6 +34,14 @@ def isolated_env(tmp_path_factory, monkeypatch):
     return home
 
 
+def pytest_collection_modifyitems(items):
+    """Tests on the real Milvus server wait for it to start (about 40 s): they are slow too."""
+    for item in items:
+        on_server = getattr(getattr(item, "callspec", None), "params", {}).get("store_uri") == "server"
+        if on_server or "milvus_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The real all-MiniLM-L6-v2, loaded once for the whole session."""

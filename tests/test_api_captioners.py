@@ -257,6 +257,7 @@ def _http_date(seconds_ahead: float) -> str:
 # ---------------------------------------------------------------- through the engine
 
 
+@pytest.mark.slow
 def test_index_and_query_through_the_python_api(flavour, server, pictures, embedder, tmp_path):
     with ImageSearch(
         captioner=flavour, embedder=embedder, data_dir=tmp_path / "data",
@@ -271,6 +272,7 @@ def test_index_and_query_through_the_python_api(flavour, server, pictures, embed
         assert "red" in engine.describe(pictures["red"]).text
 
 
+@pytest.mark.slow
 def test_failed_images_are_retried_next_run_and_captions_are_never_paid_twice(
     flavour, server, pictures, embedder, tmp_path
 ):
@@ -320,6 +322,7 @@ def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.C
     return subprocess.run([IMGSEARCH, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_cli_index_query_and_refused_key(servers, pictures, tmp_path):
     server = servers["openai"]
     server.reset()
@@ -345,6 +348,7 @@ def test_cli_index_query_and_refused_key(servers, pictures, tmp_path):
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_cli_describe_with_each_backend(servers, flavour, pictures, tmp_path):
     server = servers[flavour]
     server.reset()

@@ -55,12 +55,14 @@ def _garble(path, offset: int, size: int) -> None:
         handle.write(random.Random(1).randbytes(size))
 
 
+@pytest.mark.slow
 def test_a_healthy_index_has_no_problems(data_copy):
     code, report, _ = _check(data_copy)
     assert code == 0 and report["ok"] and report["problems"] == []
     assert report["rows"] == 159 and report["rows_re_embedded"] == 159 and report["cache_captions"] == 159
 
 
+@pytest.mark.slow
 def test_garbage_inside_the_index_file_is_found_and_repaired_without_captioning(data_copy, coco_mini):
     index_file = data_copy / "index.db"
     _garble(index_file, index_file.stat().st_size // 2, 5000)
@@ -80,6 +82,7 @@ def test_garbage_inside_the_index_file_is_found_and_repaired_without_captioning(
     assert any("giraffe" in hit["caption"].lower() for hit in hits)
 
 
+@pytest.mark.slow
 def test_a_truncated_index_file_says_how_to_repair_it(data_copy):
     index_file = data_copy / "index.db"
     os.truncate(index_file, index_file.stat().st_size // 3)
@@ -120,6 +123,7 @@ def test_only_folder_names_count_as_indexed_folders(tmp_path):
     assert json.loads((tmp_path / FOLDERS_FILE).read_text()) == ["/photos", "/more"]
 
 
+@pytest.mark.slow
 def test_broken_and_wrong_vectors_are_listed(data_copy):
     with ImageSearch(data_dir=data_copy, captioner="captions") as engine:
         engine.store.load_existing()
@@ -140,6 +144,7 @@ def test_broken_and_wrong_vectors_are_listed(data_copy):
     assert _check(data_copy)[0] == 0
 
 
+@pytest.mark.slow
 def test_a_damaged_caption_cache_is_reported_and_salvaged_by_repair(data_copy):
     cache = data_copy / "captions.sqlite"
     _garble(cache, 0, 4096)
@@ -158,6 +163,7 @@ def _cache_entries(data) -> int:
         return db.execute("SELECT count(*) FROM captions").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_a_cache_cut_short_is_salvaged_and_refilled_from_the_index(data_copy):
     cache = data_copy / "captions.sqlite"
     os.truncate(cache, cache.stat().st_size // 2)
@@ -178,6 +184,7 @@ def test_a_cache_cut_short_is_salvaged_and_refilled_from_the_index(data_copy):
     assert (report["rebuilt"]["new"], report["rebuilt"]["captioned"], report["rebuilt"]["failed"]) == (159, 0, [])
 
 
+@pytest.mark.slow
 def test_captions_missing_from_a_healthy_cache_are_reported_and_written_back(data_copy):
     with sqlite3.connect(data_copy / "captions.sqlite") as db:
         lost = db.execute("DELETE FROM captions WHERE rowid % 3 = 0").rowcount
@@ -195,6 +202,7 @@ def test_captions_missing_from_a_healthy_cache_are_reported_and_written_back(dat
     assert code == 0 and report["cache_captions"] == 159
 
 
+@pytest.mark.slow
 def test_index_writes_back_the_captions_of_a_deleted_cache(data_copy, coco_mini):
     for name in ("captions.sqlite", "captions.sqlite-wal", "captions.sqlite-shm"):
         (data_copy / name).unlink(missing_ok=True)
@@ -230,6 +238,7 @@ class WordsInPicture:
         return "EXIT"
 
 
+@pytest.mark.slow
 def test_captions_written_back_are_found_by_the_next_rebuild(embedder, tmp_path):
     """Rows made with OCR record the captioner as `ID+ocr`; their captions go back under the
     captioner's own id and prompt, where a rebuild with that captioner looks them up."""

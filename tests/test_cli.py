@@ -44,6 +44,7 @@ def test_every_command_has_help_text():
         assert "--json" in result.output
 
 
+@pytest.mark.slow
 def test_index_query_status_in_a_subprocess(captioned_folder):
     first = run("index", captioned_folder, "--captioner", "captions", check_code=0)
     assert "3 new" in first.stderr and "0 failed" in first.stderr
@@ -61,6 +62,7 @@ def test_index_query_status_in_a_subprocess(captioned_folder):
     assert status["data_dir"] == os.environ["IMGSEARCH_DATA_DIR"]
 
 
+@pytest.mark.slow
 def test_failed_file_gives_exit_code_one_and_a_one_line_reason(captioned_folder):
     (captioned_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     proc = run("index", captioned_folder, "--captioner", "captions")

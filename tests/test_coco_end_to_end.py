@@ -1,8 +1,11 @@
 """Real photos, human captions: index coco-mini with caption 0, query with caption 1."""
 
+import pytest
+
 from imgsearch import ImageSearch
 
 
+@pytest.mark.slow
 def test_caption_one_finds_its_photo_in_top_five(embedder, coco_mini, coco_captions, tmp_path):
     with ImageSearch(
         captioner="captions",

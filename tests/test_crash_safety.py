@@ -28,6 +28,9 @@ import json, sys
 from pathlib import Path
 from imgsearch.caption_cache import CaptionCache
 from imgsearch.store import MilvusStore
+
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
 data = Path(sys.argv[1])
 store = MilvusStore(str(data / "index.db"), "images")
 rows, count = [], 0

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import tracemalloc
 
+import pytest
+
 from imgsearch import ImageSearch
 from imgsearch.export import export_columns, write_rows
 from imgsearch.store import ROW_FIELDS, MilvusStore
@@ -20,6 +22,7 @@ def run(*args):
     return subprocess.run([IMGSEARCH, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_export_jsonl_and_csv_hold_the_same_rows(captioned_folder, tmp_path):
     (captioned_folder / "dog.txt").write_text('A brown dog, "Rex", runs\nacross a park.')
     assert run("index", captioned_folder, "--captioner", "captions").returncode == 0
@@ -99,6 +102,7 @@ def _peak_bytes(consume) -> tuple[int, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_export_memory_stays_flat_as_the_index_grows(milvus_server, tmp_path):
     """Against a server, whose memory is its own, the exporting process holds one page at a time."""
     small = _filled_store(milvus_server.uri, "export_small", 1_500)

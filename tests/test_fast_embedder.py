@@ -108,6 +108,7 @@ def cache_copy(tmp_path, warm_cache) -> Path:
     return cache_dir
 
 
+@pytest.mark.slow
 def test_onnx_agrees_with_sentence_transformers_on_1000_texts(embedder, warm_cache):
     texts = varied_texts()
     fast = SentenceTransformerEmbedder(cache_dir=warm_cache)

@@ -377,6 +377,7 @@ def test_heic_and_hif_type_filters_match_what_is_stored(samples):
 # -- end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_index_mixed_folder_through_the_cli(samples, tmp_path):
     folder = tmp_path / "camera-roll"
     folder.mkdir()

@@ -50,6 +50,7 @@ def _fill(folder) -> None:
         (folder / "one-more").write_bytes(b"\0" * 8192)
 
 
+@pytest.mark.slow
 def test_status_query_and_export_work_on_a_full_disk(small_disk, captioned_folder):
     data = small_disk / "data"
     env = imgsearch_env(data)
@@ -69,6 +70,7 @@ def test_status_query_and_export_work_on_a_full_disk(small_disk, captioned_folde
     os.remove(small_disk / "filler")
 
 
+@pytest.mark.slow
 def test_an_index_run_that_fills_the_disk_says_so_at_once_and_resumes_when_there_is_room(tiny_disk, coco_mini):
     data = tiny_disk / "data"
     env = imgsearch_env(data)

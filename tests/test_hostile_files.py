@@ -30,6 +30,9 @@ from imgsearch.files import display_path, path_key
 from imgsearch.progress import one_line
 from imgsearch.store import MilvusStore
 
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 # -- making the files -------------------------------------------------------------------------
 
 

@@ -91,6 +91,7 @@ def _damaged_copies(folder: Path) -> list[Path]:
         (0, 4096, "the header (file is not a database)"),
     ],
 )
+@pytest.mark.slow
 def test_damaged_cache_is_kept_aside_salvaged_and_the_run_goes_on(coco_mini, coco_cache, tmp_path, start, count, what):
     good, captioner_id, by_hash = coco_cache
     data = tmp_path / "data"
@@ -422,6 +423,7 @@ def test_loading_a_special_file_is_refused_without_reading_it(special_files, nam
         _within(10, lambda: content_hash(special_files / name))
 
 
+@pytest.mark.slow
 def test_cli_index_names_each_special_file_and_goes_on(special_files, tmp_path):
     result = run_imgsearch(
         "index", special_files, "--captioner", "captions", env=imgsearch_env(tmp_path / "data"), timeout=180

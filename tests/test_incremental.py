@@ -174,6 +174,7 @@ def tiny_sentence_model(tmp_path_factory) -> Path:
     return base / "model"
 
 
+@pytest.mark.slow
 def test_reembed_switches_the_embedding_model_without_captioning(embedder, captioned_folder, tmp_path, tiny_sentence_model):
     from imgsearch.embedders.sentence_transformer import SentenceTransformerEmbedder
 
@@ -202,6 +203,7 @@ def test_reembed_switches_the_embedding_model_without_captioning(embedder, capti
         assert engine.query("a dog chasing a ball", k=1)[0].path == str(captioned_folder / "dog.jpg")
 
 
+@pytest.mark.slow
 def test_a_swap_stopped_before_the_switch_leaves_the_index_as_it_was(engine, captioned_folder):
     """Killed while reembed filled its new collection: the index is unchanged, the leftover goes."""
     engine.index([captioned_folder])
@@ -218,6 +220,7 @@ def test_a_swap_stopped_before_the_switch_leaves_the_index_as_it_was(engine, cap
     assert not engine.store.sibling("images__reembed").exists()
 
 
+@pytest.mark.slow
 def test_a_swap_stopped_after_the_switch_serves_the_new_collection(engine, captioned_folder):
     """Killed after the catalog points at the new collection, before the old one is dropped."""
     engine.index([captioned_folder])
@@ -245,6 +248,7 @@ def _vectors_of(engine):
     return engine.embedder.embed([row["caption"] for row in _rows_with_vectors(engine)])
 
 
+@pytest.mark.slow
 def test_rebuilding_a_lost_index_costs_no_captioning(captioned_folder, tmp_path):
     """The Milvus Lite file deleted between runs: the caption cache rebuilds it."""
     env = imgsearch_env(tmp_path / "data")
@@ -255,6 +259,7 @@ def test_rebuilding_a_lost_index_costs_no_captioning(captioned_folder, tmp_path)
     assert (report["new"], report["captioned"], report["captions_reused"]) == (3, 0, 3)
 
 
+@pytest.mark.slow
 def test_cli_keep_missing_prune_and_reembed(captioned_folder, tmp_path):
     data = str(tmp_path / "cli-data")
     args = ["--captioner", "captions", "--data-dir", data, "--json"]

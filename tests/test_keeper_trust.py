@@ -18,6 +18,9 @@ from conftest import make_image
 from imgsearch.store.lite_keeper import info_path, read_note, running_socket, stop_keeper
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 

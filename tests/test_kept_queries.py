@@ -13,6 +13,9 @@ from imgsearch.store.lock import EmbeddedIndexLock
 from imgsearch.store.lite_keeper import read_note, stop_keeper
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 # Runs the real CLI and says on stderr whether the Milvus client was imported in the process.
 _CLI_TELLING_IMPORTS = (
     "import atexit, sys\n"

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from imgsearch.store import MilvusStore
 from imgsearch.store.lite_keeper import info_path, running_socket, stop_keeper
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
@@ -26,6 +28,7 @@ def _wait(condition, timeout: float = 30.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_commands_share_one_loaded_index_and_it_outlives_a_killed_command(captioned_folder, tmp_path):
     data = tmp_path / "data"
     db = data / "index.db"
@@ -74,6 +77,7 @@ def test_no_keeper_starts_for_an_index_that_does_not_exist(tmp_path):
     assert running_socket(db) is None and not info_path(db).exists()
 
 
+@pytest.mark.slow
 def test_the_keeper_stops_when_idle_and_when_its_file_is_gone(tmp_path):
     idle_db = tmp_path / "idle" / "index.db"
     _make_index(idle_db)

@@ -3,6 +3,7 @@
 import base64
 from io import BytesIO
 
+import pytest
 import nbformat
 from nbclient import NotebookClient
 from PIL import Image
@@ -14,6 +15,7 @@ def _text(cell):
     return "".join(out.get("text", "") + "".join(out.get("data", {}).get("text/plain", "")) for out in cell.outputs)
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes(coco_mini, monkeypatch):
     monkeypatch.setenv("IMGSEARCH_COCO_MINI", str(coco_mini))
     path = REPO / "notebooks" / "quickstart.ipynb"

@@ -80,6 +80,7 @@ def test_missing_package_names_the_extra(monkeypatch):
         TextReader().load()
 
 
+@pytest.mark.slow
 def test_text_in_pictures_is_stored_shown_and_searchable(signs, embedder, tmp_path):
     data = tmp_path / "data"
     with ImageSearch(captioner="captions", embedder=embedder, data_dir=data) as engine:
@@ -102,6 +103,7 @@ def test_text_in_pictures_is_stored_shown_and_searchable(signs, embedder, tmp_pa
         assert again.unchanged == 3  # text already read is not read again
 
 
+@pytest.mark.slow
 def test_cli_index_with_ocr_then_query_and_describe(signs, tmp_path):
     env = {**os.environ, "IMGSEARCH_DATA_DIR": str(tmp_path / "data")}
 

@@ -121,6 +121,7 @@ def cached_hashes(engine: ImageSearch, captioner: Captioner) -> dict[str, str]:
     return dict(db.execute("SELECT content_hash, caption FROM captions WHERE captioner = ?", [captioner.id]).fetchall())
 
 
+@pytest.mark.slow
 def test_reading_runs_ahead_of_the_captioner_and_storing_beside_it(embedder, folder, tmp_path):
     captioner = RecordingCaptioner(delay=0.05)
     slow = SlowEmbedder(embedder, delay=0.3)
@@ -143,6 +144,7 @@ def test_reading_runs_ahead_of_the_captioner_and_storing_beside_it(embedder, fol
     assert progress.advanced == progress.total == PICTURES
 
 
+@pytest.mark.slow
 def test_a_run_stopped_part_way_loses_and_repeats_no_caption(embedder, folder, tmp_path):
     stop = threading.Event()
     captioner = RecordingCaptioner(delay=0.01)
@@ -166,6 +168,7 @@ def test_a_run_stopped_part_way_loses_and_repeats_no_caption(embedder, folder, t
     assert all(row["caption"] == f"picture {name[:-4].replace('_', ' ')}" for name, row in rows.items())
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_batch_keeps_every_finished_caption_with_its_row(embedder, folder, tmp_path):
     captioner = RecordingCaptioner()
 

@@ -33,6 +33,9 @@ from ray_cluster import RayCluster, can_hide_folders, ray_installed
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 from tiny_models import build_tiny_blip
 
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 COCO_PICTURES = 159
 needs_ray = pytest.mark.skipif(not ray_installed(), reason="ray not installed: pip install 'imgsearch[ray]'")
 # The test cluster's token. Ray reads the token and whether to send it once per process, when

@@ -46,6 +46,7 @@ def _one_line_error(done) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_every_command_on_a_read_only_data_dir_says_so_in_one_line(indexed_data, captioned_folder):
     env = imgsearch_env(indexed_data)
     with read_only(indexed_data):
@@ -63,6 +64,7 @@ def test_every_command_on_a_read_only_data_dir_says_so_in_one_line(indexed_data,
     assert status.returncode == 0 and json.loads(status.stdout)["images"] == 3
 
 
+@pytest.mark.slow
 def test_a_read_only_models_folder_still_lets_a_query_run(indexed_data, tmp_path):
     # The ONNX export of the embedder is made under the models folder on first use: a
     # folder that refuses it only costs the speed-up.

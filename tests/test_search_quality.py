@@ -18,6 +18,9 @@ from imgsearch.errors import ConfigError
 from imgsearch.evaluation import run_eval
 from imgsearch.search import SearchFilters, quote
 
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 HOSTILE_FOLDERS = ['quo"te', "back\\slash", 'x" or true or "', "it's"]
 
 

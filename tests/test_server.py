@@ -352,6 +352,7 @@ def test_keep_alive_responses_are_not_held_back(served_index):
     assert timings[len(timings) // 2] < 0.035, timings
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_serve_against_a_milvus_server(milvus_server, captioned_folder, embedder, tmp_path):
     """The path docker/ takes: the server indexes and searches through a real Milvus server."""

@@ -9,6 +9,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import pytest
 import httpx
 
 from served_coco import running_server
@@ -157,6 +158,7 @@ def test_connections_over_the_cap_close_the_oldest_waiting_ones(served_index):
                 conn.close()
 
 
+@pytest.mark.slow
 def test_a_full_server_answers_503_as_json(served_index):
     """Bug 12: over the concurrency limit the body was plain text, not {"error": ...}."""
     held = HeldEngine(served_index.engine)

@@ -34,6 +34,7 @@ def store(store_uri):
         store.close()
 
 
+@pytest.mark.slow
 def test_create_insert_search_get_delete(store):
     store.open("test-embedder", lambda: 8)
     assert store.properties()["imgsearch.embedder"] == "test-embedder"
@@ -80,6 +81,7 @@ def test_lite_searches_exactly_and_still_reads_indexes_made_with_ivf(tmp_path, m
     finally:
         first.close()
 
+@pytest.mark.slow
 def test_reopen_and_mismatched_embedder(store):
     store.open("model-a", lambda: 8)
     store.upsert_rows([_row("k0", _unit(0), "/p/0.jpg")])
@@ -102,6 +104,7 @@ def test_missing_collection_is_a_clear_error(store):
         store.open("x", lambda: 8, create=False)
 
 
+@pytest.mark.slow
 def test_long_caption_is_trimmed_not_rejected(store):
     store.open("x", lambda: 8)
     store.upsert_rows([_row("k0", _unit(0), "/p/0.jpg", caption="é" * 9000)])

@@ -87,6 +87,7 @@ def test_a_changed_jsonl_line_updates_that_row_and_copies_keep_their_lines(embed
         }
 
 
+@pytest.mark.slow
 def test_rebuild_and_repair_give_each_copy_its_own_caption(copies, tmp_path):
     data = tmp_path / "data"
     env = imgsearch_env(data)

@@ -308,6 +308,7 @@ def test_missing_local_folder_says_so(tmp_path):
     assert "repo id" not in message.lower()
 
 
+@pytest.mark.slow
 def test_uncached_hub_id_offline_fails_fast_with_a_clear_cli_error(tmp_path):
     """In a fresh process, so the offline flag and the empty cache are certainly in force."""
     folder = tmp_path / "photos"
@@ -373,6 +374,7 @@ def test_engine_reports_empty_generations_as_failed_files(tiny_blip_mute_dir, em
         assert [f.reason for f in report.failed] == [f"transformers:{tiny_blip_mute_dir} produced an empty caption"]
 
 
+@pytest.mark.slow
 def test_cli_index_with_a_tiny_model_folder_then_status(tiny_blip_dir, pictures):
     runner = CliRunner()
     result = runner.invoke(

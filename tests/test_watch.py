@@ -124,6 +124,7 @@ def test_watch_survives_a_burst_follows_changes_and_stops_on_sigterm(watched):
     assert str(folder / "burst" / "00" / "p0008.png") not in [hit["path"] for hit in hits]
 
 
+@pytest.mark.slow
 def test_watch_stops_cleanly_on_ctrl_c(watched):
     folder, watcher, _ = watched
     watcher.wait_until(lambda t: t["new"] >= 2)

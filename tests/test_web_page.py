@@ -24,6 +24,7 @@ def chromium():
         browser.close()
 
 
+@pytest.mark.slow
 def test_search_shows_the_photo_and_opens_it(served_index, chromium, tmp_path):
     with running_server(served_index) as server:
         page = chromium.new_page(viewport={"width": 1200, "height": 900})
