@@ -7,6 +7,10 @@ file is moved aside and what can still be read from it is carried into a fresh o
 A caption written for one file (by a person, for captioners whose captions follow files)
 is kept with that file's path key in place of a prompt: two copies of one photo keep two
 captions, and a repair, which knows each file's path and content, finds each one's own.
+
+The file records its schema version and is brought up to date step by step when opened; one
+written by a newer imgsearch is refused and left untouched. This is the only module with SQL
+against the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TypeVar
 from .caption_salvage import salvage_captions
 from .errors import StoreError
 
-_SCHEMA = """
+_CAPTIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
     content_hash TEXT NOT NULL,
     captioner TEXT NOT NULL,
@@ -249,11 +253,12 @@ class CaptionCache:
         made_new = not os.path.lexists(self.path)
         db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         try:
+            # Before anything is written: a newer imgsearch's file is left exactly as it is.
+            _refuse_newer(db, self.path)
             # WAL lets a reader (a query) and a writer (an index run) share the file.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            db.execute(_FACTS_SCHEMA)
+            ensure_version(db, self.path)
         except BaseException:
             db.close()
             raise
@@ -336,6 +341,63 @@ class CaptionCache:
         else:
             reason, advice = str(exc), _SQLITE_ADVICE.get(code, "")
         return StoreError(f"cannot {doing} the caption cache {self.path}: {reason}{advice}")
+
+
+def _add_captions(db: sqlite3.Connection) -> None:
+    db.execute(_CAPTIONS_SCHEMA)
+
+
+def _add_facts(db: sqlite3.Connection) -> None:
+    db.execute(_FACTS_SCHEMA)
+
+
+# Step n brings a file from version n - 1 to version n; a step is never changed once released.
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_captions, _add_facts)
+# The cache file's schema version, kept in SQLite's user_version. A file that records none
+# (0) is a new one or one written before versions were kept: version 1, or 2 where it already
+# has the facts table, so every step must leave a file that already has its change as it was.
+VERSION = len(_MIGRATIONS)
+
+
+def ensure_version(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the cache file open on db up to VERSION, one step at a time, each in its own transaction."""
+    _refuse_newer(db, path)
+    for version in range(_recorded_version(db) + 1, VERSION + 1):
+        with db:
+            # IMMEDIATE takes the write lock before looking: another process opening the same
+            # file may have taken this step since it was read above.
+            db.execute("BEGIN IMMEDIATE")
+            if _recorded_version(db) >= version:
+                continue
+            _MIGRATIONS[version - 1](db)
+            db.execute(f"PRAGMA user_version = {version:d}")
+
+
+def _recorded_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
+    recorded = _recorded_version(db)
+    if recorded > VERSION:
+        raise StoreError(
+            f"the caption cache {path} was written by a newer imgsearch (schema version {recorded}, this one "
+            f"knows up to {VERSION}): upgrade imgsearch, or use another --data-dir"
+        )
+
+
+def inspect_cache_file(path: Path) -> tuple[int, list[str]]:
+    """The number of captions in the cache file at path, and SQLite's findings if it is damaged
+    (none when sound). Read-only: a missing file is not created, a damaged one not repaired."""
+    if not path.exists():
+        return 0, []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+            verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+            count = int(db.execute("SELECT count(*) FROM captions").fetchone()[0])
+    except sqlite3.Error as exc:
+        return 0, [str(exc)]
+    return count, [] if verdict == ["ok"] else verdict
 
 
 _SQLITE_ADVICE = {

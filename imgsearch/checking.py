@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .caption_cache import inspect_cache_file
 from .errors import ImgsearchError
 from .ocr import searchable_text
 from .results import CheckReport
@@ -52,16 +52,9 @@ def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
 
 
 def _check_cache(path: Path) -> tuple[int, list[str]]:
-    if not path.exists():
-        return 0, []
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-            verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
-            count = db.execute("SELECT count(*) FROM captions").fetchone()[0]
-    except sqlite3.Error as exc:
-        return 0, [f"the caption cache {path} is damaged: {exc}"]
-    if verdict != ["ok"]:
-        return count, [f"the caption cache {path} is damaged: {'; '.join(verdict[:3])}"]
+    count, damage = inspect_cache_file(path)
+    if damage:
+        return count, [f"the caption cache {path} is damaged: {'; '.join(damage[:3])}"]
     return count, []
 
 

@@ -1,10 +1,14 @@
 """Building the parts an index is made of — captioner, embedder, store — from settings.
 
 One place, used by the engine and by the cluster's workers alike, so both build the same parts.
+A backend class says what it takes with a classmethod from_settings(settings) that reads the
+settings it uses; the built-ins all have one. A plugin class without it is built the way
+plugins always were (see captioner_from_keywords and embedder_from_keywords).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .captioners.base import Captioner
@@ -17,6 +21,26 @@ from .store import MilvusStore
 def build_captioner(settings: Settings) -> Captioner:
     """The captioner named in settings, found through the captioner entry points."""
     cls = load_plugin(CAPTIONER_GROUP, settings.captioner)
+    if hasattr(cls, "from_settings"):
+        return cls.from_settings(settings)
+    return captioner_from_keywords(cls, settings)
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedder named in settings, found through the embedder entry points."""
+    cls = load_plugin(EMBEDDER_GROUP, settings.embedder)
+    if hasattr(cls, "from_settings"):
+        return cls.from_settings(settings)
+    return embedder_from_keywords(cls, settings)
+
+
+def captioner_from_keywords(cls: Any, settings: Settings) -> Captioner:
+    """A plugin captioner without from_settings, given every caption setting as a keyword.
+
+    Such a class takes the keywords it knows and swallows the rest (**kwargs), as plugins
+    written before from_settings do. Keep this list as it is: a new setting belongs in the
+    from_settings of the backend that uses it, not here.
+    """
     return cls(
         model=settings.caption_model,
         prompt=settings.caption_prompt,
@@ -36,13 +60,10 @@ def build_captioner(settings: Settings) -> Captioner:
     )
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    """The embedder named in settings, found through the embedder entry points."""
-    import inspect
-
-    cls = load_plugin(EMBEDDER_GROUP, settings.embedder)
+def embedder_from_keywords(cls: Any, settings: Settings) -> Embedder:
+    """A plugin embedder without from_settings, given model and device, and cache_dir if it names one."""
     options: dict[str, Any] = {"model": settings.embed_model, "device": settings.device}
-    # Third-party embedders may not take cache_dir: only those that name it get one (ONNX exports live there).
+    # Embedders written before from_settings may not take cache_dir (where ONNX exports live).
     if "cache_dir" in inspect.signature(cls).parameters:
         options["cache_dir"] = settings.resolved_models_dir
     return cls(**options)

@@ -80,6 +80,7 @@ def item(path: Path, size: tuple[int, int] | None = None) -> CaptionInput:
 # ---------------------------------------------------------------- the request
 
 
+@pytest.mark.slow
 def test_request_carries_the_prompt_and_a_decodable_downscaled_image(flavour, server, pictures):
     captioner = build(flavour, server, preset="alt-text")
     [caption] = captioner.caption([item(pictures["blue"], size=(3000, 2000))])
@@ -296,6 +297,7 @@ def test_failed_images_are_retried_next_run_and_captions_are_never_paid_twice(
     assert len(server.requests) == 1
 
 
+@pytest.mark.slow
 def test_a_refused_key_mid_run_keeps_the_captions_already_made(flavour, server, pictures, embedder, tmp_path):
     settings = dict(
         captioner=flavour, embedder=embedder, data_dir=tmp_path / "data", api_base_url=server.base_url,

@@ -97,6 +97,7 @@ def test_a_truncated_index_file_says_how_to_repair_it(data_copy):
     assert report["rebuilt"]["captioned"] == 0 and _images(data_copy) == 159
 
 
+@pytest.mark.slow
 def test_an_index_run_into_garbage_inside_the_index_file_says_how_to_repair_it(data_copy, coco_mini):
     index_file = data_copy / "index.db"
     _garble(index_file, index_file.stat().st_size // 2, 5000)

@@ -88,6 +88,7 @@ def test_bad_settings_exit_two(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "no captioner named 'nope'" in result.output
 
 
+@pytest.mark.slow
 def test_runner_index_and_query(captioned_folder, tmp_path):
     data = tmp_path / "runner-data"
     result = runner.invoke(app, ["index", str(captioned_folder), "--captioner", "captions", "--data-dir", str(data)])
@@ -103,6 +104,7 @@ def test_k_is_bounded(k):
     assert result.exit_code == 2
 
 
+@pytest.mark.slow
 def test_index_accepts_single_file(tmp_path):
     image = make_image(tmp_path / "one.jpg")
     image.with_suffix(".txt").write_text("A lonely red square.")

@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
+# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 # Reads the index and the caption cache in a fresh process: Milvus Lite keeps a database's
 # state in the process that opened it, so the test process must not be the one to look.
 CHECKER = r"""
@@ -28,9 +31,6 @@ import json, sys
 from pathlib import Path
 from imgsearch.caption_cache import CaptionCache
 from imgsearch.store import MilvusStore
-
-# Whole runs of the real command, a cluster or many kills: left out of the quick loop.
-pytestmark = pytest.mark.slow
 data = Path(sys.argv[1])
 store = MilvusStore(str(data / "index.db"), "images")
 rows, count = [], 0

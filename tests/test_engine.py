@@ -78,6 +78,7 @@ def test_same_picture_twice_is_captioned_once(engine, tmp_path):
     assert {hit.path for hit in engine.query("red rectangle", k=5)} == {str(first), str(folder / "b.png")}
 
 
+@pytest.mark.slow
 def test_rebuilt_collection_reuses_cached_captions(engine, captioned_folder):
     engine.index([captioned_folder])
     engine.store.drop()
@@ -107,6 +108,7 @@ def test_query_errors(engine, captioned_folder):
 
 
 
+@pytest.mark.slow
 def test_mismatched_embedder_is_refused(embedder, captioned_folder, tmp_path):
     with ImageSearch(captioner="captions", data_dir=tmp_path / "d", embedder=embedder) as engine:
         engine.index([captioned_folder])

@@ -132,6 +132,7 @@ def test_export_memory_stays_flat_as_the_index_grows(milvus_server, tmp_path):
     assert peaks["large"] < held_peak / 3, (peaks, held_peak)
 
 
+@pytest.mark.slow
 def test_export_from_milvus_lite_streams_every_row(tmp_path):
     store = _filled_store(str(tmp_path / "lite.db"), "images", 2_345)
     try:

@@ -174,6 +174,7 @@ def _wrong_probe(folder: Path) -> None:
 @pytest.mark.parametrize(
     "damage", [_garbage_in_the_middle, _garbage_at_the_start, _truncated, _no_tokenizer, _bad_meta, _wrong_probe]
 )
+@pytest.mark.slow
 def test_a_damaged_export_is_detected_replaced_and_never_fails_a_query(embedder, cache_copy, damage):
     damage(export_folder(cache_copy))
     text = "a red car parked on a busy street at night"

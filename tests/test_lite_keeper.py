@@ -98,6 +98,7 @@ def test_the_keeper_stops_when_idle_and_when_its_file_is_gone(tmp_path):
     assert _wait(lambda: not _alive(pid), timeout=20), "a keeper outlived its index file"
 
 
+@pytest.mark.slow
 def test_one_command_at_a_time_still_holds_with_a_keeper(tmp_path):
     db = tmp_path / "held" / "index.db"
     _make_index(db)

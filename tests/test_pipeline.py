@@ -185,6 +185,7 @@ def test_ctrl_c_inside_a_batch_keeps_every_finished_caption_with_its_row(embedde
         assert len(rows) == len(cached_hashes(engine, captioner)) == 5 * BATCH == report.new
 
 
+@pytest.mark.slow
 def test_the_same_picture_in_two_batches_is_captioned_once(embedder, folder, tmp_path):
     twin = folder / "zz_twin_of_pic_000.jpg"
     twin.write_bytes((folder / "pic_000.jpg").read_bytes())
@@ -198,6 +199,7 @@ def test_the_same_picture_in_two_batches_is_captioned_once(embedder, folder, tmp
     assert rows["zz_twin_of_pic_000.jpg"]["caption"] == rows["pic_000.jpg"]["caption"]
 
 
+@pytest.mark.slow
 def test_pictures_are_decoded_at_the_size_the_captioner_looks_at(embedder, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -217,6 +219,7 @@ def test_pictures_are_decoded_at_the_size_the_captioner_looks_at(embedder, tmp_p
     assert facts["wide.jpg"] == (1600, 1200)
 
 
+@pytest.mark.slow
 def test_a_store_failure_in_the_storing_stage_ends_the_run_with_its_error(embedder, folder, tmp_path):
     captioner = RecordingCaptioner()
     with ImageSearch(captioner=captioner, embedder=embedder, data_dir=tmp_path / "data") as engine:

@@ -2,11 +2,14 @@
 
 import asyncio
 
+import pytest
+
 from served_coco import GIRAFFE
 
 QUERY = "a giraffe standing near trees"
 
 
+@pytest.mark.slow
 def test_langchain_retriever_invoke(served_index, coco_captions):
     from langchain_core.documents import Document
     from langchain_core.runnables import RunnableLambda

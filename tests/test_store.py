@@ -56,6 +56,7 @@ def test_create_insert_search_get_delete(store):
 
 
 
+@pytest.mark.slow
 def test_lite_searches_exactly_and_still_reads_indexes_made_with_ivf(tmp_path, monkeypatch):
     """New Milvus Lite indexes are FLAT; one made with the earlier IVF_FLAT/cosine index
     answers as before, searched with the metric it was made with."""

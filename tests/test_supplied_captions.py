@@ -56,6 +56,7 @@ def test_an_edited_caption_file_updates_its_row_on_the_next_run(embedder, copies
         assert (again.new, again.updated, again.unchanged, again.captioned) == (0, 0, 3, 0)
 
 
+@pytest.mark.slow
 def test_a_changed_jsonl_line_updates_that_row_and_copies_keep_their_lines(embedder, copies, tmp_path):
     for sidecar in copies.glob("*.txt"):
         sidecar.unlink()

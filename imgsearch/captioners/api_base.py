@@ -17,7 +17,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import ApiAuthError, CaptionerError, ConfigError, ImageLoadError, MissingDependencyError
@@ -26,6 +26,8 @@ from .prompts import resolve_prompt
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from ..config import Settings
 
 # Under every provider's per-image limit (Anthropic: 5 MB of base64) with room to spare.
 MAX_IMAGE_BYTES = 3_500_000
@@ -136,6 +138,9 @@ def import_client(module: str, extra: str) -> Any:
         ) from None
 
 
+_Api = TypeVar("_Api", bound="ApiCaptioner")
+
+
 class ApiCaptioner(Captioner):
     """Base for captioners that call a hosted or local model over HTTP, N requests at a time."""
 
@@ -160,7 +165,6 @@ class ApiCaptioner(Captioner):
         max_attempts: int = 5,
         api_key: str = "",
         api_base_url: str = "",
-        **_: object,
     ):
         # The transformers default means "not chosen" for an API backend.
         self.model = model if model and model != DEFAULT_CAPTION_MODEL else self.default_model
@@ -177,6 +181,24 @@ class ApiCaptioner(Captioner):
         self._api_key = self._find_key(api_key)
         self._client: Any = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls: type[_Api], settings: Settings) -> _Api:
+        """Built from the caption and API settings, the same for every API backend."""
+        batch = {"batch_size": settings.batch_size} if settings.batch_size else {}  # 0: this class's default
+        return cls(
+            model=settings.caption_model,
+            prompt=settings.caption_prompt,
+            preset=settings.caption_preset,
+            max_new_tokens=settings.max_new_tokens,
+            concurrency=settings.concurrency,
+            image_max_side=settings.image_max_side,
+            request_timeout=settings.request_timeout,
+            max_attempts=settings.max_attempts,
+            api_key=settings.api_key,
+            api_base_url=settings.api_base_url,
+            **batch,
+        )
 
     # -- identity -----------------------------------------------------------------------------
 

@@ -6,10 +6,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CaptionerError
 from ..files import read_if_regular
 from .base import CaptionFailure, CaptionInput, Captioner
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 _ID_SALT = b"as-written\0"
 
@@ -30,9 +34,7 @@ class ExistingCaptions(Captioner):
     captions_follow_files = True
     batch_size = 256
 
-    def __init__(
-        self, captions_file: str | Path | None = None, caption_index: int = 0, batch_size: int = 256, **_: object
-    ):
+    def __init__(self, captions_file: str | Path | None = None, caption_index: int = 0, batch_size: int = 256):
         # Also how many pictures the indexer commits at a time: small batches, finer resume points.
         self.batch_size = batch_size
         self.caption_index = caption_index
@@ -41,6 +43,12 @@ class ExistingCaptions(Captioner):
         self._file_digest = ""
         if self.captions_file:
             self._load_jsonl(self.captions_file)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExistingCaptions:
+        """Built from the captions file and batch size settings."""
+        batch = {"batch_size": settings.batch_size} if settings.batch_size else {}  # 0: this class's default
+        return cls(captions_file=settings.captions_file or None, **batch)
 
     @property
     def id(self) -> str:

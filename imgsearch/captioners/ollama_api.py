@@ -16,12 +16,10 @@ class OllamaCaptioner(ApiCaptioner):
     key_env = "OLLAMA_API_KEY"
     needs_key = False
     default_endpoint = "http://localhost:11434"
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        # The ollama client's errors carry no headers; the last response's Retry-After is
-        # kept per thread (each worker thread makes one request at a time).
-        self._last_headers = threading.local()
+    # The ollama client's errors carry no headers; the last response's Retry-After is kept
+    # per thread. One record serves every instance: a worker thread makes one request at a
+    # time, whichever captioner it works for, and send clears the record before each.
+    _last_headers = threading.local()
 
     @property
     def endpoint(self) -> str:

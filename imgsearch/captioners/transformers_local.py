@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import CaptionerError, ConfigError, MissingDependencyError
 from .base import CaptionFailure, CaptionInput, Captioner
 from .prompts import DEFAULT_PRESET, PRESETS, resolve_prompt
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 # Instruction VLMs need to be asked; the search preset asks for what makes a caption searchable.
 DEFAULT_CHAT_PROMPT = PRESETS[DEFAULT_PRESET]
@@ -80,7 +83,6 @@ class TransformersCaptioner(Captioner):
         preset: str = "",
         dtype: str = "auto",
         min_new_tokens: int = 0,
-        **_: object,
     ):
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
@@ -104,6 +106,21 @@ class TransformersCaptioner(Captioner):
         self._uses_chat = False
         self._decoder_only = False
         self.device = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TransformersCaptioner:
+        """Built from the caption model, prompt and generation settings; the model loads on first use."""
+        batch = {"batch_size": settings.batch_size} if settings.batch_size else {}  # 0: this class's default
+        return cls(
+            model=settings.caption_model,
+            prompt=settings.caption_prompt,
+            device=settings.device,
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
+            preset=settings.caption_preset,
+            dtype=settings.dtype,
+            **batch,
+        )
 
     @property
     def id(self) -> str:

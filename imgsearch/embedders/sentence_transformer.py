@@ -13,6 +13,7 @@ from ..errors import EmbedderError
 from .base import Embedder
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from .onnx_cache import OnnxCache
     from .onnx_encoder import OnnxTextEncoder
 
@@ -51,7 +52,6 @@ class SentenceTransformerEmbedder(Embedder):
         device: str = "auto",
         batch_size: int = 64,
         cache_dir: str | Path | None = None,
-        **_: object,
     ):
         self.model_name = model
         self.requested_device = device
@@ -61,6 +61,11 @@ class SentenceTransformerEmbedder(Embedder):
         self._onnx: OnnxTextEncoder | None = None
         self._onnx_looked_up = False
         self._onnx_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SentenceTransformerEmbedder:
+        """Built from the embedding model and device settings, with the ONNX export under the models folder."""
+        return cls(model=settings.embed_model, device=settings.device, cache_dir=settings.resolved_models_dir)
 
     @property
     def id(self) -> str:
