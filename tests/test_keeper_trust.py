@@ -125,6 +125,8 @@ def test_a_just_killed_keeper_is_replaced_not_taken_for_damage(captioned_folder,
         while any(_process_alive(pid) for pid in servers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_process_alive(pid) for pid in servers)
+        while _state(keeper.pid) != "Z" and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
         assert _state(keeper.pid) == "Z" and socket_file.exists()
         assert running_socket(db) is None
         done = run_imgsearch("status", "--json", env=env)
