@@ -107,13 +107,8 @@ def test_a_just_killed_keeper_is_replaced_not_taken_for_damage(captioned_folder,
     _index(captioned_folder, env)
     db = data / "index.db"
     # Started here, so once killed it stays a zombie until this process reaps it.
-    keeper = subprocess.Popen(
-        [sys.executable, "-m", "imgsearch.store.lite_keeper", str(db), "120"], env=env, start_new_session=True
-    )
+    keeper = _keeper_started_here(db, env)
     try:
-        deadline = time.monotonic() + 30
-        while running_socket(db) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert running_socket(db) is not None
         servers = _children(keeper.pid)
         assert servers, "the keeper runs no Milvus Lite server"
@@ -170,6 +165,17 @@ def test_the_socket_is_private_whatever_the_umask(captioned_folder, tmp_path):
     assert not socket_path.parent.exists(), "the keeper left its socket folder behind"
 
 
+def _keeper_started_here(db: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A keeper that is this process's child, serving db; once killed it stays a zombie until reaped."""
+    keeper = subprocess.Popen(
+        [sys.executable, "-m", "imgsearch.store.lite_keeper", str(db), "120"], env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while running_socket(db) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return keeper
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -199,13 +205,8 @@ def test_a_keeper_of_an_earlier_version_is_stopped_not_trusted(captioned_folder,
     env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="120")
     _index(captioned_folder, env)
     db = data / "index.db"
-    keeper = subprocess.Popen(
-        [sys.executable, "-m", "imgsearch.store.lite_keeper", str(db), "120"], env=env, start_new_session=True
-    )
+    keeper = _keeper_started_here(db, env)
     try:
-        deadline = time.monotonic() + 30
-        while running_socket(db) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         # The note as an earlier version wrote it: a pid and a socket, no file named.
         info_path(db).write_text(json.dumps({"pid": keeper.pid, "uri": read_note(db).uri}))
         assert running_socket(db) is None
