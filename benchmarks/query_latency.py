@@ -1,6 +1,6 @@
 """Query latency: warm in-process queries (dense, keyword, hybrid) and cold `imgsearch query` runs.
 
-Usage: python benchmarks/query_latency.py [--sizes 10000 100000] [--queries 200] [--uri URI]
+Usage: python benchmarks/query_latency.py [--sizes 10000 100000] [--queries 200] [--uri URI | --server]
                                           [--cold-runs 5] [--no-cold]
 
 Rows look like a real index: every vector is a real caption embedding of a coco-mini
@@ -14,6 +14,12 @@ Each size also reports the resident memory of the process that holds the index (
 Lite server; not measured for a server URI) and the first query after the index was loaded
 anew (a fresh Milvus Lite server loads the whole collection, then answers).
 
+--server starts a Milvus 2.3 standalone server on loopback (the `milvus` package, through
+tests/milvus_server.py) and measures it the same way: memory is the summed RSS of its process
+group, and the first query follows a release of the collection (a new engine loads it back,
+as after a server restart or a release of an idle collection). Milvus 2.3 has no BM25, so its
+keyword and hybrid cells read n/a. Cold command-line runs are for the embedded file only.
+
 Cold runs start a new `imgsearch query` process each time (models already on disk):
   - "kept loaded": the default, the index stays loaded in its background process;
   - "first after load": that process stopped first, so the run loads the index itself.
@@ -26,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,6 +87,9 @@ def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed:
                 "taken_at": 1.6e9 + i, "keywords": f"{caption} IMG {i:07d} jpg photos {2000 + i % 25}",
             })
         store.upsert_rows(records)
+        if rows >= 200_000 and stop * 10 // rows > start * 10 // rows:  # a line per tenth: a slow rate shows early
+            rate = stop / (time.perf_counter() - started)
+            print(f"  filled {stop}/{rows} rows, {rate:.0f} rows/s", file=sys.stderr, flush=True)
     return time.perf_counter() - started, vectors
 
 
@@ -88,13 +98,16 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bench_mode(engine, mode: str, count: int) -> tuple[float, float]:
+def bench_mode(engine, mode: str, count: int) -> tuple[float, float] | None:
+    """Median and p95 ms of count queries; None where the index has no BM25 for this mode."""
     from imgsearch.errors import ConfigError
 
     try:
         engine.query(QUERIES[0], k=10, mode=mode)
     except ConfigError:  # a server without BM25 (before 2.5): no keyword search to time
-        return float("nan"), float("nan")
+        return None
+    if mode != "dense" and not engine.store.keyword_search_enabled:
+        return None  # hybrid runs as plain dense there, which would pass for a hybrid figure
     for text in QUERIES[:3]:  # warm-up: model and collection in memory
         engine.query(text, k=10, mode=mode)
     samples = []
@@ -119,14 +132,30 @@ def caption_queries(captions: list[str], count: int = 185, seed: int = 7) -> lis
     return sentences
 
 
+def exact_top10(vectors, query_vectors, chunk: int = 100_000):
+    """Row numbers of the 10 nearest rows per query, exactly; rows in chunks so the scores stay small."""
+    import numpy as np
+
+    best_ids = np.empty((len(query_vectors), 0), dtype=np.int64)
+    best_scores = np.empty((len(query_vectors), 0), dtype=np.float32)
+    for start in range(0, len(vectors), chunk):
+        scores = query_vectors @ vectors[start : start + chunk].T
+        top = np.argpartition(-scores, min(10, scores.shape[1] - 1), axis=1)[:, :10]
+        best_ids = np.hstack([best_ids, top + start])
+        best_scores = np.hstack([best_scores, np.take_along_axis(scores, top, axis=1)])
+        keep = np.argsort(-best_scores, axis=1)[:, :10]
+        best_ids, best_scores = np.take_along_axis(best_ids, keep, 1), np.take_along_axis(best_scores, keep, 1)
+    return best_ids
+
+
 def recall_at_10(engine, vectors, texts: list[str]) -> float:
     """Share of the exact 10 nearest rows that the vector index returns, over texts."""
     import numpy as np
 
     query_vectors = np.asarray(engine.embedder.embed(texts), dtype=np.float32)
     found = 0
-    for vector in query_vectors:
-        exact = {f"{i:032x}" for i in np.argpartition(-(vectors @ vector), 10)[:10]}
+    for vector, nearest in zip(query_vectors, exact_top10(vectors, query_vectors)):
+        exact = {f"{i:032x}" for i in nearest}
         got = {hit["id"] for hit in engine.store.search(vector.tolist(), 10)}
         found += len(exact & got)
     return found / (10 * len(texts))
@@ -146,6 +175,21 @@ def lite_server_rss_mb() -> float | None:
         except (OSError, IndexError, ValueError):
             continue
     return None
+
+
+def group_rss_mb(group: int) -> float | None:
+    """Summed resident memory of one process group, a server's wrapper and its child (Linux /proc)."""
+    total_kb, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            for line in Path(stat.parent, "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb, seen = total_kb + int(line.split()[1]), True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_kb / 1024 if seen else None
 
 
 def first_query_after_load(data_dir: Path, uri: str, collection: str) -> float:
@@ -195,60 +239,131 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--uri", default="", help="a Milvus server URI instead of the embedded Milvus Lite file")
+    parser.add_argument("--server", action="store_true", help="start a Milvus 2.3 server on loopback and measure it")
     parser.add_argument("--batch", type=int, default=2000, help="rows per upsert while filling")
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--no-cold", action="store_true", help="skip the cold command-line runs")
     args = parser.parse_args()
+    if args.server and args.uri:
+        parser.error("--server starts its own server: leave out --uri")
 
-    import numpy as np
-
-    from imgsearch import ImageSearch
     from imgsearch.store.lite_keeper import stop_keeper
 
     captions = caption_pool()
     workdir = Path(tempfile.mkdtemp(prefix="imgsearch-bench-"))
     near_queries = caption_queries(captions)
-    print("recall@10: typed queries / caption-like queries; RSS: the Milvus Lite server's, after the warm "
-          "queries; first query: a new engine loading the index, then one dense query")
-    print(f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>11} "
-          f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15} {'RSS MiB':>8} "
-          f"{'first query s':>13}")
+    server = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its server below
     try:
+        if args.server:
+            server = start_server(workdir / "milvus-server")
+            args.uri = server.uri
+        print_header(args.uri, server)
         for rows in args.sizes:
-            data_dir = workdir / f"rows-{rows}"
-            collection = "images" if not args.uri else f"bench_{rows}"
-            engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
-            centers = np.asarray(engine.embedder.embed(captions), dtype=np.float32)
-            engine.store.drop()
-            engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension)
-            fill, vectors = fill_store(engine.store, rows, centers, captions, args.batch)
-            engine.store.flush()
-            engine.close()
-            # Queries through a new engine, as a server or an app that only searches runs them:
-            # its embedder uses the ONNX export the filling one made, not the full model.
-            engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
-            if args.uri:
-                wait_for_index(engine.store)
-            recall = recall_at_10(engine, vectors, QUERIES)
-            near_recall = recall_at_10(engine, vectors, near_queries)
-            modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword", "hybrid")}
-            rss = float("nan") if args.uri else (lite_server_rss_mb() or float("nan"))
-            cells = " ".join(f"{p50:>8.2f} / {p95:<6.2f}" for p50, p95 in modes.values())
-            runtime = "onnx" if getattr(engine.embedder, "fast_path_active", False) else "full model"
-            engine.close()
-            first = first_query_after_load(data_dir, args.uri, collection)
-            print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>5.3f}/{near_recall:<5.3f} {cells} "
-                  f"{rss:>8.0f} {first:>13.2f}  (query embedder: {runtime})", flush=True)
-            if not args.uri and not args.no_cold:
-                cold(data_dir, rows, args.cold_runs, stop_keeper, recall)
-            if args.uri:
-                ImageSearch(milvus_uri=args.uri, collection=collection, data_dir=data_dir).store.drop()
-            del vectors
-        small_batches(workdir, captions)
+            bench_size(rows, args, workdir / f"rows-{rows}", captions, near_queries, server)
+        small_batches(workdir, captions, args.uri)
     finally:
+        if server is not None:
+            server.stop()
         for folder in workdir.glob("rows-*"):
             stop_keeper(folder / "index.db")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_server(data_dir: Path):
+    """A Milvus standalone server on 127.0.0.1, in its own process group (tests/milvus_server.py)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from milvus_server import MilvusServer
+    from pymilvus import MilvusClient
+
+    server = MilvusServer(data_dir).start()
+    client = MilvusClient(uri=server.uri)
+    version = client.get_server_version()
+    client.close()
+    print(f"Milvus server {version} at {server.uri}, started in {server.started_in:.1f} s")
+    return server
+
+
+def print_header(uri: str, server) -> None:
+    if not uri:
+        held, first = "the Milvus Lite server's", "a new engine loading the index"
+    else:
+        held = "its process group (wrapper and `milvus run standalone`)" if server else "not measured"
+        first = "the collection released, then a new engine loading it (as after a restart)"
+    print(f"recall@10: typed queries / caption-like queries; RSS: {held}, after the warm "
+          f"queries; first query: {first}, then one dense query")
+    print(f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>11} "
+          f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15} {'RSS MiB':>8} "
+          f"{'first query s':>13}")
+
+
+def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_queries: list[str], server) -> None:
+    """Fill an index of rows, measure it, print its line; a server's collection is dropped after."""
+    import numpy as np
+
+    from imgsearch import ImageSearch
+    from imgsearch.store.lite_keeper import stop_keeper
+
+    collection = "images" if not args.uri else f"bench_{rows}"
+    engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
+    centers = np.asarray(engine.embedder.embed(captions), dtype=np.float32)
+    engine.store.drop()
+    engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension)
+    fill, vectors = fill_store(engine.store, rows, centers, captions, args.batch)
+    engine.store.flush()
+    engine.close()
+    # Queries through a new engine, as a server or an app that only searches runs them:
+    # its embedder uses the ONNX export the filling one made, not the full model.
+    engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
+    if args.uri:
+        wait_for_index(engine.store)
+    recall = recall_at_10(engine, vectors, QUERIES)
+    near_recall = recall_at_10(engine, vectors, near_queries)
+    del vectors
+    modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword", "hybrid")}
+    rss = held_rss_mb(args.uri, server)
+    cells = " ".join(
+        f"{timing[0]:>8.2f} / {timing[1]:<6.2f}" if timing else "n/a (server has no BM25)" for timing in modes.values()
+    )
+    runtime = "onnx" if getattr(engine.embedder, "fast_path_active", False) else "full model"
+    waits = consistency_waits(engine.store, args.queries) if args.uri else ""
+    if args.uri:  # a server keeps a collection loaded: release it, so the next query loads it
+        engine.store.client.release_collection(engine.store.physical)
+    engine.close()
+    first = first_query_after_load(data_dir, args.uri, collection)
+    print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>5.3f}/{near_recall:<5.3f} {cells} "
+          f"{rss:>8.0f} {first:>13.2f}  (query embedder: {runtime})", flush=True)
+    if args.uri:
+        print(f"  {waits}")
+        print(f"  cold imgsearch query runs: skipped for a server ({rows} rows)")
+        ImageSearch(milvus_uri=args.uri, collection=collection, data_dir=data_dir).store.drop()
+    elif not args.no_cold:
+        cold(data_dir, rows, args.cold_runs, stop_keeper, recall)
+
+
+def consistency_waits(store, count: int) -> str:
+    """Search alone (a stored vector, no embedding) at the collection's Strong level and at Bounded:
+    a server holds a Strong search until its clock passes the request's time."""
+    vector = store.get_vector(f"{0:032x}")
+    medians = {}
+    for level in ("Strong", "Bounded"):
+        samples = []
+        for _ in range(max(10, count // 4)):
+            started = time.perf_counter()
+            store.client.search(store.physical, data=[vector], limit=10, anns_field="vector", consistency_level=level)
+            samples.append((time.perf_counter() - started) * 1000)
+        medians[level] = statistics.median(samples)
+    return (f"dense search alone, p50: {medians['Strong']:.2f} ms at the collection's Strong consistency, "
+            f"{medians['Bounded']:.2f} ms at Bounded")
+
+
+def held_rss_mb(uri: str, server) -> float:
+    """MiB resident in the process(es) holding the index; NaN where they are not ours to see."""
+    if server is not None:
+        rss = group_rss_mb(server._proc.pid)  # start_new_session made the wrapper its group leader
+    else:
+        rss = None if uri else lite_server_rss_mb()
+    return float("nan") if rss is None else rss
 
 
 def cold(data_dir: Path, rows: int, runs: int, stop_keeper, recall: float) -> None:
@@ -272,17 +387,22 @@ def cold(data_dir: Path, rows: int, runs: int, stop_keeper, recall: float) -> No
     stop_keeper(db)
 
 
-def small_batches(workdir: Path, captions: list[str]) -> None:
+def small_batches(workdir: Path, captions: list[str], uri: str = "") -> None:
     """Upsert rate at a captioner's batch size (8 rows), as an index run writes."""
     import numpy as np
 
     from imgsearch import ImageSearch
 
-    engine = ImageSearch(data_dir=workdir / "small-batches", keep_loaded=0)
+    collection = "bench_small_batches" if uri else "images"
+    engine = ImageSearch(data_dir=workdir / "small-batches", milvus_uri=uri, collection=collection, keep_loaded=0)
     centers = np.asarray(engine.embedder.embed(captions[:50]), dtype=np.float32)
+    if uri:  # a server keeps collections between runs
+        engine.store.drop()
     engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension)
     seconds, _ = fill_store(engine.store, 2000, centers, captions[:50], batch=8)
     print(f"upserts in batches of 8: {2000 / seconds:.0f} rows/s (2,000 rows)")
+    if uri:
+        engine.store.drop()
     engine.close()
 
 

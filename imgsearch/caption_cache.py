@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -41,6 +42,17 @@ CREATE TABLE IF NOT EXISTS captions (
 """
 # Facts about the cache itself, by name.
 _FACTS_SCHEMA = "CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+# A picture's image vector by its content and the image–text model, float32 bytes. Made with
+# the first image vector (most caches never hold one), so it needs no schema step.
+_IMAGE_VECTORS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS image_vectors (
+    content_hash TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (content_hash, model)
+)
+"""
 # Set while captions the index holds may be missing from the cache (see may_lack_captions).
 _MAY_LACK = "may_lack_captions"
 # Starts the prompt column of a caption written for one file; its path key follows.
@@ -202,6 +214,47 @@ class CaptionCache:
 
     def set_may_lack_captions(self, value: bool) -> None:
         self._guarded("write to", lambda: self._set_may_lack(value))
+
+    def image_vectors(self, hashes: Iterable[str], model: str) -> dict[str, list[float]]:
+        """The image vectors model made for these pictures before, by content hash."""
+        wanted = sorted(set(hashes))
+
+        def read() -> dict[str, list[float]]:
+            found: dict[str, list[float]] = {}
+            if not self._has_image_vectors():
+                return found
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for digest, blob in self._connection.execute(
+                    f"SELECT content_hash, vector FROM image_vectors WHERE model = ? AND content_hash IN ({marks})",
+                    [model, *chunk],
+                ):
+                    found[digest] = list(array("f", blob))
+            return found
+
+        return self._guarded("read", read) if wanted else {}
+
+    def put_image_vectors(self, vectors: dict[str, list[float]], model: str) -> None:
+        """Keep image vectors by content hash, committed at once."""
+        now = time.time()
+        rows = [(digest, model, array("f", vector).tobytes(), now) for digest, vector in vectors.items()]
+
+        def insert() -> None:
+            db = self._connection
+            with db:
+                db.execute("BEGIN")
+                db.execute(_IMAGE_VECTORS_SCHEMA)
+                db.executemany("INSERT OR REPLACE INTO image_vectors VALUES (?, ?, ?, ?)", rows)
+
+        if rows:
+            self._guarded("write to", insert)
+
+    def _has_image_vectors(self) -> bool:
+        found = self._connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'image_vectors'"
+        ).fetchone()
+        return found is not None
 
     def count(self) -> int:
         return self._guarded(

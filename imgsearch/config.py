@@ -56,6 +56,8 @@ class Settings:
     device: str = "auto"
     embedder: str = "sentence-transformers"
     embed_model: str = DEFAULT_EMBED_MODEL
+    # An image–text model (CLIP, SigLIP...) whose image vectors are stored beside captions' (opt-in).
+    visual_model: str = ""
     # Where models exported for fast queries (the embedder's ONNX copy) are kept; empty: DATA_DIR/models.
     models_dir: str = ""
     # 0: the captioner's own batch size (8 for transformers, 256 for existing captions).
@@ -78,6 +80,7 @@ class Settings:
     search_mode: str = "hybrid"
     keyword_weight: float = 0.0  # share of BM25 in hybrid scores for sentence-like queries
     short_query_keyword_weight: float = 0.5  # ... and for one- or two-word queries and file names
+    visual_weight: float = 0.5  # share of image vectors in the meaning part of hybrid scores (when the index has them)
     min_score: float = 0.0  # hits scoring below this are dropped ("no good match")
     # `imgsearch serve`: address, access token, and the folders it serves and may index.
     serve_host: str = "127.0.0.1"

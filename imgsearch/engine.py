@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .captioners.base import Captioner
 from .config import Settings, load_settings
+from .duplicates import DUPLICATE_THRESHOLD
 from .embedders.base import Embedder
 from .errors import ConfigError, ImageLoadError, StoreError
 from .files import display_path, path_key, root_path
@@ -21,12 +22,15 @@ from .ocr import TextReader
 from .factory import build_captioner, build_embedder, build_store
 from .search import SearchFilters, check_mode, plan_query, run_plan
 from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
-from .store import PROP_DIMENSION, PROP_EMBEDDER, ROW_FIELDS, MilvusStore
+from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
 
 if TYPE_CHECKING:
     # The indexer pulls in Pillow and the caption cache sqlite3; a query needs neither.
     from .caption_cache import CaptionCache
     from .cluster import RayCaptionService
+    from PIL import Image
+
+    from .embedders.visual import VisualEmbedder
     from .indexer import IndexProgress
 
 MAX_K = 1000
@@ -70,6 +74,7 @@ class ImageSearch:
         self._cache: CaptionCache | None = None
         self._text_reader: TextReader | None = None
         self._cluster: RayCaptionService | None = None
+        self._visual: VisualEmbedder | None = None
 
     @property
     def captioner(self) -> Captioner:
@@ -78,10 +83,45 @@ class ImageSearch:
         return self._captioner
 
     @property
+    def built_captioner(self) -> Captioner | None:
+        """The captioner if one was given or built already; None (building none) otherwise."""
+        return self._captioner
+
+    @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = build_embedder(self.settings)
         return self._embedder
+
+    @property
+    def visual(self) -> VisualEmbedder | None:
+        """The image–text model the settings name (--visual-model), or None: no image vectors."""
+        if self._visual is None and self.settings.visual_model:
+            from .embedders.visual import VisualEmbedder
+
+            self._visual = VisualEmbedder.from_settings(self.settings)
+        return self._visual
+
+    def _visual_of_index(self) -> VisualEmbedder | None:
+        """The image–text model that made the opened index's image vectors (None: it has none);
+        a --visual-model naming another one is refused, naming both."""
+        from .embedders.visual import VISUAL_ID_PREFIX, VisualEmbedder
+        from .errors import EmbedderMismatchError
+
+        recorded = self.store.visual_model
+        if not recorded:
+            return None
+        asked = self.visual
+        if asked is not None and asked.id != recorded:
+            raise EmbedderMismatchError(
+                f"the index's image vectors were made by {recorded.removeprefix(VISUAL_ID_PREFIX)} but the visual "
+                f"model in use is {asked.model_name}; use --visual-model {recorded.removeprefix(VISUAL_ID_PREFIX)}"
+            )
+        if asked is None:
+            self._visual = VisualEmbedder(
+                recorded.removeprefix(VISUAL_ID_PREFIX), device=self.settings.device, dtype=self.settings.dtype
+            )
+        return self._visual
 
     @property
     def store(self) -> MilvusStore:
@@ -165,13 +205,15 @@ class ImageSearch:
             set_aside(self)
         # Nothing is captioned from cached captions only, so no cluster is needed for it.
         cluster = None if cached_captions_only else self._cluster_for(self.settings.ray if ray is None else ray)
+        if cluster is not None and self.visual is not None:
+            raise ConfigError("image vectors are made here only, not on a Ray cluster yet: index without --ray")
         if cached_captions_only:
             captioner: Any = CachedCaptionsOnly()
         else:
             captioner = cluster.captioner if cluster else self.captioner
         indexer = Indexer(
             captioner, self.embedder, self.store, self.cache, progress, self.text_reader,
-            reuse_any_caption=cached_captions_only, caption_service=cluster,
+            reuse_any_caption=cached_captions_only, caption_service=cluster, visual=self.visual,
         )
         report = indexer.run(roots, stop=stop, remove_missing=not keep_missing, gone=gone)
         remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
@@ -294,9 +336,58 @@ class ImageSearch:
         mode = check_mode(mode or self.settings.search_mode)
         expression = filters.expression() if filters else ""
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        plan = plan_query(text, k, mode, self.settings, self.store.keyword_search_enabled, self.store.uri)
-        rows = run_plan(self.store, plan, text, lambda: self.embedder.embed_query(text), k, expression)
+        visual = self._visual_of_index()
+        plan = plan_query(
+            text, k, mode, self.settings, self.store.keyword_search_enabled, self.store.uri, visual is not None
+        )
+        rows = run_plan(
+            self.store, plan, text, lambda: self.embedder.embed_query(text), k, expression,
+            visual_vector=(lambda: visual.encode_query(text)) if visual is not None else None,
+        )
         return self._above(rows, min_score)
+
+    def query_image(
+        self,
+        image: str | Path | Image.Image,
+        k: int = 10,
+        *,
+        filters: SearchFilters | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchHit]:
+        """Search by picture: the k indexed pictures whose image vectors are closest to image's
+        (a file, indexed or not, or a PIL image). Needs an index built with a visual model."""
+        from .images import load_rgb
+        from .search import check_min_score
+
+        min_score = check_min_score(min_score)
+        self._check_k(k)
+        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
+        visual = self._visual_of_index()
+        if visual is None:
+            raise ConfigError(
+                f"the index at {self.store.uri} has no image vectors: build it with --visual-model to search by picture"
+            )
+        if isinstance(image, (str, Path)):
+            path = root_path(image)
+            try:
+                pixels = load_rgb(path)
+            except ImageLoadError as exc:
+                raise ImageLoadError(f"{display_path(path)}: {exc}") from None
+        else:
+            pixels = image.convert("RGB")
+        [vector] = visual.encode_images([pixels])
+        expression = filters.expression() if filters else ""
+        return self._above(self.store.search(vector, k, expression, field="visual"), min_score)
+
+    def duplicates(self, threshold: float = DUPLICATE_THRESHOLD, folder: str | Path | None = None) -> list[list[str]]:
+        """Groups of indexed pictures that are the same picture: the same bytes, or (in an index
+        with image vectors) near-copies whose image vectors are at least threshold alike
+        (resized, recompressed, lightly edited). Paths, each group's and the groups sorted;
+        nothing is deleted."""
+        from .duplicates import find_duplicates
+
+        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
+        return find_duplicates(self.store, threshold, folder)
 
     def similar(
         self, path: str | Path, k: int = 10, *, filters: SearchFilters | None = None, min_score: float | None = None
@@ -309,11 +400,13 @@ class ImageSearch:
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         target = root_path(path)
         row_id = path_key(target)
-        vector = self.store.get_vector(row_id)
+        # The picture's own image vector where the index has them, else its caption's.
+        field = "visual" if self.store.visual_model else "vector"
+        vector = self.store.get_vector(row_id, field)
         if vector is None:
             raise ConfigError(f"{display_path(target)} is not in the index: run `imgsearch index` on its folder first")
         expression = filters.expression() if filters else ""
-        rows = [row for row in self.store.search(vector, k + 1, expression) if row["id"] != row_id][:k]
+        rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
         return self._above(rows, min_score)
 
     def _above(self, rows: list[dict[str, Any]], min_score: float | None) -> list[SearchHit]:
@@ -346,6 +439,7 @@ class ImageSearch:
             captioners=captioners,
             data_dir=str(self.settings.data_dir),
             config_file=str(self.settings.config_file) if self.settings.config_file else None,
+            visual_model=props.get(PROP_VISUAL_MODEL, "").removeprefix("visual:") or None,
         )
 
     def records(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:

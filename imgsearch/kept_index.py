@@ -167,6 +167,8 @@ def _search(engine: ImageSearch, request: dict[str, Any]) -> list[SearchHit]:
     k, min_score = int(request.get("k", 10)), request.get("min_score")
     if request.get("like") is not None:
         return engine.similar(request["like"], k=k, filters=filters, min_score=min_score)
+    if request.get("image") is not None:
+        return engine.query_image(request["image"], k=k, filters=filters, min_score=min_score)
     return engine.query(request.get("text") or "", k=k, mode=request.get("mode"), filters=filters, min_score=min_score)
 
 

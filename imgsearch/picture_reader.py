@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ImageLoadError
 from .files import FoundFile, bytes_hash, read_file
@@ -46,6 +46,9 @@ class Picture:
     error: str = ""  # why the file cannot be indexed
     ocr_text: str = ""
     vector: list[float] | None = None  # when embedded elsewhere (a cluster), else by the writer
+    # For an index with image vectors: the cached one, else encoded by the writer from image.
+    visual_vector: list[float] | None = None
+    needs_visual: bool = False
 
     @property
     def width(self) -> int:
@@ -54,6 +57,16 @@ class Picture:
     @property
     def height(self) -> int:
         return self.header.height if self.header else 0
+
+
+class VisualNeeds(Protocol):
+    """What the reader asks for an index with image vectors (from its worker threads)."""
+
+    def cached_vector(self, picture: Picture) -> list[float] | None:
+        """The image vector this picture's content already has, or None."""
+
+    def side(self) -> int:
+        """The picture size the image–text model looks at."""
 
 
 class PictureReader:
@@ -72,12 +85,14 @@ class PictureReader:
         on_read: Callable[[], None] = lambda: None,
         workers: int | None = None,
         decode: bool = True,
+        visual: VisualNeeds | None = None,
     ):
         # Without decode, only headers are read: the pictures are decoded elsewhere (a cluster).
         self.decode = decode
         self.cached_caption = cached_caption
         self.need_side = need_side
         self.on_read = on_read
+        self.visual = visual
         self.workers = workers or min(MAX_READERS, os.cpu_count() or 1)
 
     def prepare(self, picture: Picture) -> Picture:
@@ -99,12 +114,18 @@ class PictureReader:
             picture.caption = picture.row_caption  # touched, not changed: keep its caption
         elif (cached := self.cached_caption(picture)) is not None:
             picture.caption, picture.cached = cached, True
+        if self.visual is not None:
+            picture.visual_vector = self.visual.cached_vector(picture)
+            picture.needs_visual = picture.visual_vector is None
         try:
-            if picture.caption is not None or not self.decode:
+            if (picture.caption is not None and not picture.needs_visual) or not self.decode:
                 picture.header, _ = inspect_picture(data, picture.file.path, None)
             else:
                 # A captioner that reads no pixels (side 0) still gets only whole pictures.
-                picture.header, picture.image = inspect_picture(data, picture.file.path, self.need_side() or 0)
+                side = (self.need_side() or 0) if picture.caption is None else 0
+                if picture.needs_visual:
+                    side = max(side, self.visual.side())  # type: ignore[union-attr]
+                picture.header, picture.image = inspect_picture(data, picture.file.path, side)
         except ImageLoadError as exc:
             picture.error = str(exc)
             picture.caption = None

@@ -143,6 +143,8 @@ class IndexStatus:
     captioners: list[str]
     data_dir: str
     config_file: str | None
+    # The image–text model of the index's image vectors; None when it has none.
+    visual_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .caption_cache import CaptionCache
 from .embedders.base import Embedder
@@ -19,6 +19,9 @@ from .picture_facts import file_facts, keyword_text
 from .picture_reader import Picture
 from .results import IndexReport
 from .store import MilvusStore
+
+if TYPE_CHECKING:
+    from .embedders.visual import VisualEmbedder
 
 # Batches waiting to be stored: enough to keep the thread busy, few enough to bound memory.
 QUEUED_BATCHES = 4
@@ -42,6 +45,7 @@ class RowWriter:
         on_stored: Callable[[list[Picture]], None],
         text_reader: TextReader | None = None,
         warm_up: bool = True,
+        visual: VisualEmbedder | None = None,
     ):
         self.embedder = embedder
         self.store = store
@@ -50,6 +54,8 @@ class RowWriter:
         self.report = report
         self.on_stored = on_stored
         self.text_reader = text_reader
+        # The image–text model: pictures without a cached image vector are encoded here.
+        self.visual = visual
         self._batches: queue.Queue[list[Picture] | None] = queue.Queue(QUEUED_BATCHES)
         self._error: BaseException | None = None
         # The embedder loads on this thread while the captioner loads on others.
@@ -102,6 +108,8 @@ class RowWriter:
                 if switch is not None:
                     switch()
                 self.embedder.embed(["warm-up"])
+                if self.visual is not None:
+                    self.visual.encode_query("warm-up")
         except BaseException as exc:
             self._error = exc
             return
@@ -126,16 +134,37 @@ class RowWriter:
             embedded = self.embedder.embed([searchable_text(p.caption or "", p.ocr_text) for p in to_embed])
             for picture, vector in zip(to_embed, embedded):
                 picture.vector = list(vector)
+        if self.visual is not None:
+            self._encode_pictures(ready)
         vectors = [p.vector for p in ready]
         now = time.time()
         rows = [self._row(picture, vector, now) for picture, vector in zip(ready, vectors)]
         self.store.upsert_rows(rows)
         self.on_stored(ready)
 
+    def _encode_pictures(self, ready: list[Picture]) -> None:
+        """Give each picture its image vector: encoded once per content, kept in the cache at once."""
+        assert self.visual is not None
+        to_encode: dict[str, Picture] = {}
+        for picture in ready:
+            if picture.visual_vector is None and picture.image is not None:
+                to_encode.setdefault(picture.content_hash, picture)
+        if to_encode:
+            encoded = dict(zip(to_encode, self.visual.encode_images([p.image for p in to_encode.values()])))
+            self.cache.put_image_vectors(encoded, self.visual.id)
+            for picture in ready:
+                picture.visual_vector = picture.visual_vector or encoded.get(picture.content_hash)
+        for picture in ready:
+            picture.image = None  # its pixels are not needed any more
+            if picture.visual_vector is None:
+                raise ImageLoadError(f"{display_path(picture.file.path)}: no pixels were read to encode it")
+
     def _row(self, picture: Picture, vector: Any, now: float) -> dict[str, Any]:
         shown = display_path(picture.file.path)
         header = picture.header or ImageHeader(0, 0, "")
+        visual = {"visual": picture.visual_vector} if self.visual is not None else {}
         return {
+            **visual,
             "id": picture.key,
             "vector": vector,
             "path": shown,

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .store import MilvusStore
 
 SEARCH_MODES = ("dense", "keyword", "hybrid")
+# Image vectors only, for an index built with a visual model.
+VISUAL_MODE = "visual"
 # How many candidates each half of a hybrid search brings to the fusion.
 FUSION_CANDIDATES = 50
 # A query this short (in words), or one that looks like a file name, leans on keywords.
@@ -116,8 +118,8 @@ def check_min_score(value: float | None) -> float | None:
 
 
 def check_mode(mode: str) -> str:
-    if mode not in SEARCH_MODES:
-        raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    if mode not in (*SEARCH_MODES, VISUAL_MODE):
+        raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join((*SEARCH_MODES, VISUAL_MODE))}")
     return mode
 
 
@@ -135,19 +137,34 @@ class QueryPlan:
     mode: str
     keyword_weight: float
     candidates: int
+    # The share of image vectors in the meaning part (0: captions only, 1: image vectors only).
+    visual_weight: float = 0.0
 
     @property
     def searches_dense(self) -> bool:
-        return self.keyword_weight < 1
+        return self.keyword_weight < 1 and self.visual_weight < 1
+
+    @property
+    def searches_visual(self) -> bool:
+        return self.keyword_weight < 1 and self.visual_weight > 0
 
     @property
     def searches_keywords(self) -> bool:
         return self.keyword_weight > 0
 
 
-def plan_query(text: str, k: int, mode: str | None, settings: Settings, keyword_search: bool, uri: str) -> QueryPlan:
-    """The plan for text in mode (default: settings'), on an index with or without BM25 at uri."""
+def plan_query(
+    text: str, k: int, mode: str | None, settings: Settings, keyword_search: bool, uri: str, visual: bool = False
+) -> QueryPlan:
+    """The plan for text in mode (default: settings'), on an index with or without BM25 at uri
+    and with or without image vectors (visual)."""
     mode = check_mode(mode or settings.search_mode)
+    if mode == VISUAL_MODE:
+        if not visual:
+            raise ConfigError(
+                f"the index at {uri} has no image vectors: build it with --visual-model, or use --mode hybrid"
+            )
+        return QueryPlan(mode, 0.0, k, visual_weight=1.0)
     if mode != "dense" and not keyword_search:
         if mode == "keyword":
             raise ConfigError(f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {uri} has none: use --mode dense")
@@ -161,17 +178,60 @@ def plan_query(text: str, k: int, mode: str | None, settings: Settings, keyword_
     else:
         weight = settings.keyword_weight
     # A blend needs more than k from each half: a row's place can change once the other half counts.
-    candidates = k if weight in (0.0, 1.0) else max(k, FUSION_CANDIDATES)
-    return QueryPlan(mode, weight, candidates)
+    visual_weight = min(1.0, max(0.0, settings.visual_weight)) if visual and mode == "hybrid" else 0.0
+    blended = weight not in (0.0, 1.0) or visual_weight not in (0.0, 1.0)
+    candidates = max(k, FUSION_CANDIDATES) if blended else k
+    return QueryPlan(mode, weight, candidates, visual_weight)
 
 
 def run_plan(
-    store: MilvusStore, plan: QueryPlan, text: str, query_vector: Callable[[], list[float]], k: int, expression: str
+    store: MilvusStore,
+    plan: QueryPlan,
+    text: str,
+    query_vector: Callable[[], list[float]],
+    k: int,
+    expression: str,
+    visual_vector: Callable[[], list[float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The top k rows for text searched as planned; query_vector is asked only when the plan searches by meaning."""
+    """The top k rows for text searched as planned; query_vector (and visual_vector, the text in
+    the image space) is asked only when the plan searches by it."""
     dense = store.search(query_vector(), plan.candidates, expression) if plan.searches_dense else []
+    if plan.searches_visual and visual_vector is not None:
+        seen = store.search(visual_vector(), plan.candidates, expression, field="visual")
+        dense = seen if plan.visual_weight >= 1 else fuse_meaning(dense, seen, plan.visual_weight)
     keyword = store.keyword_search(text, plan.candidates, expression) if plan.searches_keywords else []
     return fuse(dense, keyword, plan.keyword_weight)[:k]
+
+
+def fuse_meaning(
+    captions: list[dict[str, Any]], seen: list[dict[str, Any]], visual_weight: float
+) -> list[dict[str, Any]]:
+    """Blend caption meaning and image vectors into one meaning score, best first.
+
+    Image–text models score words against pictures on their own scale (CLIP's best cosines are
+    ~0.3, SigLIP's may be below 0), so image scores are scaled by this query's best one; a row
+    one side did not bring scores that side's lowest score (it ranked below all it brought).
+    """
+    if not seen:
+        return captions
+    top = max(hit["score"] for hit in seen)
+    scaled = {hit["id"]: hit["score"] / top if top > 0 else 0.0 for hit in seen}
+    if not captions:
+        return sorted(({**hit, "score": scaled[hit["id"]]} for hit in seen), key=lambda h: h["score"], reverse=True)
+    caption_scores = {hit["id"]: hit["score"] for hit in captions}
+    caption_floor, seen_floor = min(caption_scores.values()), min(scaled.values())
+    rows = {hit["id"]: hit for hit in seen}
+    rows.update({hit["id"]: hit for hit in captions})
+    fused = [
+        {
+            **row,
+            "score": (1 - visual_weight) * caption_scores.get(row_id, caption_floor)
+            + visual_weight * scaled.get(row_id, seen_floor),
+        }
+        for row_id, row in rows.items()
+    ]
+    fused.sort(key=lambda hit: hit["score"], reverse=True)
+    return fused
 
 
 def fuse(dense: list[dict[str, Any]], keyword: list[dict[str, Any]], keyword_weight: float) -> list[dict[str, Any]]:

@@ -1,13 +1,27 @@
-"""Shared fixtures: an isolated data dir for every test, the real embedder, real photos."""
+"""Shared fixtures: an isolated data dir for every test, the real embedder, real photos, tiny models."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from imgsearch.captioners.base import CaptionInput
+
+# run_imgsearch(check_code=...) asserts: its failures are explained like a test's own.
+pytest.register_assert_rewrite("subprocess_helpers")
+
+# The coco-mini index that the server, web page and retriever tests share.
+pytest_plugins = ["served_coco"]
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
@@ -72,6 +86,42 @@ def make_image(path: Path, color=(200, 30, 30), size=(64, 48), fmt: str | None =
     return path
 
 
+def caption_inputs(paths: Iterable[Path]) -> list[CaptionInput]:
+    """Each picture decoded whole, as a captioner's CaptionInput."""
+    from imgsearch.captioners.base import CaptionInput
+    from imgsearch.images import load_rgb
+
+    return [CaptionInput(path, load_rgb(path)) for path in paths]
+
+
+def cached_caption_count(cache_file: Path, timeout: float = 5) -> int:
+    """How many captions a cache file holds, read while an index run may be writing it (WAL)."""
+    if not cache_file.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{cache_file}?mode=ro", uri=True, timeout=timeout)) as db:
+            return db.execute("SELECT count(*) FROM captions").fetchone()[0]
+    except sqlite3.Error:
+        return 0  # created but its table not yet, or busy: asked again
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, size: str, when_refused: str = "") -> Iterator[Path]:
+    """A tmpfs of size at folder (needs root, which CI has), unmounted afterwards; the test is
+    skipped where none can be mounted, with when_refused added to the reason."""
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    except FileNotFoundError:
+        pytest.skip(f"cannot mount a tmpfs here: no mount command{when_refused}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}{when_refused}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture
 def captioned_folder(tmp_path) -> Path:
     """Three pictures, each with a .txt caption beside it."""
@@ -107,5 +157,31 @@ def store_uri(request, tmp_path):
     return request.getfixturevalue("milvus_server").uri
 
 
-# The coco-mini index that the server, web page and retriever tests share.
-from served_coco import served_index  # noqa: E402,F401
+@pytest.fixture
+def engine(embedder, tmp_path):
+    """An ImageSearch on its own data folder that reads the captions beside each picture."""
+    from imgsearch import ImageSearch
+
+    with ImageSearch(captioner="captions", data_dir=tmp_path / "data", embedder=embedder) as engine:
+        yield engine
+
+
+def _tiny_models():
+    # huggingface_hub reads HF_HUB_OFFLINE once, when first imported; a session fixture can
+    # come before this test's isolated environment.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import tiny_models
+
+    return tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight BLIP captioning model saved to a folder (seeded: the same every time)."""
+    return _tiny_models().build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_mute_dir(tiny_blip_dir, tmp_path_factory) -> Path:
+    """The tiny BLIP with [SEP] made overwhelmingly likely: an empty generation unless a length is forced."""
+    return _tiny_models().build_tiny_blip_mute(tiny_blip_dir, tmp_path_factory.mktemp("tiny-blip-mute"))

@@ -33,10 +33,27 @@ def imgsearch_env(data_dir: Path, pythonpath: list[Path] = (), **extra: str) -> 
     return env
 
 
-def run_imgsearch(*args: object, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def run_imgsearch(
+    *args: object,
+    env: dict[str, str] | None = None,
+    env_extra: dict[str, str] | None = None,
+    timeout: float = 300,
+    check_code: int | None = None,
+    **kwargs,
+) -> subprocess.CompletedProcess:
+    """`imgsearch ARGS` with its output captured.
+
+    env None runs it in this process's environment (which conftest has isolated); env_extra
+    is laid over whichever. check_code, when given, is the exit status it must end with.
+    """
+    if env_extra:
+        env = {**(os.environ if env is None else env), **env_extra}
+    proc = subprocess.run(
         [IMGSEARCH, *map(os.fsdecode, args)], env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )
+    if check_code is not None:
+        assert proc.returncode == check_code, proc.stderr
+    return proc
 
 
 def start_imgsearch(*args: object, env: dict[str, str], **kwargs) -> subprocess.Popen:

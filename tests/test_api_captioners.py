@@ -9,9 +9,6 @@ the right colour proves the picture arrived intact.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ from PIL import Image
 
 from api_servers import SERVERS, Scripted, colour_name
 from conftest import make_image
+from subprocess_helpers import run_imgsearch
 from imgsearch import ImageSearch
 from imgsearch.captioners.api_base import ApiCaptioner, parse_retry_after, retry_delay
 from imgsearch.captioners.base import CaptionFailure, CaptionInput
@@ -32,7 +30,6 @@ FLAVOURS = ["openai", "anthropic", "ollama"]
 SECRET = "sk-test-DO-NOT-PRINT-4242"
 TIMEOUT = 0.5
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200), "white": (240, 240, 240)}
-IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
 
 
 @pytest.fixture(scope="module")
@@ -319,11 +316,6 @@ def test_a_refused_key_mid_run_keeps_the_captions_already_made(flavour, server, 
 # ---------------------------------------------------------------- the command line
 
 
-def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([IMGSEARCH, *args], capture_output=True, text=True, timeout=300, env=env)
-
-
 @pytest.mark.slow
 def test_cli_index_query_and_refused_key(servers, pictures, tmp_path):
     server = servers["openai"]
@@ -332,19 +324,19 @@ def test_cli_index_query_and_refused_key(servers, pictures, tmp_path):
     folder = pictures["red"].parent
     common = ["--captioner", "openai", "--api-base-url", server.base_url, "--timeout", "2"]
     server.queue(Scripted(finish="length"))
-    indexed = run_cli("index", str(folder), *common, "--json", env_extra=env)
+    indexed = run_imgsearch("index", str(folder), *common, "--json", env_extra=env)
     assert indexed.returncode == 0, indexed.stderr
     report = json.loads(indexed.stdout)
     assert report["new"] == 4 and report["usage"]["requests"] == 4
     assert report["usage"]["input_tokens"] == 400 and report["usage"]["output_tokens"] == 48
     assert len(report["usage"]["truncated"]) == 1
-    hits = json.loads(run_cli("query", "green square", "-k", "1", "--json", env_extra=env).stdout)
+    hits = json.loads(run_imgsearch("query", "green square", "-k", "1", "--json", env_extra=env).stdout)
     assert hits[0]["path"].endswith("green.png")
     assert SECRET not in indexed.stdout + indexed.stderr
 
     make_image(folder.parent / "more" / "new.png", color=COLOURS["blue"], size=(80, 60))  # not cached yet
     server.queue(*[Scripted(401, body=server.error(401, f"bad key {SECRET}")) for _ in range(4)])
-    refused = run_cli("index", str(folder.parent / "more"), *common, env_extra=env)
+    refused = run_imgsearch("index", str(folder.parent / "more"), *common, env_extra=env)
     assert refused.returncode == 3
     assert "refused the API key" in refused.stderr and SECRET not in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stderr
@@ -355,21 +347,21 @@ def test_cli_describe_with_each_backend(servers, flavour, pictures, tmp_path):
     server = servers[flavour]
     server.reset()
     env = {"IMGSEARCH_API_KEY": SECRET, "IMGSEARCH_DATA_DIR": str(tmp_path / "data")}
-    described = run_cli(
+    described = run_imgsearch(
         "describe", str(pictures["white"]), "--captioner", flavour, "--api-base-url", server.base_url,
         "--preset", "alt-text", "-m", "vision-model", env_extra=env,
     )
     assert described.returncode == 0, described.stderr
     assert described.stdout.strip() == "A white square on a plain background."
     assert server.requests[-1].prompt == PRESETS["alt-text"] and server.requests[-1].body["model"] == "vision-model"
-    asked = run_cli(
+    asked = run_imgsearch(
         "describe", str(pictures["white"]), "--captioner", flavour, "--api-base-url", server.base_url,
         "--prompt", "What colour is it?", "--json", env_extra=env,
     )
     answer = json.loads(asked.stdout)
     assert answer["prompt"] == "What colour is it?" and "white" in answer["text"]
     assert answer["usage"]["requests"] == 1
-    missing = run_cli("describe", str(tmp_path / "nope.jpg"), "--captioner", flavour,
+    missing = run_imgsearch("describe", str(tmp_path / "nope.jpg"), "--captioner", flavour,
                       "--api-base-url", server.base_url, env_extra=env)
     assert missing.returncode != 0 and "nope.jpg" in missing.stderr and "file not found" in missing.stderr
 

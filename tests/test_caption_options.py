@@ -8,7 +8,6 @@ with torch dynamic quantization, which has CPU kernels only.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from PIL import Image
-from tiny_models import build_tiny_blip, build_tiny_blip_mute
+from conftest import caption_inputs, make_image
+from tiny_models import token_count
 
 from imgsearch.captioners.base import CaptionInput
 from imgsearch.captioners.transformers_local import TransformersCaptioner, pick_dtype
@@ -28,32 +27,9 @@ FIXED_LENGTH = 6
 
 
 @pytest.fixture(scope="module")
-def tiny_blip_dir(tmp_path_factory) -> Path:
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip-options"))
-
-
-@pytest.fixture(scope="module")
-def tiny_blip_mute_dir(tiny_blip_dir, tmp_path_factory) -> Path:
-    return build_tiny_blip_mute(tiny_blip_dir, tmp_path_factory.mktemp("tiny-blip-options-mute"))
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[CaptionInput]:
     folder = tmp_path_factory.mktemp("caption-options-pictures")
-    items = []
-    for i, colour in enumerate(COLOURS):
-        path = folder / f"colour{i}.png"
-        image = Image.new("RGB", (64, 48), colour)
-        image.save(path)
-        items.append(CaptionInput(path, image))
-    return items
-
-
-def token_count(model_dir: Path, text: str) -> int:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return caption_inputs(make_image(folder / f"colour{i}.png", color=c) for i, c in enumerate(COLOURS))
 
 
 # ---------------------------------------------------------------- min_new_tokens
@@ -82,13 +58,13 @@ def test_min_new_tokens_reaches_generate_only_when_set(tiny_blip_dir, inputs, mo
     for min_new_tokens in (0, 5):
         captioner = TransformersCaptioner(model=str(tiny_blip_dir), max_new_tokens=5, min_new_tokens=min_new_tokens)
         captioner.load()
-        generate = captioner._model.generate
+        generate = captioner.loaded_model.generate
 
         def spy(*args, _generate=generate, **kwargs):
             seen.append(kwargs)
             return _generate(*args, **kwargs)
 
-        monkeypatch.setattr(captioner._model, "generate", spy)
+        monkeypatch.setattr(captioner.loaded_model, "generate", spy)
         captioner.caption_batch(inputs[:1])
     assert "min_new_tokens" not in seen[0]
     assert seen[1]["min_new_tokens"] == 5 and seen[1]["max_new_tokens"] == 5
@@ -103,11 +79,11 @@ def test_int8_quantizes_linear_layers_and_captions(tiny_blip_dir, inputs):
     int8 = TransformersCaptioner(model=str(tiny_blip_dir), dtype="int8", max_new_tokens=6, batch_size=2)
     int8.load()
     assert int8.device == "cpu"  # auto means the CPU for int8, accelerator or not
-    modules = list(int8._model.modules())
+    modules = list(int8.loaded_model.modules())
     assert any(isinstance(m, DynamicQuantizedLinear) for m in modules)
     assert not any(type(m) is torch.nn.Linear for m in modules)
     # What is not a Linear (embeddings, norms, convolutions) stays float32.
-    assert {p.dtype for p in int8._model.parameters()} == {torch.float32}
+    assert {p.dtype for p in int8.loaded_model.parameters()} == {torch.float32}
 
     captions = int8.caption(inputs)
     assert len(captions) == len(inputs)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,16 +11,9 @@ from typer.testing import CliRunner
 from imgsearch.cli import app
 
 from conftest import make_image
+from subprocess_helpers import run_imgsearch
 
 runner = CliRunner()
-IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
-
-
-def run(*args, check_code=None):
-    proc = subprocess.run([IMGSEARCH, *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check_code is not None:
-        assert proc.returncode == check_code, proc.stderr
-    return proc
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -46,18 +38,18 @@ def test_every_command_has_help_text():
 
 @pytest.mark.slow
 def test_index_query_status_in_a_subprocess(captioned_folder):
-    first = run("index", captioned_folder, "--captioner", "captions", check_code=0)
+    first = run_imgsearch("index", captioned_folder, "--captioner", "captions", check_code=0)
     assert "3 new" in first.stderr and "0 failed" in first.stderr
-    second = run("index", captioned_folder, "--captioner", "captions", "--json", check_code=0)
+    second = run_imgsearch("index", captioned_folder, "--captioner", "captions", "--json", check_code=0)
     report = json.loads(second.stdout)
     assert report["unchanged"] == 3 and report["captioned"] == 0 and report["ok"] is True
     assert "nothing changed" not in second.stdout  # stdout stays pure JSON
-    hits = json.loads(run("query", "a car in the city", "-k", "2", "--json", check_code=0).stdout)
+    hits = json.loads(run_imgsearch("query", "a car in the city", "-k", "2", "--json", check_code=0).stdout)
     assert len(hits) == 2 and hits[0]["path"].endswith("car.webp")
     assert set(hits[0]) == {"path", "caption", "score", "metadata"}
-    table = run("query", "sunset over the sea", "-k", "1", check_code=0).stdout
+    table = run_imgsearch("query", "sunset over the sea", "-k", "1", check_code=0).stdout
     assert "sunset.png" in table and "orange sunset" in table
-    status = json.loads(run("status", "--json", check_code=0).stdout)
+    status = json.loads(run_imgsearch("status", "--json", check_code=0).stdout)
     assert status["images"] == 3 and status["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert status["data_dir"] == os.environ["IMGSEARCH_DATA_DIR"]
 
@@ -65,7 +57,7 @@ def test_index_query_status_in_a_subprocess(captioned_folder):
 @pytest.mark.slow
 def test_failed_file_gives_exit_code_one_and_a_one_line_reason(captioned_folder):
     (captioned_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    proc = run("index", captioned_folder, "--captioner", "captions")
+    proc = run_imgsearch("index", captioned_folder, "--captioner", "captions")
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if "broken.png" in line]
     assert lines and "not a readable image" in lines[0]
@@ -74,14 +66,14 @@ def test_failed_file_gives_exit_code_one_and_a_one_line_reason(captioned_folder)
 
 
 def test_query_before_indexing_says_what_to_do():
-    proc = run("query", "dog")
+    proc = run_imgsearch("query", "dog")
     assert proc.returncode == 3
     assert "imgsearch index FOLDER" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_settings_exit_two(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGSEARCH_BATCH_SIZE", "lots")
-    proc = run("status")
+    proc = run_imgsearch("status")
     assert proc.returncode == 2 and "IMGSEARCH_BATCH_SIZE" in proc.stderr
     monkeypatch.delenv("IMGSEARCH_BATCH_SIZE")
     result = runner.invoke(app, ["index", str(tmp_path), "--captioner", "nope"])
@@ -108,5 +100,5 @@ def test_k_is_bounded(k):
 def test_index_accepts_single_file(tmp_path):
     image = make_image(tmp_path / "one.jpg")
     image.with_suffix(".txt").write_text("A lonely red square.")
-    proc = run("index", image, "--captioner", "captions", "--json", check_code=0)
+    proc = run_imgsearch("index", image, "--captioner", "captions", "--json", check_code=0)
     assert json.loads(proc.stdout)["new"] == 1

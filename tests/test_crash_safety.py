@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import cached_caption_count
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
@@ -27,9 +27,8 @@ pytestmark = pytest.mark.slow
 # Reads the index and the caption cache in a fresh process: Milvus Lite keeps a database's
 # state in the process that opened it, so the test process must not be the one to look.
 CHECKER = r"""
-import json, sys
+import contextlib, json, sqlite3, sys
 from pathlib import Path
-from imgsearch.caption_cache import CaptionCache
 from imgsearch.store import MilvusStore
 data = Path(sys.argv[1])
 store = MilvusStore(str(data / "index.db"), "images")
@@ -45,8 +44,10 @@ if store.exists():
 store.close()
 cache = {}
 if (data / "captions.sqlite").exists():
-    db = CaptionCache(data / "captions.sqlite")
-    cache = {h: c for h, c in db._db.execute("SELECT content_hash, caption FROM captions")}
+    # Read as the kill left it: opening it as a CaptionCache would finish (or repair) it first.
+    with contextlib.closing(sqlite3.connect(data / "captions.sqlite")) as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'captions'").fetchone():
+            cache = {h: c for h, c in db.execute("SELECT content_hash, caption FROM captions")}
 print(json.dumps({"count": count, "rows": rows, "cache": cache}))
 """
 
@@ -58,15 +59,8 @@ def check_index(data: Path) -> dict:
 
 
 def cached_captions(data: Path) -> int:
-    """How many captions the cache holds now, read while an index run writes it (WAL)."""
-    path = data / "captions.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT count(*) FROM captions").fetchone()[0]
-    except sqlite3.OperationalError:  # created but its table not yet
-        return 0
+    """How many captions the cache holds now, read while an index run writes it."""
+    return cached_caption_count(data / "captions.sqlite")
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120, poll: float = 0.005) -> bool:
@@ -263,7 +257,7 @@ def test_query_during_indexing_works_with_a_milvus_server(coco_run, milvus_serve
         with ImageSearch(milvus_uri=milvus_server.uri, collection=collection, embedder=embedder, data_dir=data) as engine:
             while indexer.poll() is None:
                 if engine.store.exists():
-                    engine.store._ready = False  # reopen: the collection may be new
+                    engine.store.forget_opened()  # reopen: the collection may be new
                     hits = engine.query("a dog", k=3)
                     if hits and indexer.poll() is None:
                         answered_while_indexing += 1

@@ -10,12 +10,6 @@ from imgsearch.errors import ConfigError, EmbedderMismatchError, StoreError
 from conftest import make_image
 
 
-@pytest.fixture
-def engine(embedder, tmp_path):
-    with ImageSearch(captioner="captions", data_dir=tmp_path / "data", embedder=embedder) as engine:
-        yield engine
-
-
 def test_index_then_query_returns_typed_ranked_hits(engine, captioned_folder):
     report = engine.index([captioned_folder])
     assert isinstance(report, IndexReport)

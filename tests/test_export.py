@@ -5,7 +5,6 @@ import io
 import json
 import random
 import sys
-import shutil
 import subprocess
 import tracemalloc
 
@@ -14,20 +13,15 @@ import pytest
 from imgsearch import ImageSearch
 from imgsearch.export import export_columns, write_rows
 from imgsearch.store import ROW_FIELDS, MilvusStore
-
-IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
-
-
-def run(*args):
-    return subprocess.run([IMGSEARCH, *map(str, args)], capture_output=True, text=True, timeout=300)
+from subprocess_helpers import run_imgsearch
 
 
 @pytest.mark.slow
 def test_export_jsonl_and_csv_hold_the_same_rows(captioned_folder, tmp_path):
     (captioned_folder / "dog.txt").write_text('A brown dog, "Rex", runs\nacross a park.')
-    assert run("index", captioned_folder, "--captioner", "captions").returncode == 0
+    assert run_imgsearch("index", captioned_folder, "--captioner", "captions").returncode == 0
 
-    jsonl = run("export")
+    jsonl = run_imgsearch("export")
     assert jsonl.returncode == 0, jsonl.stderr
     records = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert len(records) == 3 and "exported 3 images" in jsonl.stderr
@@ -38,7 +32,7 @@ def test_export_jsonl_and_csv_hold_the_same_rows(captioned_folder, tmp_path):
     assert by_name["dog.jpg"]["width"] == 64 and by_name["dog.jpg"]["height"] == 48
 
     out = tmp_path / "index.csv"
-    proc = run("export", "--format", "csv", "--out", out, "--json")
+    proc = run_imgsearch("export", "--format", "csv", "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"exported": 3, "format": "csv", "out": str(out)}
     rows = list(csv.DictReader(out.open(newline="")))
@@ -50,15 +44,15 @@ def test_export_jsonl_and_csv_hold_the_same_rows(captioned_folder, tmp_path):
 def test_export_errors_are_one_line_and_leave_files_alone(tmp_path):
     kept = tmp_path / "kept.jsonl"
     kept.write_text("earlier export\n")
-    proc = run("export", "--out", kept)  # nothing indexed yet
+    proc = run_imgsearch("export", "--out", kept)  # nothing indexed yet
     assert proc.returncode == 3 and "imgsearch index FOLDER" in proc.stderr
     assert kept.read_text() == "earlier export\n"
     assert [p.name for p in tmp_path.iterdir()] == ["kept.jsonl"]  # no partial file left behind
 
-    bad_format = run("export", "--format", "xml")
+    bad_format = run_imgsearch("export", "--format", "xml")
     assert bad_format.returncode == 2 and "unknown --format 'xml'" in bad_format.stderr
 
-    bad_folder = run("export", "--out", tmp_path / "missing" / "x.csv")
+    bad_folder = run_imgsearch("export", "--out", tmp_path / "missing" / "x.csv")
     assert bad_folder.returncode == 2
     assert f"folder {tmp_path / 'missing'} does not exist" in bad_folder.stderr
     for result in (proc, bad_format, bad_folder):

@@ -76,10 +76,10 @@ def test_transformers_captioner_gets_its_settings_without_loading_the_model(tmp_
     assert (built.model_id, built.requested_device, built.dtype) == ("no-such/captioning-model", "cpu", "float32")
     assert (built.max_new_tokens, built.num_beams, built.batch_size) == (17, 3, 5)
     assert built.preset == "alt-text" and built.prompt == "a photo of"
-    assert built._model is None
+    assert built.loaded_model is None
 
     default = build_captioner(Settings(data_dir=tmp_path, caption_model="no-such/captioning-model"))
-    assert default.batch_size == 8 and default._model is None
+    assert default.batch_size == 8 and default.loaded_model is None
 
 
 @pytest.mark.parametrize("name", sorted(API_CAPTIONERS))
@@ -100,7 +100,7 @@ def test_api_captioners_get_the_api_settings(name, tmp_path, monkeypatch):
     )
     built = build_captioner(settings)
     assert isinstance(built, API_CAPTIONERS[name])
-    assert (built.model, built.base_url, built._api_key) == ("some-vision-model", "http://127.0.0.1:9/v1", FAKE_KEY)
+    assert (built.model, built.base_url, built.api_key) == ("some-vision-model", "http://127.0.0.1:9/v1", FAKE_KEY)
     assert (built.concurrency, built.request_timeout, built.max_attempts) == (3, 7.5, 2)
     assert (built.image_max_side, built.max_new_tokens, built.batch_size) == (512, 33, 12)
 
@@ -115,7 +115,7 @@ def test_sentence_transformer_embedder_gets_model_device_and_models_folder(tmp_p
     assert isinstance(built, SentenceTransformerEmbedder)
     assert (built.model_name, built.requested_device) == ("some/embedding-model", "cpu")
     assert built.cache_dir == tmp_path / "models"
-    assert built._model is None  # loads on first use
+    assert not built.model_loaded  # loads on first use
 
     elsewhere = build_embedder(Settings(data_dir=tmp_path, models_dir=str(tmp_path / "exports")))
     assert elsewhere.cache_dir == tmp_path / "exports"

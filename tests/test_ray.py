@@ -28,10 +28,9 @@ from imgsearch.cluster.pipeline import plan_pipeline
 from imgsearch.config import Settings
 from imgsearch.errors import ClusterError, ConfigError
 
-from conftest import COCO_MINI, make_image
+from conftest import COCO_MINI, cached_caption_count, make_image
 from ray_cluster import RayCluster, can_hide_folders, ray_installed
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
-from tiny_models import build_tiny_blip
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
 pytestmark = pytest.mark.slow
@@ -126,11 +125,6 @@ def test_an_address_nobody_answers_at_is_refused_at_once(captioned_folder, tmp_p
 
 
 @pytest.fixture(scope="module")
-def tiny_blip(tmp_path_factory) -> Path:
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip-ray"))
-
-
-@pytest.fixture(scope="module")
 def hidden_folder(tmp_path_factory) -> Path | None:
     """A folder the cluster's processes see empty (None where this machine cannot arrange that)."""
     return tmp_path_factory.mktemp("hidden-from-ray") if can_hide_folders() else None
@@ -162,9 +156,9 @@ def photos(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_engine(tiny_blip: Path, data_dir: Path, uri: str, collection: str, **settings) -> ImageSearch:
+def tiny_engine(model_dir: Path, data_dir: Path, uri: str, collection: str, **settings) -> ImageSearch:
     return ImageSearch(
-        captioner="transformers", caption_model=str(tiny_blip), device="cpu",
+        captioner="transformers", caption_model=str(model_dir), device="cpu",
         data_dir=data_dir, milvus_uri=uri, collection=collection, **settings,
     )
 
@@ -203,11 +197,11 @@ class CaptionCounter:
 @needs_ray
 @pytest.mark.slow
 @pytest.mark.server
-def test_cluster_gives_the_rows_of_a_local_run(ray_address, milvus_server, tiny_blip, photos, tmp_path):
-    with tiny_engine(tiny_blip, tmp_path / "local", milvus_server.uri, "ray_local") as local:
+def test_cluster_gives_the_rows_of_a_local_run(ray_address, milvus_server, tiny_blip_dir, photos, tmp_path):
+    with tiny_engine(tiny_blip_dir, tmp_path / "local", milvus_server.uri, "ray_local") as local:
         local_report = local.index([photos])
         local_rows = stored_rows(local)
-    with tiny_engine(tiny_blip, tmp_path / "cluster", milvus_server.uri, "ray_cluster", ray=ray_address) as on_ray:
+    with tiny_engine(tiny_blip_dir, tmp_path / "cluster", milvus_server.uri, "ray_cluster", ray=ray_address) as on_ray:
         report = on_ray.index([photos])
         rows = stored_rows(on_ray)
         assert (report.new, report.captioned, report.captions_reused) == (
@@ -230,7 +224,7 @@ def test_cluster_gives_the_rows_of_a_local_run(ray_address, milvus_server, tiny_
 @pytest.mark.slow
 @pytest.mark.server
 def test_a_lost_captioning_actor_is_replaced_and_every_picture_indexed_once(
-    ray_cluster, ray_address, milvus_server, tiny_blip, photos, tmp_path
+    ray_cluster, ray_address, milvus_server, tiny_blip_dir, photos, tmp_path
 ):
     killed: list[tuple[int, int]] = []
 
@@ -241,7 +235,7 @@ def test_a_lost_captioning_actor_is_replaced_and_every_picture_indexed_once(
             killed.append((pid, captions_back))
 
     progress = CaptionCounter(on_first_captions=kill_a_captioner)
-    with tiny_engine(tiny_blip, tmp_path / "data", milvus_server.uri, "ray_actor_lost", ray=ray_address) as engine:
+    with tiny_engine(tiny_blip_dir, tmp_path / "data", milvus_server.uri, "ray_actor_lost", ray=ray_address) as engine:
         report = engine.index([photos], progress)
         assert killed, "no captioning actor was found to kill"
         assert killed[0][1] < COCO_PICTURES, "the run had finished before the actor was killed"
@@ -250,18 +244,18 @@ def test_a_lost_captioning_actor_is_replaced_and_every_picture_indexed_once(
         # A replacement actor finished the work.
         assert not set(ray_cluster.pids_running("CaptioningWorker")) & {pid for pid, _ in killed}
     # The same pictures into a fresh collection: every caption comes from the cache, none goes out.
-    with tiny_engine(tiny_blip, tmp_path / "data", milvus_server.uri, "ray_actor_lost_again", ray=ray_address) as engine:
+    with tiny_engine(tiny_blip_dir, tmp_path / "data", milvus_server.uri, "ray_actor_lost_again", ray=ray_address) as engine:
         again = engine.index([photos])
     assert (again.new, again.captioned, again.captions_reused) == (COCO_PICTURES, 0, COCO_PICTURES)
 
 
 @needs_ray
 @pytest.mark.slow
-def test_a_stopped_run_stops_the_work_on_the_cluster(ray_cluster, ray_address, tiny_blip, photos, tmp_path):
+def test_a_stopped_run_stops_the_work_on_the_cluster(ray_cluster, ray_address, tiny_blip_dir, photos, tmp_path):
     stop = threading.Event()
     progress = CaptionCounter(on_first_captions=lambda captions_back: stop.set())
     # Milvus Lite this time: the driver's store is whatever the run would use anyway.
-    with tiny_engine(tiny_blip, tmp_path / "data", str(tmp_path / "index.db"), "images", ray=ray_address) as engine:
+    with tiny_engine(tiny_blip_dir, tmp_path / "data", str(tmp_path / "index.db"), "images", ray=ray_address) as engine:
         report = engine.index([photos], progress, stop=stop)
         assert report.interrupted
         assert 0 < report.captioned < COCO_PICTURES
@@ -276,20 +270,20 @@ def test_a_stopped_run_stops_the_work_on_the_cluster(ray_cluster, ray_address, t
 @needs_ray
 @pytest.mark.slow
 @pytest.mark.server
-def test_a_killed_driver_resumes_without_captioning_twice(ray_address, milvus_server, tiny_blip, photos, tmp_path):
+def test_a_killed_driver_resumes_without_captioning_twice(ray_address, milvus_server, tiny_blip_dir, photos, tmp_path):
     from imgsearch.caption_cache import CaptionCache
 
     data_dir = tmp_path / "data"
     env = imgsearch_env(data_dir)
     command = [
         "index", photos, "--ray", ray_address, "--uri", milvus_server.uri, "--collection", "ray_driver_killed",
-        "--caption-model", tiny_blip, "--device", "cpu", "--json",
+        "--caption-model", tiny_blip_dir, "--device", "cpu", "--json",
     ]
     driver = start_imgsearch(*command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cache_file = data_dir / "captions.sqlite"
     deadline = time.monotonic() + 240
     try:
-        while _cached_captions(cache_file) == 0:
+        while cached_caption_count(cache_file, timeout=1) == 0:
             assert driver.poll() is None, f"the run ended before any caption was cached:\n{driver.stderr.read()}"
             assert time.monotonic() < deadline, "no caption was cached in time"
             time.sleep(0.05)
@@ -308,18 +302,6 @@ def test_a_killed_driver_resumes_without_captioning_twice(ray_address, milvus_se
     assert report["captioned"] == COCO_PICTURES - kept
     assert report["captions_reused"] + report["unchanged"] == kept
     assert report["new"] + report["unchanged"] == COCO_PICTURES
-
-
-def _cached_captions(cache_file: Path) -> int:
-    import sqlite3
-
-    if not cache_file.is_file():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{cache_file}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("SELECT COUNT(*) FROM captions").fetchone()[0]
-    except sqlite3.Error:
-        return 0  # not created yet, or busy: asked again
 
 
 @needs_ray

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from served_coco import DOG_TRUCK, GIRAFFE, running_server
+from subprocess_helpers import IMGSEARCH, run_imgsearch
 
-IMGSEARCH = shutil.which("imgsearch") or "imgsearch"
 
 
 def _no_stack_trace(response):
@@ -64,7 +64,7 @@ def test_search_record_thumbnail_and_original(served_index, coco_captions):
         assert status["index"]["images"] == 161 and status["index"]["exists"] is True
         assert status["server"]["searches"] >= 2 and status["indexing"]["state"] == "idle"
     # Models stay loaded between requests: the one embedder model object served every search.
-    assert served_index.engine.embedder.inner._model is not None
+    assert served_index.engine.embedder.inner.model_loaded
 
 
 def test_openapi_schema_is_served(served_index):
@@ -298,8 +298,7 @@ def _free_port():
 
 @pytest.mark.slow
 def test_imgsearch_serve_command(captioned_folder, monkeypatch):
-    indexed = subprocess.run([IMGSEARCH, "index", str(captioned_folder), "--captioner", "captions"],
-                             capture_output=True, text=True, timeout=300)
+    indexed = run_imgsearch("index", captioned_folder, "--captioner", "captions")
     assert indexed.returncode == 0, indexed.stderr
     port = _free_port()
     monkeypatch.setenv("IMGSEARCH_SERVE_TOKEN", "cli-test-token")
@@ -324,7 +323,7 @@ def test_imgsearch_serve_command(captioned_folder, monkeypatch):
         file = httpx.get(url + hits[0]["file"], headers={"X-Imgsearch-Token": "cli-test-token"})
         assert file.status_code == 200 and file.headers["content-type"] == "image/webp"
 
-        busy = subprocess.run([IMGSEARCH, "serve", "--port", str(port)], capture_output=True, text=True, timeout=120)
+        busy = run_imgsearch("serve", "--port", str(port), timeout=120)
         assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
         assert "Traceback" not in busy.stderr
     finally:

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import make_image  # noqa: E402
+from conftest import caption_inputs, make_image  # noqa: E402
 from imgsearch import ImageSearch  # noqa: E402
 from imgsearch.captioners.base import CaptionFailure, CaptionInput, clean_caption  # noqa: E402
 from imgsearch.captioners.transformers_local import (  # noqa: E402
@@ -35,7 +35,7 @@ from imgsearch.captioners.transformers_local import (  # noqa: E402
 from imgsearch.cli import app  # noqa: E402
 from imgsearch.errors import CaptionerError  # noqa: E402
 from imgsearch.images import load_rgb  # noqa: E402
-from tiny_models import build_tiny_blip, build_tiny_blip_mute, build_tiny_llava  # noqa: E402
+from tiny_models import blip_tokenizer, build_tiny_bert, build_tiny_llava, token_count  # noqa: E402
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240)]
 MAX_NEW = 8
@@ -47,11 +47,6 @@ HAS_ACCELERATOR = torch.cuda.is_available() or (
 
 
 # ---------------------------------------------------------------- models and inputs
-
-
-@pytest.fixture(scope="session")
-def tiny_blip_dir(tmp_path_factory) -> Path:
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
 @pytest.fixture(scope="session")
@@ -67,27 +62,9 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_blip_mute_dir(tiny_blip_dir, tmp_path_factory) -> Path:
-    """The tiny BLIP with its first generated token forced to [SEP]: an empty generation."""
-    return build_tiny_blip_mute(tiny_blip_dir, tmp_path_factory.mktemp("tiny-blip-mute"))
-
-
-@pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A text-only BertModel with its tokenizer: loadable, but not a captioner."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    from tiny_models import _BLIP_SPECIALS, _vocab
-
-    target = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = BertTokenizer(vocab=_vocab(_BLIP_SPECIALS))
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +75,7 @@ def pictures(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def inputs(pictures) -> list[CaptionInput]:
-    return [CaptionInput(path, load_rgb(path)) for path in pictures]
+    return caption_inputs(pictures)
 
 
 @pytest.fixture(scope="module")
@@ -127,25 +104,18 @@ def captioner(request) -> TransformersCaptioner:
     return request.getfixturevalue(request.param)
 
 
-def token_count(model_dir: Path, text: str) -> int:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 # ---------------------------------------------------------------- loading
 
 
 def test_local_folders_load_through_from_pretrained(blip, llava, tiny_blip_dir, tiny_llava_dir):
     from transformers import BlipForConditionalGeneration, LlavaForConditionalGeneration
 
-    assert isinstance(blip._model, BlipForConditionalGeneration) and not blip._model.training
-    assert isinstance(llava._model, LlavaForConditionalGeneration) and not llava._model.training
+    assert isinstance(blip.loaded_model, BlipForConditionalGeneration) and not blip.loaded_model.training
+    assert isinstance(llava.loaded_model, LlavaForConditionalGeneration) and not llava.loaded_model.training
     assert blip.id == f"transformers:{tiny_blip_dir}" and llava.id == f"transformers:{tiny_llava_dir}"
     explicit = TransformersCaptioner(model=str(tiny_blip_dir), device="cpu")
     explicit.load()
-    assert explicit.device == "cpu" and next(explicit._model.parameters()).dtype == AUTO_CPU_DTYPE
+    assert explicit.device == "cpu" and next(explicit.loaded_model.parameters()).dtype == AUTO_CPU_DTYPE
 
 
 # Measured: bf16 captions 2-3x faster than fp32 on a CPU with bf16 arithmetic, so auto picks it there.
@@ -156,7 +126,7 @@ AUTO_CPU_DTYPE = torch.bfloat16 if cpu_computes_bf16() else torch.float32
 def test_auto_device_is_cpu_in_fp32_or_native_bf16_without_an_accelerator(blip, llava):
     for captioner in (blip, llava):
         assert captioner.device == "cpu"
-        assert {p.dtype for p in captioner._model.parameters()} == {AUTO_CPU_DTYPE}
+        assert {p.dtype for p in captioner.loaded_model.parameters()} == {AUTO_CPU_DTYPE}
     assert pick_device("auto") == "cpu"
     assert pick_device("cuda:1") == "cuda:1"  # a named device is taken as given
 
@@ -166,11 +136,11 @@ def test_chat_model_gets_default_prompt_and_left_padding(blip, llava, tiny_llava
 
     # The folder really ships right padding; the captioner must switch it.
     assert AutoProcessor.from_pretrained(tiny_llava_dir).tokenizer.padding_side == "right"
-    assert llava._uses_chat and llava._decoder_only
-    assert llava._processor.tokenizer.padding_side == "left"
+    assert llava.uses_chat_template and llava.decoder_only
+    assert llava.loaded_processor.tokenizer.padding_side == "left"
     assert llava.prompt == DEFAULT_CHAT_PROMPT
     # BLIP has no chat template and no prompt unless one is given.
-    assert not blip._uses_chat and not blip._decoder_only and blip.prompt == ""
+    assert not blip.uses_chat_template and not blip.decoder_only and blip.prompt == ""
 
 
 # ---------------------------------------------------------------- captions
@@ -221,11 +191,7 @@ def test_blip_prompt_is_echoed_raw_and_stripped_by_caption(blip_prompted, inputs
 @pytest.mark.parametrize("prompt", ["front view:", "A dog's view,", "question: what is this? answer:"])
 def test_prompt_echo_is_stripped_after_the_tokenizer_respaces_it(prompt):
     """BLIP's BERT tokenizer gives "front view:" back as "front view :"; the echo must still go."""
-    from transformers import BertTokenizer
-
-    from tiny_models import _BLIP_SPECIALS, _vocab
-
-    tokenizer = BertTokenizer(vocab=_vocab(_BLIP_SPECIALS, [":", ",", "'", "?", "s", "question", "answer", "what"]))
+    tokenizer = blip_tokenizer([":", ",", "'", "?", "s", "question", "answer", "what"])
     answer = "two people sitting on the grass"
     decoded = tokenizer.decode(tokenizer(f"{prompt} {answer}")["input_ids"], skip_special_tokens=True)
     assert not decoded.startswith(prompt.lower())  # the re-spacing this test is about
@@ -236,7 +202,7 @@ def test_llava_instruction_prompt_is_not_in_the_output(llava, inputs, tiny_llava
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llava_dir)
-    chat = llava._texts(1)[0]
+    chat = llava.prompt_texts(1)[0]
     prompt_ids = tokenizer(chat, add_special_tokens=False)["input_ids"]
     echoed_prompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
     assert len(prompt_ids) > MAX_NEW and echoed_prompt.startswith("user")
@@ -284,7 +250,7 @@ def test_model_that_is_not_a_captioner_gives_a_clear_error(tiny_bert_dir):
     message = str(info.value)
     assert str(tiny_bert_dir) in message
     assert "'bert' model" in message and "not a captioning" in message
-    assert captioner._model is None  # nothing half-loaded is kept
+    assert captioner.loaded_model is None  # nothing half-loaded is kept
 
 
 def test_folder_without_a_processor_gives_a_clear_error(tiny_blip_dir, tmp_path):
@@ -402,7 +368,7 @@ def test_chat_model_follows_a_preset_and_a_custom_prompt_wins(tiny_llava_dir, in
     alt = TransformersCaptioner(model=str(tiny_llava_dir), preset="alt-text", max_new_tokens=MAX_NEW)
     # Known before any captioning: the prompt keys the caption cache.
     assert alt.prompt == PRESETS["alt-text"]
-    assert alt._processor is not None and PRESETS["alt-text"] in alt._texts(1)[0]
+    assert alt.loaded_processor is not None and PRESETS["alt-text"] in alt.prompt_texts(1)[0]
     custom = TransformersCaptioner(model=str(tiny_llava_dir), preset="alt-text", prompt="What is red here?")
     assert custom.prompt == "What is red here?"
     assert len(alt.caption(inputs[:2])) == 2
@@ -427,7 +393,7 @@ def test_dtype_is_applied_and_an_unknown_one_refused(tiny_blip_dir, inputs):
 
     bf16 = TransformersCaptioner(model=str(tiny_blip_dir), dtype="bfloat16", max_new_tokens=MAX_NEW)
     bf16.load()
-    assert {p.dtype for p in bf16._model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.loaded_model.parameters()} == {torch.bfloat16}
     assert len(bf16.caption(inputs[:1])) == 1
     with pytest.raises(ConfigError, match="float16"):
         TransformersCaptioner(model=str(tiny_blip_dir), dtype="fp8")

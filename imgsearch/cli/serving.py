@@ -12,9 +12,11 @@ import typer
 from rich.markup import escape
 
 from .application import call, err, out
-from .options import Collection, ConfigFile, DataDir, Device, EmbedModel, JsonOut, Token, Uri, settings_from_flags
+from .option_groups import Options, with_options
+from .options import CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 
 
+@with_options(EMBEDDER, STORE, CONFIG)
 def serve(
     folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) (env IMGSEARCH_SERVE_FOLDERS).", show_default=False)] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default: 127.0.0.1; env IMGSEARCH_SERVE_HOST).", show_default=False)] = None,
@@ -22,13 +24,8 @@ def serve(
     new_token: Annotated[bool, typer.Option("--new-token", help="Require a freshly made access token and print the URL that carries it.")] = False,
     max_k: Annotated[int, typer.Option("--max-k", help="Most results one search may ask for.", min=1, max=1000)] = 100,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    *,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Serve the HTTP API and the web page; requests need IMGSEARCH_SERVE_TOKEN when it is set."""
@@ -37,10 +34,7 @@ def serve(
     from ..web.run import build_server, is_loopback
 
     joined = os.pathsep.join(str(f) for f in folders) if folders else None
-    settings = call(lambda: settings_from_flags(
-        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token,
-        collection=collection, serve_host=host, serve_port=port, serve_folders=joined,
-    ))
+    settings = call(lambda: settings_from(options, serve_host=host, serve_port=port, serve_folders=joined))
     access_token = secrets.token_urlsafe(24) if new_token else settings.serve_token
     served = [Path(f) for f in settings.serve_folders.split(os.pathsep) if f]
     server = call(lambda: build_server(

@@ -13,23 +13,21 @@ import typer
 from rich.markup import escape
 
 from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
-from .options import Collection, ConfigFile, DataDir, Device, EmbedModel, JsonOut, Token, Uri, engine_from_flags
+from .option_groups import Options, with_options
+from .options import CONFIG, EMBEDDER, STORE, JsonOut, engine_from
 
 if TYPE_CHECKING:
     from ..engine import ImageSearch
     from ..results import CheckReport, IndexStatus
 
 
+@with_options(STORE, CONFIG)
 def status(
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Print where the index lives, which models built it, and how many images it holds."""
-    engine = call(lambda: engine_from_flags(config, data_dir=data_dir, uri=uri, token=token, collection=collection))
+    engine = call(lambda: engine_from(options))
     with engine:
         info = call(engine.status)
     if as_json:
@@ -38,16 +36,12 @@ def status(
     _print_status(info)
 
 
+@with_options(EMBEDDER, STORE, CONFIG)
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index from the caption cache (nothing is captioned; the damaged copy is kept aside).")] = False,
     sample: Annotated[int, typer.Option("--sample", help="Rows whose vector is compared with a fresh embedding of their caption.")] = 200,
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    *,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Read the whole index and the caption cache and report what is wrong with them.
@@ -56,9 +50,7 @@ def check(
     """
     from ..progress import RichIndexProgress
 
-    engine = call(lambda: engine_from_flags(
-        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
-    ))
+    engine = call(lambda: engine_from(options))
     with engine:
         call(lambda: _open_index_to_check(engine))
         if repair:
@@ -105,14 +97,12 @@ def _print_check(report: "CheckReport") -> None:
         err.print("run `imgsearch check --repair` to rebuild the index from the caption cache (nothing is captioned)")
 
 
+@with_options(STORE, CONFIG)
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
     out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to FILE (created when complete) instead of stdout.", show_default=False)] = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    *,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Write every indexed picture's path, caption and metadata as JSONL or CSV, streamed."""
@@ -122,7 +112,7 @@ def export(
 
     if fmt not in EXPORT_FORMATS:
         fail(f"unknown --format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}", EXIT_USAGE)
-    engine = call(lambda: engine_from_flags(config, data_dir=data_dir, uri=uri, token=token, collection=collection))
+    engine = call(lambda: engine_from(options))
     columns = export_columns(ROW_FIELDS)
 
     def write(stream: IO[str]) -> int:
@@ -151,19 +141,17 @@ def export(
         err.print(f"exported {written} images" + (f" to {escape(str(out_file))}" if out_file else ""))
 
 
+@with_options(STORE, CONFIG)
 def prune(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Only check rows under these folders (default: every row).", show_default=False)] = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    *,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Remove from the index every picture whose file is gone. Nothing is captioned."""
     from ..progress import one_line
 
-    engine = call(lambda: engine_from_flags(config, data_dir=data_dir, uri=uri, token=token, collection=collection))
+    engine = call(lambda: engine_from(options))
     with engine:
         report = call(lambda: engine.prune(paths or None))
     if as_json:
@@ -174,14 +162,9 @@ def prune(
     err.print(f"{len(report.removed)} removed of {report.checked} checked in {report.seconds:.1f}s")
 
 
+@with_options(EMBEDDER, STORE, CONFIG)
 def reembed(
-    embed_model: EmbedModel = None,
-    device: Device = None,
-    data_dir: DataDir = None,
-    uri: Uri = None,
-    token: Token = None,
-    collection: Collection = None,
-    config: ConfigFile = None,
+    options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Re-embed every stored caption with the embedding model in use (--embed-model).
@@ -190,9 +173,7 @@ def reembed(
     """
     from ..progress import RichIndexProgress
 
-    engine = call(lambda: engine_from_flags(
-        config, embed_model=embed_model, device=device, data_dir=data_dir, uri=uri, token=token, collection=collection,
-    ))
+    engine = call(lambda: engine_from(options))
     try:
         with engine, RichIndexProgress(err, "re-embedding") as progress:
             report = call(lambda: engine.reembed(progress))

@@ -72,6 +72,11 @@ class SentenceTransformerEmbedder(Embedder):
         return canonical_model_id(self.model_name)
 
     @property
+    def model_loaded(self) -> bool:
+        """Whether the full model is loaded in this process (not only its ONNX export)."""
+        return self._model is not None
+
+    @property
     def model(self) -> Any:
         """The full sentence-transformers model, loaded (and exported to ONNX once) on first use."""
         if self._model is None:

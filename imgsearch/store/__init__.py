@@ -2,7 +2,9 @@
 
 schema: the collection's fields and indexes · connection: clients and the Lite file's lock ·
 disk, writes: a full disk, a read-only folder or a damaged Lite file, said in one line ·
-catalog: which collection holds each index, and its facts · milvus_store: rows and searches.
+catalog: which collection holds each index · index_facts: what is recorded about an index ·
+link: one URI's client and catalog · collection_life: making, opening, swapping, dropping ·
+collection_rows: rows and searches · milvus_store: MilvusStore, all of these behind one class.
 """
 
 from .catalog import CATALOG
@@ -14,11 +16,12 @@ from .schema import (
     PROP_EMBEDDER,
     PROP_KEYWORD_SEARCH,
     PROP_SCHEMA,
+    PROP_VISUAL_MODEL,
     ROW_FIELDS,
     SCHEMA_VERSION,
 )
 
 __all__ = [
     "CATALOG", "EmbeddedIndexLock", "MilvusStore", "PROP_CAPTIONERS", "PROP_DIMENSION", "PROP_EMBEDDER",
-    "PROP_KEYWORD_SEARCH", "PROP_SCHEMA", "ROW_FIELDS", "SCHEMA_VERSION",
+    "PROP_KEYWORD_SEARCH", "PROP_SCHEMA", "PROP_VISUAL_MODEL", "ROW_FIELDS", "SCHEMA_VERSION",
 ]

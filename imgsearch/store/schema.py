@@ -11,6 +11,11 @@ PROP_DIMENSION = "imgsearch.dimension"
 PROP_SCHEMA = "imgsearch.schema_version"
 PROP_CAPTIONERS = "imgsearch.captioners"
 PROP_KEYWORD_SEARCH = "imgsearch.keyword_search"
+# An index with image vectors: the image–text model that made them, and their length.
+PROP_VISUAL_MODEL = "imgsearch.visual_model"
+PROP_VISUAL_DIMENSION = "imgsearch.visual_dimension"
+# The field holding a picture's image vector, beside its caption's "vector".
+VISUAL_FIELD = "visual"
 
 MAX_PATH = 16384
 MAX_CAPTION = 8192
@@ -51,13 +56,16 @@ LITE_SEARCH_PARAMS: dict[str, Any] = {"params": {}}
 SERVER_VECTOR_INDEX = {"index_type": "AUTOINDEX", "metric_type": "COSINE"}
 
 
-def build_schema(dimension: int, keyword_search: bool, description: str) -> Any:
-    """The collection schema: one row per picture, keyed by its path's hash."""
+def build_schema(dimension: int, keyword_search: bool, description: str, visual_dimension: int = 0) -> Any:
+    """The collection schema: one row per picture, keyed by its path's hash (with an image
+    vector too when visual_dimension is set)."""
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+    if visual_dimension:
+        schema.add_field(VISUAL_FIELD, DataType.FLOAT_VECTOR, dim=visual_dimension)
     schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
     schema.add_field("caption", DataType.VARCHAR, max_length=MAX_CAPTION)
     schema.add_field("captioner", DataType.VARCHAR, max_length=MAX_CAPTIONER)
@@ -92,20 +100,23 @@ def build_schema(dimension: int, keyword_search: bool, description: str) -> Any:
     return schema
 
 
-def build_index_params(client: Any, embedded: bool, keyword_search: bool) -> Any:
+def build_index_params(client: Any, embedded: bool, keyword_search: bool, visual: bool = False) -> Any:
     index_params = client.prepare_index_params()
     # Embedders return unit vectors, so cosine and inner product give the same scores.
-    index_params.add_index("vector", **(LITE_VECTOR_INDEX if embedded else SERVER_VECTOR_INDEX))
+    for field in ("vector", VISUAL_FIELD) if visual else ("vector",):
+        index_params.add_index(field, **(LITE_VECTOR_INDEX if embedded else SERVER_VECTOR_INDEX))
     if keyword_search:
         index_params.add_index("keywords_bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     return index_params
 
 
-def fit_row(row: dict[str, Any], keyword_search: bool = True) -> dict[str, Any]:
+def fit_row(row: dict[str, Any], keyword_search: bool = True, visual: bool = False) -> dict[str, Any]:
     """Trim text fields to the schema's limits (in UTF-8 bytes) so one long caption cannot fail a batch."""
     fitted = {**ROW_DEFAULTS, **row}
     if not keyword_search:
         fitted.pop("keywords", None)
+    if not visual:
+        fitted.pop(VISUAL_FIELD, None)
     fitted["folders"] = [folder for folder in fitted["folders"] if len(folder.encode("utf-8")) <= MAX_PATH]
     for name, limit in _TEXT_LIMITS:
         value = fitted.get(name)

@@ -1,0 +1,152 @@
+"""Image–text models (CLIP, SigLIP, SigLIP 2, MetaCLIP 2): pictures and words in one vector space.
+
+The picture tower embeds each indexed picture; the text tower embeds queries, in any language
+the model was trained on. Loaded with transformers' Auto classes, by hub id or local folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, EmbedderError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..config import Settings
+
+# Model types whose text tower was trained on padding to a fixed length: other lengths shift
+# its vectors (SigLIP pools the last token).
+_FIXED_LENGTH_TEXT = {"siglip": 64, "siglip2": 64}
+VISUAL_ID_PREFIX = "visual:"
+
+
+class VisualEmbedder:
+    """One image–text model: encode_images for pictures, encode_texts for queries, unit vectors."""
+
+    def __init__(self, model: str, device: str = "auto", batch_size: int = 16, dtype: str = "auto"):
+        self.model_name = model
+        self.requested_device = device
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.device = "cpu"
+        self._model: Any = None
+        self._processor: Any = None
+        self._text_length: int | None = None
+        self._dimension: int | None = None
+        self._load_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VisualEmbedder | None:
+        """The visual model the settings name (--visual-model), or None when there is none."""
+        if not settings.visual_model:
+            return None
+        return cls(settings.visual_model, device=settings.device, dtype=settings.dtype)
+
+    @property
+    def id(self) -> str:
+        """Recorded in the index beside the caption embedder's."""
+        return VISUAL_ID_PREFIX + self.model_name
+
+    @property
+    def dimension(self) -> int:
+        # Asked of the model itself: configs name the shared space's size differently
+        # (projection_dim, projection_size, a tower's hidden size).
+        if self._dimension is None:
+            self._dimension = len(self.encode_texts(["a picture"])[0])
+        return self._dimension
+
+    @property
+    def image_side(self) -> int:
+        """The picture size the model looks at (pictures are decoded at least this large)."""
+        self._load()
+        size = getattr(self._processor.image_processor, "size", None) or {}
+        side = size.get("shortest_edge") or max(size.get("height", 0), size.get("width", 0))
+        return int(side or 224)
+
+    def encode_images(self, images: list[Image.Image]) -> list[list[float]]:
+        """One unit vector per picture (upright RGB)."""
+        self._load()
+        vectors: list[list[float]] = []
+        for start in range(0, len(images), max(1, self.batch_size)):
+            batch = self._processor(images=images[start : start + self.batch_size], return_tensors="pt")
+            vectors += self._features("get_image_features", batch)
+        return vectors
+
+    def encode_texts(self, texts: list[str]) -> list[list[float]]:
+        """One unit vector per text, in the pictures' space."""
+        self._load()
+        padding: dict[str, Any] = (
+            {"padding": "max_length", "max_length": self._text_length} if self._text_length else {"padding": True}
+        )
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), 64):
+            batch = self._processor(
+                text=texts[start : start + 64], truncation=True, return_tensors="pt", **padding
+            )
+            vectors += self._features("get_text_features", batch)
+        return vectors
+
+    def encode_query(self, text: str) -> list[float]:
+        return self.encode_texts([text])[0]
+
+    def _features(self, method: str, batch: Any) -> list[list[float]]:
+        import torch
+
+        batch = {name: value.to(self.device) for name, value in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self._model.dtype)
+        with torch.inference_mode():
+            out = getattr(self._model, method)(**batch)
+        # transformers 5 returns the projected vectors as the pooler output.
+        features = out if isinstance(out, torch.Tensor) else out.pooler_output
+        return [_unit(row, self.model_name) for row in features.float().cpu().tolist()]
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._model is None:
+                self._model, self._processor = self._load_model()
+
+    def _load_model(self) -> tuple[Any, Any]:
+        try:
+            from transformers import AutoConfig, AutoModel, AutoProcessor
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise MissingDependencyError(f"visual models need {exc.name}") from None
+        from ..captioners.transformers_local import load_hint, pick_device, pick_dtype
+
+        source = os.path.expanduser(self.model_name)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
+        if getattr(config, "vision_config", None) is None or getattr(config, "text_config", None) is None:
+            raise ConfigError(
+                f"{self.model_name} is a {config.model_type!r} model, not an image–text embedding model; "
+                "pick one such as google/siglip2-base-patch16-224 or openai/clip-vit-base-patch32"
+            )
+        self.device = pick_device(self.requested_device)
+        try:
+            model = AutoModel.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype))
+            processor = AutoProcessor.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise ConfigError(
+                f"{self.model_name} ({config.model_type!r}) has no picture and text towers to embed with; "
+                "pick a CLIP, SigLIP, SigLIP 2 or MetaCLIP 2 model"
+            )
+        self._text_length = _FIXED_LENGTH_TEXT.get(config.model_type)
+        if self._text_length:
+            limit = getattr(config.text_config, "max_position_embeddings", self._text_length)
+            self._text_length = min(self._text_length, int(limit))
+        return model.to(self.device).eval(), processor
+
+
+def _unit(vector: list[float], model: str) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    if not math.isfinite(norm) or norm == 0:
+        raise EmbedderError(f"visual model {model} returned a zero or non-finite vector")
+    return [x / norm for x in vector]

@@ -1,0 +1,256 @@
+"""Image vectors beside captions: tiny random-weight CLIP and SigLIP models, real Milvus Lite.
+
+Random vision towers still map near-identical pixels close together: a resized, recompressed
+copy of a photo scores ~0.9999 against it, while the tiny SigLIP keeps different photos below
+0.95 (checked here before relying on it). They say nothing about retrieval quality.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from subprocess_helpers import imgsearch_env, run_imgsearch
+from tiny_models import build_tiny_bert, build_tiny_clip, build_tiny_siglip
+
+from imgsearch import ImageSearch
+from imgsearch.embedders.visual import VisualEmbedder
+from imgsearch.files import path_key
+from imgsearch.errors import ConfigError, EmbedderError, EmbedderMismatchError, ImageLoadError
+
+PHOTOS = 8
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory):
+    return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+@pytest.fixture
+def photos(coco_mini, tmp_path):
+    """PHOTOS coco-mini photos, with a captions file naming each."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = sorted(path.name for path in (coco_mini / "images").glob("*.jpg"))[:PHOTOS]
+    lines = [json.loads(line) for line in (coco_mini / "captions.jsonl").read_text().splitlines() if line.strip()]
+    by_name = {line["image"]: line["captions"][0] for line in lines}
+    for name in names:
+        shutil.copy(coco_mini / "images" / name, folder / name)
+    (tmp_path / "captions.jsonl").write_text(
+        "".join(json.dumps({"image": name, "caption": by_name[name]}) + "\n" for name in names)
+    )
+    return folder
+
+
+def engine_for(photos, embedder, visual_dir, **settings):
+    return ImageSearch(
+        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl"),
+        visual_model=str(visual_dir), device="cpu", **settings,
+    )
+
+
+def recompressed_copy(source, target, scale=0.5, quality=60):
+    with Image.open(source) as picture:
+        small = picture.convert("RGB").resize((int(picture.width * scale), int(picture.height * scale)))
+    small.save(target, "JPEG", quality=quality)
+    return target
+
+
+def indexed_copy(source, target, recompress=True, **settings):
+    """A copy of source in its folder (resized and recompressed, or its very bytes), captioned
+    in the folder's captions file like the others."""
+    if recompress:
+        recompressed_copy(source, target, **settings)
+    else:
+        shutil.copy(source, target)
+    with open(source.parent.parent / "captions.jsonl", "a") as captions:
+        captions.write(json.dumps({"image": target.name, "caption": f"a copy of {source.name}"}) + "\n")
+    return target
+
+
+def test_the_visual_model_gives_unit_vectors_in_one_space(tiny_clip_dir, tiny_siglip_dir, photos):
+    pictures = [Image.open(path).convert("RGB") for path in sorted(photos.glob("*.jpg"))[:3]]
+    for folder, dimension in ((tiny_clip_dir, 16), (tiny_siglip_dir, 32)):
+        visual = VisualEmbedder(str(folder), device="cpu")
+        assert visual.dimension == dimension
+        assert visual.image_side == 32
+        vectors = np.array(visual.encode_images(pictures) + visual.encode_texts(["a red dog", "un chien rouge"]))
+        assert vectors.shape == (5, dimension)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_siglip_text_is_the_same_alone_or_beside_a_longer_one(tiny_siglip_dir):
+    visual = VisualEmbedder(str(tiny_siglip_dir), device="cpu")
+    alone = visual.encode_query("a red dog")
+    [beside, _] = visual.encode_texts(["a red dog", "un chien rouge dans la rue avec le chat"])
+    assert np.allclose(alone, beside, atol=1e-5)
+
+
+def test_a_model_that_is_not_image_text_is_refused_in_one_line(tmp_path):
+    bert = build_tiny_bert(tmp_path / "bert")
+    with pytest.raises(ConfigError) as refused:
+        VisualEmbedder(str(bert), device="cpu").dimension
+    message = str(refused.value)
+    assert "not an image–text embedding model" in message and str(bert) in message and "\n" not in message
+    with pytest.raises(EmbedderError, match="cannot load visual model .*no such folder"):
+        VisualEmbedder(str(tmp_path / "missing"), device="cpu").dimension
+
+
+def test_a_picture_queried_by_itself_comes_first(tiny_clip_dir, photos, embedder):
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        report = engine.index([photos])
+        assert report.new == PHOTOS and not report.failed
+        assert engine.status().visual_model == str(tiny_clip_dir)
+        for path in sorted(photos.glob("*.jpg"))[:3]:
+            hits = engine.query_image(path, k=3)
+            assert hits[0].path == str(path)
+            # Indexed from a JPEG decoded at reduced scale (draft mode), queried from the whole file.
+            assert hits[0].score > 0.99 and hits[0].score > hits[1].score
+        # A picture that is not indexed, passed as an image: its resized copy's original is first.
+        target = sorted(photos.glob("*.jpg"))[0]
+        copy = recompressed_copy(target, photos.parent / "elsewhere.jpg")
+        assert engine.query_image(Image.open(copy), k=1)[0].path == str(target)
+        # --like uses the picture's image vector: its recompressed copy is not indexed, so the
+        # nearest other picture is whatever the image vectors say, not a caption neighbour.
+        stored = np.array([engine.store.get_vector(path_key(p), "visual") for p in sorted(photos.glob("*.jpg"))])
+        like = engine.similar(target, k=1)[0]
+        others = stored @ stored[0]
+        others[0] = -2
+        assert like.path == str(sorted(photos.glob("*.jpg"))[int(np.argmax(others))])
+
+
+def test_words_in_another_language_reach_the_image_vectors(tiny_clip_dir, photos, embedder):
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        engine.index([photos])
+        paths = sorted(photos.glob("*.jpg"))
+        pictures = np.array([engine.store.get_vector(path_key(p), "visual") for p in paths])
+        for text in ("un chien rouge dans la rue", "une voiture dans le parc"):
+            query = np.array(engine.visual.encode_query(text))
+            expected = [str(paths[i]) for i in np.argsort(-(pictures @ query))[:3]]
+            # A random text tower scores words against pictures below zero as often as above.
+            hits = engine.query(text, k=3, mode="visual", min_score=-1)
+            assert [hit.path for hit in hits] == expected
+            assert hits[0].score == pytest.approx(float(np.max(pictures @ query)), abs=1e-4)
+        # hybrid blends both: every picture it returns is one of the indexed ones, best first.
+        blended = engine.query("un chien rouge dans la rue", k=PHOTOS, mode="hybrid", min_score=-1)
+        assert sorted(hit.path for hit in blended) == [str(p) for p in paths]
+        assert [hit.score for hit in blended] == sorted((hit.score for hit in blended), reverse=True)
+
+
+def test_copies_group_as_duplicates_and_different_photos_do_not(tiny_siglip_dir, photos, embedder):
+    originals = sorted(photos.glob("*.jpg"))
+    indexed_copy(originals[0], photos / "copy-small.jpg")
+    indexed_copy(originals[1], photos / "copy-tiny.jpg", scale=0.3, quality=40)
+    indexed_copy(originals[2], photos / "same-bytes.jpg", recompress=False)
+    copies = {originals[0]: photos / "copy-small.jpg", originals[1]: photos / "copy-tiny.jpg"}
+    with engine_for(photos, embedder, tiny_siglip_dir) as engine:
+        report = engine.index([photos])
+        assert report.new == PHOTOS + 3, report.failed
+        vector = {p: np.array(engine.store.get_vector(path_key(p), "visual")) for p in [*originals, *copies.values()]}
+        # The random tower must keep copies closer than different photos for this to mean anything.
+        closest_others = max(
+            float(vector[a] @ vector[b]) for a in originals for b in originals if a < b
+        )
+        farthest_copy = min(float(vector[a] @ vector[b]) for a, b in copies.items())
+        assert farthest_copy > closest_others + 0.001, (farthest_copy, closest_others)
+        groups = engine.duplicates(threshold=(farthest_copy + closest_others) / 2)
+    assert sorted(groups) == sorted([
+        sorted([str(originals[0]), str(photos / "copy-small.jpg")]),
+        sorted([str(originals[1]), str(photos / "copy-tiny.jpg")]),
+        sorted([str(originals[2]), str(photos / "same-bytes.jpg")]),
+    ])
+
+
+def test_duplicates_without_image_vectors_are_the_same_bytes_only(photos, embedder, tmp_path):
+    originals = sorted(photos.glob("*.jpg"))
+    indexed_copy(originals[0], photos / "copy-small.jpg")
+    indexed_copy(originals[2], photos / "same-bytes.jpg", recompress=False)
+    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+        engine.index([photos])
+        assert engine.duplicates() == [sorted([str(originals[2]), str(photos / "same-bytes.jpg")])]
+        with pytest.raises(ConfigError, match="no image vectors"):
+            engine.query_image(originals[0])
+        with pytest.raises(ConfigError, match="no image vectors"):
+            engine.query("a dog", mode="visual")
+
+
+def test_image_vectors_are_cached_and_a_rebuild_encodes_nothing(tiny_clip_dir, photos, embedder):
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        engine.index([photos])
+        encoded: list[int] = []
+        original = engine.visual.encode_images
+        engine.visual.encode_images = lambda images: encoded.append(len(images)) or original(images)  # type: ignore[method-assign]
+        again = engine.index([photos], rebuild=True)
+        assert again.new == PHOTOS and again.captions_reused == PHOTOS and again.captioned == 0
+        assert encoded == []
+        assert engine.query_image(sorted(photos.glob("*.jpg"))[0], k=1)[0].path == str(sorted(photos.glob("*.jpg"))[0])
+
+
+def test_an_index_without_image_vectors_says_how_to_add_them(tiny_clip_dir, photos, embedder):
+    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+        engine.index([photos])
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        with pytest.raises(ConfigError) as refused:
+            engine.index([photos])
+        assert "--rebuild" in str(refused.value) and "nothing is captioned again" in str(refused.value)
+        assert engine.store.count() == PHOTOS  # nothing already indexed was lost
+        report = engine.index([photos], rebuild=True)
+        assert report.captioned == 0 and report.captions_reused == PHOTOS
+        assert engine.query_image(sorted(photos.glob("*.jpg"))[3], k=1)[0].path == str(sorted(photos.glob("*.jpg"))[3])
+
+
+def test_another_visual_model_is_refused_naming_both(tiny_clip_dir, tiny_siglip_dir, photos, embedder):
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        engine.index([photos])
+    with engine_for(photos, embedder, tiny_siglip_dir) as engine:
+        for attempt in (lambda: engine.query("a red dog", mode="visual"), lambda: engine.index([photos])):
+            with pytest.raises(EmbedderMismatchError) as refused:
+                attempt()
+            assert str(tiny_clip_dir) in str(refused.value) and str(tiny_siglip_dir) in str(refused.value)
+    # Without --visual-model, queries take the model the index records.
+    with ImageSearch(embedder=embedder) as engine:
+        assert len(engine.query("a red dog", k=2, mode="visual", min_score=-1)) == 2
+
+
+def test_a_query_picture_that_cannot_be_read_is_one_line(tiny_clip_dir, photos, embedder, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a picture")
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        engine.index([photos])
+        with pytest.raises(ImageLoadError) as refused:
+            engine.query_image(broken)
+    assert str(broken) in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_the_command_line_searches_by_picture_and_lists_duplicates(tiny_siglip_dir, photos, tmp_path):
+    originals = sorted(photos.glob("*.jpg"))
+    indexed_copy(originals[0], photos / "copy-small.jpg")
+    env = imgsearch_env(tmp_path / "data")
+    common = ("--visual-model", str(tiny_siglip_dir), "--device", "cpu")
+    indexed = run_imgsearch(
+        "index", photos, "--captioner", "captions", "--captions-file", photos.parent / "captions.jsonl", *common,
+        "--json", env=env,
+    )
+    assert indexed.returncode == 0, indexed.stderr
+    found = run_imgsearch("query", "--image", originals[4], "-k", "2", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["path"] == str(originals[4])
+    groups = run_imgsearch("duplicates", "--json", env=env)
+    assert groups.returncode == 0, groups.stderr
+    assert json.loads(groups.stdout) == [sorted([str(originals[0]), str(photos / "copy-small.jpg")])]
+    both = run_imgsearch("query", "dog", "--image", originals[0], env=env)
+    assert both.returncode == 2 and "either TEXT" in both.stderr
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    unreadable = run_imgsearch("query", "--image", broken, env=env)
+    assert unreadable.returncode != 0 and str(broken) in unreadable.stderr
+    assert len([line for line in unreadable.stderr.splitlines() if line.strip()]) == 1
