@@ -106,18 +106,15 @@ class ImageSearch:
         """The image–text model that made the opened index's image vectors (None: it has none);
         a --visual-model naming another one is refused, naming both."""
         from .embedders.visual import VISUAL_ID_PREFIX, VisualEmbedder
-        from .errors import EmbedderMismatchError
+        from .store.index_facts import check_visual_model
 
         recorded = self.store.visual_model
         if not recorded:
             return None
         asked = self.visual
-        if asked is not None and asked.id != recorded:
-            raise EmbedderMismatchError(
-                f"the index's image vectors were made by {recorded.removeprefix(VISUAL_ID_PREFIX)} but the visual "
-                f"model in use is {asked.model_name}; use --visual-model {recorded.removeprefix(VISUAL_ID_PREFIX)}"
-            )
-        if asked is None:
+        if asked is not None:
+            check_visual_model({PROP_VISUAL_MODEL: recorded}, asked.id, self.store.collection, self.store.uri)
+        else:
             self._visual = VisualEmbedder(
                 recorded.removeprefix(VISUAL_ID_PREFIX), device=self.settings.device, dtype=self.settings.dtype
             )

@@ -44,7 +44,12 @@ class Embedder(ABC):
     def _normalised(self, vector: list[float]) -> list[float]:
         if len(vector) != self.dimension:
             raise EmbedderError(f"{self.id} returned a {len(vector)}-d vector, expected {self.dimension}")
-        norm = math.sqrt(sum(x * x for x in vector))
-        if not math.isfinite(norm) or norm == 0:
-            raise EmbedderError(f"{self.id} returned a zero or non-finite vector")
-        return [x / norm for x in vector]
+        return unit_vector(vector, self.id)
+
+
+def unit_vector(vector: list[float], made_by: str) -> list[float]:
+    """vector scaled to length 1; a zero or non-finite one is made_by's error."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    if not math.isfinite(norm) or norm == 0:
+        raise EmbedderError(f"{made_by} returned a zero or non-finite vector")
+    return [x / norm for x in vector]

@@ -6,12 +6,12 @@ the model was trained on. Loaded with transformers' Auto classes, by hub id or l
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EmbedderError, MissingDependencyError
+from .base import unit_vector
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -103,7 +103,7 @@ class VisualEmbedder:
             out = getattr(self._model, method)(**batch)
         # transformers 5 returns the projected vectors as the pooler output.
         features = out if isinstance(out, torch.Tensor) else out.pooler_output
-        return [_unit(row, self.model_name) for row in features.float().cpu().tolist()]
+        return [unit_vector(row, f"visual model {self.model_name}") for row in features.float().cpu().tolist()]
 
     def _load(self) -> None:
         with self._load_lock:
@@ -143,10 +143,3 @@ class VisualEmbedder:
             limit = getattr(config.text_config, "max_position_embeddings", self._text_length)
             self._text_length = min(self._text_length, int(limit))
         return model.to(self.device).eval(), processor
-
-
-def _unit(vector: list[float], model: str) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in vector))
-    if not math.isfinite(norm) or norm == 0:
-        raise EmbedderError(f"visual model {model} returned a zero or non-finite vector")
-    return [x / norm for x in vector]
