@@ -1,6 +1,7 @@
 """What the indexing pipeline costs around the captioner, with no model: 12-megapixel JPEGs.
 
 Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-dir DIR]
+           [--overlap 48] [--visual-model clip] [--threads N] [--skip-overhead]
 
 1. First runs of 30 and --photos 12-megapixel JPEGs (4000x3000, made from the coco-mini
    photos, distinct bytes each) with their captions in sidecar .txt files, each in a fresh
@@ -14,6 +15,13 @@ Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-
    per caption) captions N pre-decoded photos alone; then the whole pipeline indexes the
    same N 12-megapixel JPEGs with the same loaded model. The pipeline's rate over the
    captioner's own is the share of the captioner's throughput a real run keeps.
+5. Captions and image vectors (--visual-model clip|siglip2|metaclip2|metaclip2-s16, a
+   full-size random-weight model built by benchmarks/image_encoding.py, or a saved model's
+   folder): the image encoder alone encodes the N photos, decoded at its size, in the
+   writer's batches; then the pipeline indexes them with both models. Its rate is compared
+   with each stage's own, and with the best two models sharing the same cores can do (one
+   picture costs both models' time: 1 / (1/captioner + 1/encoder)). The run also reports the
+   time each model spent inside the pipeline and the torch threads each thread used.
 The pictures are made once under --work-dir and reused; the page cache holds them, so disk
 speed is not measured. Run it on a quiet machine.
 """
@@ -33,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+COCO = Path(os.environ.get("IMGSEARCH_COCO_MINI", Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"))
 SIDE = (4000, 3000)
 
 
@@ -44,6 +52,8 @@ def make_photos(folder: Path, count: int, size: tuple[int, int] | None) -> list[
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = sorted((COCO / "images").glob("*.jpg"))
+    if not sources:
+        raise SystemExit(f"no photos in {COCO / 'images'}: set IMGSEARCH_COCO_MINI to a folder with images/*.jpg")
     encoded: dict[Path, bytes] = {}
     made = []
     for i in range(count):
@@ -124,8 +134,18 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=10_000, help="small pictures in the re-run and memory test")
     parser.add_argument("--overlap", type=int, default=48, help="photos in the captioner-bound run (0: skip)")
     parser.add_argument("--skip-overhead", action="store_true", help="only the captioner-bound run")
+    parser.add_argument(
+        "--visual-model",
+        help="also index with image vectors: clip, siglip2, metaclip2 or metaclip2-s16 (built at full size, "
+        "random weights) or a saved model's folder",
+    )
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "imgsearch-bench-pipeline")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for the model runs (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("IMGSEARCH_KEEP_LOADED", "0")
     work = args.work_dir
@@ -227,7 +247,94 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
     piped = count / seconds
     print(f"whole pipeline on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
           f"({report.captioned} captioned) = {100 * piped / alone:.1f}% of the captioner alone")
+    if args.visual_model:
+        with_visual(args, work, captioner, folders, alone, piped)
     return 0
+
+
+def with_visual(args, work: Path, captioner, folders: dict[str, Path], captioner_rate: float,
+                captions_only_rate: float) -> None:
+    """The same run with image vectors as well, against each stage alone."""
+    import threading
+
+    import torch
+    from image_encoding import BUILDERS, ENCODERS, SOURCE_IDS
+
+    from imgsearch.captioners.transformers_local import pick_dtype
+    from imgsearch.engine import ImageSearch
+    from imgsearch.files import read_file
+    from imgsearch.images import inspect_picture
+
+    count, batch = args.overlap, captioner.batch_size
+    name = args.visual_model
+    if name in ENCODERS:
+        folder = work / f"{name}-random"
+        if not (folder / "config.json").exists():
+            BUILDERS[name](folder)
+        label = f"{SOURCE_IDS[name]} (random weights)"
+    else:
+        folder, label = Path(name).expanduser(), name
+    shutil.rmtree(work / "data-visual", ignore_errors=True)
+    engine = ImageSearch(captioner=captioner, data_dir=work / "data-visual", visual_model=str(folder))
+    visual = engine.visual
+    side = visual.image_side  # loads the model
+    timed = sorted(folders["timed"].glob("*.jpg"))
+    pixels = [inspect_picture(read_file(p), p, side)[1] for p in timed]
+
+    def encode_alone() -> float:
+        started = time.perf_counter()
+        for start in range(0, len(pixels), batch):  # the writer encodes each captioned batch
+            visual.encode_images(pixels[start : start + batch])
+        return time.perf_counter() - started
+
+    encode_alone()  # warm-up
+    encoder_rate = count / encode_alone()
+    dtype = str(pick_dtype(visual.device, visual.dtype)).removeprefix("torch.")
+    print(f"image encoder alone ({label}, {visual.device}, {dtype}) on {count} photos decoded "
+          f"at {side} px, batches of {batch}: {encoder_rate:.3f} pictures/s", flush=True)
+
+    # What each model spends inside the pipeline, and the torch threads each thread uses.
+    spent = {"caption": 0.0, "encode": 0.0}
+    threads: dict[str, set[int]] = {"caption": set(), "encode": set()}
+
+    def timing(kind: str, inner):
+        def timed_call(*call_args, **call_kwargs):
+            threads[kind].add(torch.get_num_threads())
+            started = time.perf_counter()
+            try:
+                return inner(*call_args, **call_kwargs)
+            finally:
+                spent[kind] += time.perf_counter() - started
+
+        return timed_call
+
+    with engine:
+        index(engine, folders["warmup"])  # loads the embedder, creates the index, encodes its pictures
+        captioner.caption = timing("caption", captioner.caption)
+        visual.encode_images = timing("encode", visual.encode_images)
+        try:
+            cpu_started = time.process_time()
+            report, seconds = index(engine, folders["timed"])
+            cpu_seconds = time.process_time() - cpu_started
+        finally:
+            del captioner.caption, visual.encode_images  # the instances' own methods again
+    piped = count / seconds
+    slower = min(captioner_rate, encoder_rate)
+    shared = 1 / (1 / captioner_rate + 1 / encoder_rate)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"whole pipeline with image vectors on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
+          f"({report.captioned} captioned)")
+    print(f"  = {100 * piped / captioner_rate:.1f}% of the captioner alone ({captioner_rate:.3f}), "
+          f"{100 * piped / encoder_rate:.1f}% of the image encoder alone ({encoder_rate:.3f}), "
+          f"{100 * piped / captions_only_rate:.1f}% of the pipeline without image vectors ({captions_only_rate:.3f})")
+    print(f"  the slower stage's own rate is {slower:.3f}: {'REACHES' if piped >= 0.9 * slower else 'BELOW'} 90% "
+          f"({100 * piped / slower:.1f}%); both models taking turns on the same cores would give "
+          f"{shared:.3f} ({100 * shared / slower:.1f}% of the slower stage)")
+    print(f"  inside the run ({seconds:.1f} s): captioning {spent['caption']:.1f} s (alone: {count / captioner_rate:.1f} s), "
+          f"image encoding {spent['encode']:.1f} s on the writer thread (alone: {count / encoder_rate:.1f} s); "
+          f"torch threads: captioning {sorted(threads['caption'])}, encoding {sorted(threads['encode'])}, "
+          f"{cores} cores; process CPU {cpu_seconds:.0f} s = {100 * cpu_seconds / (seconds * cores):.0f}% of the cores; "
+          f"{threading.active_count()} Python threads now")
 
 
 if __name__ == "__main__":

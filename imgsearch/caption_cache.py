@@ -9,16 +9,14 @@ is kept with that file's path key in place of a prompt: two copies of one photo 
 captions, and a repair, which knows each file's path and content, finds each one's own.
 
 The file records its schema version and is brought up to date step by step when opened; one
-written by a newer imgsearch is refused and left untouched. This is the only module with SQL
-against the cache.
+written by a newer imgsearch is refused and left untouched (caption_cache_schema.py). This
+module and that one are the only ones with SQL against the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -27,45 +25,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
+from .caption_cache_errors import cache_error, is_damage, os_error_advice, os_reason
+from .caption_cache_schema import IMAGE_VECTORS_SCHEMA, VERSION, ensure_version, inspect_cache_file, refuse_newer
 from .caption_salvage import salvage_captions
 from .errors import StoreError
 
-_CAPTIONS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS captions (
-    content_hash TEXT NOT NULL,
-    captioner TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    caption TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (content_hash, captioner, prompt)
-)
-"""
-# Facts about the cache itself, by name.
-_FACTS_SCHEMA = "CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-# A picture's image vector by its content and the image–text model, float32 bytes. Made with
-# the first image vector (most caches never hold one), so it needs no schema step.
-_IMAGE_VECTORS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS image_vectors (
-    content_hash TEXT NOT NULL,
-    model TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (content_hash, model)
-)
-"""
+__all__ = ["FOR_FILE", "VERSION", "CaptionCache", "inspect_cache_file"]
+
 # Set while captions the index holds may be missing from the cache (see may_lack_captions).
 _MAY_LACK = "may_lack_captions"
 # Starts the prompt column of a caption written for one file; its path key follows.
 FOR_FILE = "file:"
 # Content hashes asked of SQLite per query.
 _CHUNK = 500
-
-# SQLite's primary result codes (the low byte of an extended code).
-_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
-_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
-# Below this much free space, an I/O error while writing is the disk filling up: SQLite says
-# only "disk I/O error" when the WAL index (-shm) cannot grow.
-_NEARLY_FULL_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -89,7 +61,7 @@ class CaptionCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
-                f"cannot create the folder of the caption cache {self.path}: {_os_reason(exc)}{_advice(exc.errno)}"
+                f"cannot create the folder of the caption cache {self.path}: {os_reason(exc)}{os_error_advice(exc.errno)}"
             ) from None
         self._guarded("open", self._connect)
 
@@ -244,7 +216,7 @@ class CaptionCache:
             db = self._connection
             with db:
                 db.execute("BEGIN")
-                db.execute(_IMAGE_VECTORS_SCHEMA)
+                db.execute(IMAGE_VECTORS_SCHEMA)
                 db.executemany("INSERT OR REPLACE INTO image_vectors VALUES (?, ?, ?, ?)", rows)
 
         if rows:
@@ -307,7 +279,7 @@ class CaptionCache:
         db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         try:
             # Before anything is written: a newer imgsearch's file is left exactly as it is.
-            _refuse_newer(db, self.path)
+            refuse_newer(db, self.path)
             # WAL lets a reader (a query) and a writer (an index run) share the file.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -343,13 +315,13 @@ class CaptionCache:
         try:
             return operation()
         except sqlite3.DatabaseError as exc:
-            if _result_code(exc) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                raise self._error(doing, exc) from None
+            if not is_damage(exc):
+                raise cache_error(doing, self.path, exc) from None
         try:
             self._replace_damaged()
             return operation()
         except sqlite3.DatabaseError as exc:
-            raise self._error(doing, exc) from None
+            raise cache_error(doing, self.path, exc) from None
 
     def _replace_damaged(self) -> None:
         """Move the damaged file aside, untouched, and start a fresh cache with what it still holds."""
@@ -365,7 +337,7 @@ class CaptionCache:
                     os.replace(f"{self.path}{suffix}", f"{kept}{suffix}")
         except OSError as exc:
             raise StoreError(
-                f"the caption cache {self.path} is damaged and cannot be moved aside ({_os_reason(exc)}): "
+                f"the caption cache {self.path} is damaged and cannot be moved aside ({os_reason(exc)}): "
                 "move or delete it, then run again"
             ) from None
         salvaged = salvage_captions(kept)
@@ -386,112 +358,3 @@ class CaptionCache:
             number += 1
             kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{number}")
         return kept
-
-    def _error(self, doing: str, exc: sqlite3.DatabaseError) -> StoreError:
-        code = _result_code(exc)
-        if code in (_SQLITE_FULL, _SQLITE_IOERR) and _nearly_full(self.path.parent):
-            reason, advice = f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}", _advice(errno.ENOSPC)
-        else:
-            reason, advice = str(exc), _SQLITE_ADVICE.get(code, "")
-        return StoreError(f"cannot {doing} the caption cache {self.path}: {reason}{advice}")
-
-
-def _add_captions(db: sqlite3.Connection) -> None:
-    db.execute(_CAPTIONS_SCHEMA)
-
-
-def _add_facts(db: sqlite3.Connection) -> None:
-    db.execute(_FACTS_SCHEMA)
-
-
-# Step n brings a file from version n - 1 to version n; a step is never changed once released.
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_captions, _add_facts)
-# The cache file's schema version, kept in SQLite's user_version. A file that records none
-# (0) is a new one or one written before versions were kept: version 1, or 2 where it already
-# has the facts table, so every step must leave a file that already has its change as it was.
-VERSION = len(_MIGRATIONS)
-
-
-def ensure_version(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the cache file open on db up to VERSION, one step at a time, each in its own transaction."""
-    _refuse_newer(db, path)
-    for version in range(_recorded_version(db) + 1, VERSION + 1):
-        with db:
-            # IMMEDIATE takes the write lock before looking: another process opening the same
-            # file may have taken this step since it was read above.
-            db.execute("BEGIN IMMEDIATE")
-            if _recorded_version(db) >= version:
-                continue
-            _MIGRATIONS[version - 1](db)
-            db.execute(f"PRAGMA user_version = {version:d}")
-
-
-def _recorded_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
-    recorded = _recorded_version(db)
-    if recorded > VERSION:
-        raise StoreError(
-            f"the caption cache {path} was written by a newer imgsearch (schema version {recorded}, this one "
-            f"knows up to {VERSION}): upgrade imgsearch, or use another --data-dir"
-        )
-
-
-def inspect_cache_file(path: Path) -> tuple[int, list[str]]:
-    """The number of captions in the cache file at path, and SQLite's findings if it is damaged
-    (none when sound). Read-only: a missing file is not created, a damaged one not repaired."""
-    if not path.exists():
-        return 0, []
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
-            verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
-            count = int(db.execute("SELECT count(*) FROM captions").fetchone()[0])
-    except sqlite3.Error as exc:
-        return 0, [str(exc)]
-    return count, [] if verdict == ["ok"] else verdict
-
-
-_SQLITE_ADVICE = {
-    _SQLITE_IOERR: " (check the disk and its free space, or use --data-dir on another disk)",
-    _SQLITE_FULL: " (free some space, or use --data-dir on another disk)",
-    _SQLITE_CANTOPEN: " (check that its folder exists and is writable, or use --data-dir elsewhere)",
-    _SQLITE_READONLY: " (the file or its folder is read-only: use --data-dir elsewhere)",
-    _SQLITE_PERM: " (permission denied: use --data-dir elsewhere)",
-}
-
-
-def _result_code(exc: sqlite3.Error) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return int(code) & 0xFF
-    message = str(exc).lower()
-    for words, guessed in (
-        ("malformed", _SQLITE_CORRUPT),
-        ("not a database", _SQLITE_NOTADB),
-        ("disk is full", _SQLITE_FULL),
-        ("disk i/o error", _SQLITE_IOERR),
-        ("unable to open", _SQLITE_CANTOPEN),
-        ("readonly", _SQLITE_READONLY),
-    ):
-        if words in message:
-            return guessed
-    return None
-
-
-def _nearly_full(folder: Path) -> bool:
-    try:
-        return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
-    except OSError:
-        return False
-
-
-def _os_reason(exc: OSError) -> str:
-    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno and exc.strerror else str(exc)
-
-
-def _advice(code: int | None) -> str:
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return " (free some space, or use --data-dir on another disk)"
-    return ""

@@ -15,7 +15,7 @@ from typing import Protocol
 from .captioners.base import CaptionFailure, CaptionInput, Captioner
 from .picture_reader import Picture
 from .run_captions import RunCaptions
-from .run_tally import CAPTIONING, RunTally
+from .run_tally import CAPTIONING, STORING, RunTally
 
 # Pictures read ahead of the captioner at most (each holds its decoded pixels).
 MAX_READ_AHEAD = 256
@@ -30,6 +30,10 @@ class CaptionService(Protocol):
     they finish, in any order; the pictures' files must be readable where the work runs.
     Captions come back cleaned as Captioner.caption cleans them; vectors from the same
     embedder as this run's. Closing the iterator early stops the outstanding work.
+
+    In a run with image vectors, a picture may be sent with its caption known (it comes back
+    as it went, embedded): it needs only its image vector. A service that makes them sets each
+    sent picture's visual_vector where it needs one (needs_visual).
     """
 
     def caption_and_embed(
@@ -138,7 +142,9 @@ class LocalCaptioning:
 class ServiceCaptioning:
     """Captions and embeds on a service (a cluster) once every picture was read here.
 
-    The first picture of each group sharing a caption is sent; the others take its caption.
+    The first picture of each group sharing a caption is sent; the others take its caption (and
+    its image vector). A picture with a known caption that needs an image vector is sent too,
+    for the service reads the pictures itself: the image–text model need not load here.
     """
 
     decodes = False
@@ -149,20 +155,25 @@ class ServiceCaptioning:
         self.captions = captions
         self.tally = tally
         self._waiting: list[Picture] = []
+        self._to_encode: list[Picture] = []  # their caption known, their image vector not
 
     def read_ahead(self, readers: int) -> int:
         return MAX_READ_AHEAD
 
     def take(self, picture: Picture) -> list[Picture]:
-        self._waiting.append(picture)
+        if picture.caption is not None:
+            self.tally.caption_known(picture)
+            self._to_encode.append(picture)
+        else:
+            self._waiting.append(picture)
         return []
 
     def finish(self) -> Iterator[list[Picture]]:
         groups = {group[0].key: group for group in self.captions.sharing_groups(self._waiting)}
-        self._waiting = []
-        if not groups:
+        to_encode, self._waiting, self._to_encode = self._to_encode, [], []
+        if not groups and not to_encode:
             return
-        results = self.service.caption_and_embed([group[0] for group in groups.values()])
+        results = self.service.caption_and_embed([group[0] for group in groups.values()] + to_encode)
         with contextlib.closing(results):  # type: ignore[arg-type]
             for finished in results:
                 yield self._commit(finished, groups)
@@ -173,20 +184,35 @@ class ServiceCaptioning:
         groups: dict[str, list[Picture]],
     ) -> list[Picture]:
         """Cache the captions that came back (before their rows are written); the pictures to store."""
+        ready = self._encoded([item for item in finished if item[0].caption is not None and item[0].key not in groups])
+        finished = [item for item in finished if item[0].caption is None or item[0].key in groups]
         self.captions.remember([
             (picture, caption) for sent, caption, _ in finished if isinstance(caption, str)
             for picture in groups.get(sent.key, [sent])
         ])
         self.tally.captioned(sum(isinstance(caption, str) for _, caption, _ in finished))
         self.tally.stage(CAPTIONING, done=len(finished))
-        ready: list[Picture] = []
         for sent, caption, vector in finished:
             for number, picture in enumerate(groups.get(sent.key, [sent])):
                 if isinstance(caption, CaptionFailure):
                     self.tally.dropped(picture, caption.reason)
                     continue
                 picture.caption, picture.vector = caption, list(vector) if vector is not None else None
+                picture.visual_vector = picture.visual_vector or sent.visual_vector
                 if number:
                     self.tally.caption_reused()
                 ready.append(picture)
+        return ready
+
+    def _encoded(self, finished: list[tuple[Picture, str | CaptionFailure, list[float] | None]]) -> list[Picture]:
+        """The pictures sent with their caption only for their image vector that are ready to store
+        (the writer keeps their vectors in the cache); their captioning was counted when taken."""
+        ready: list[Picture] = []
+        for picture, caption, vector in finished:
+            if isinstance(caption, CaptionFailure):
+                self.tally.stage(STORING, total_less=1)
+                self.tally.failed(picture.file.path, caption.reason)
+                continue
+            picture.vector = list(vector) if vector is not None else None
+            ready.append(picture)
         return ready

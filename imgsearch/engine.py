@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .embedders.visual import VisualEmbedder
+    from .image_vector_backfill import ImageVectorsAdded
     from .indexer import IndexProgress
 
 MAX_K = 1000
@@ -116,7 +117,8 @@ class ImageSearch:
             check_visual_model({PROP_VISUAL_MODEL: recorded}, asked.id, self.store.collection, self.store.uri)
         else:
             self._visual = VisualEmbedder(
-                recorded.removeprefix(VISUAL_ID_PREFIX), device=self.settings.device, dtype=self.settings.dtype
+                recorded.removeprefix(VISUAL_ID_PREFIX), device=self.settings.device, dtype=self.settings.dtype,
+                cache_dir=self.settings.resolved_models_dir,
             )
         return self._visual
 
@@ -190,7 +192,7 @@ class ImageSearch:
         rebuild: set the current index aside (kept, not deleted) and build it anew; cached
         captions are reused. cached_captions_only: caption nothing; pictures without a
         cached caption are reported as failed.
-        ray: caption and embed on a Ray cluster: True (a Ray instance on this machine),
+        ray: caption and embed (and make image vectors) on a Ray cluster: True (a Ray instance on this machine),
         "auto" or an address (HOST:PORT, ray://HOST:PORT); default: the ray setting.
         The pictures must be readable at the same paths on every node.
         """
@@ -199,22 +201,47 @@ class ImageSearch:
 
         roots = _roots(paths)
         if rebuild:
+            if self.visual is not None:
+                self.store.check_image_vectors_supported()  # before the old index is moved aside
             set_aside(self)
         # Nothing is captioned from cached captions only, so no cluster is needed for it.
         cluster = None if cached_captions_only else self._cluster_for(self.settings.ray if ray is None else ray)
-        if cluster is not None and self.visual is not None:
-            raise ConfigError("image vectors are made here only, not on a Ray cluster yet: index without --ray")
+        added = self._add_image_vectors(progress, stop)
+        if added is not None and added.stopped:
+            return IndexReport(interrupted=True)
         if cached_captions_only:
             captioner: Any = CachedCaptionsOnly()
         else:
             captioner = cluster.captioner if cluster else self.captioner
         indexer = Indexer(
             captioner, self.embedder, self.store, self.cache, progress, self.text_reader,
-            reuse_any_caption=cached_captions_only, caption_service=cluster, visual=self.visual,
+            reuse_any_caption=cached_captions_only, caption_service=cluster,
+            # On a cluster, image vectors are made there: the model never loads here.
+            visual=cluster.visual if cluster else self.visual,
         )
         report = indexer.run(roots, stop=stop, remove_missing=not keep_missing, gone=gone)
+        if added is not None:
+            deleted = added.deleted
+            left_out = f"; {deleted} row{'s' if deleted > 1 else ''} of deleted pictures left out" if deleted else ""
+            report.warnings.insert(0, (
+                f"adding image vectors: the index was rebuilt from its stored captions ({added.rows} pictures, "
+                f"nothing captioned{left_out})"
+            ))
         remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
         return report
+
+    def _add_image_vectors(
+        self, progress: IndexProgress | None, stop: threading.Event | None
+    ) -> ImageVectorsAdded | None:
+        """Give an index made without image vectors the visual model's, from the captions it
+        holds (nothing is captioned); None when there was nothing to do."""
+        store = self.store
+        if self.visual is None or not store.exists() or PROP_VISUAL_MODEL in store.properties():
+            return None
+        from .image_vector_backfill import add_image_vectors
+
+        store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
+        return add_image_vectors(store, self.embedder.id, self.visual, self.cache, progress, stop)
 
     def _cluster_for(self, ray: str | bool | None) -> RayCaptionService | None:
         """The Ray cluster service a run asks for (kept for the next run), joined; None for none."""

@@ -17,6 +17,18 @@ class MissingDependencyError(ImgsearchError):
     """An optional package needed by the chosen backend is not installed."""
 
 
+# The name on PyPI: "imgsearch" there is another project. The import package and the command
+# are imgsearch.
+DISTRIBUTION = "imgsearch-vlm"
+
+
+def install_hint(extra: str = "") -> str:
+    """How to install imgsearch with an extra, for the released package and for a clone."""
+    if not extra:
+        return f"pip install {DISTRIBUTION} (in a clone: pip install -e .)"
+    return f"pip install '{DISTRIBUTION}[{extra}]' (in a clone: pip install -e '.[{extra}]')"
+
+
 class CaptionerError(ImgsearchError):
     """The captioner could not be loaded or could not caption."""
 

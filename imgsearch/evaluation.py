@@ -10,6 +10,9 @@ per line), several human captions per image.
 
 Besides the caption queries, two keyword query sets check what word search must never miss:
 each image's file name, and each image's rarest caption word (one-word queries).
+
+With a visual model in the settings the dataset's index has image vectors: `visual` mode is
+measured too, and `hybrid` blends them in as queries on such an index do.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .embedders.base import Embedder
 from .errors import ConfigError
-from .search import SEARCH_MODES, QueryPlan, plan_query, query_text, run_plan
+from .search import SEARCH_MODES, VISUAL_MODE, QueryPlan, plan_query, query_text, run_plan
 
 if TYPE_CHECKING:
+    from .embedders.visual import VisualEmbedder
     from .engine import ImageSearch
 
 CUTOFFS = (1, 5, 10)
@@ -138,12 +142,13 @@ def run_eval(
     settings: Settings,
     *,
     live: bool = False,
-    modes: Sequence[str] = SEARCH_MODES,
+    modes: Sequence[str] | None = None,
     depth: int = 10,
     embedder: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Index a dataset into a throw-away Milvus Lite file and measure each search mode."""
+    """Index a dataset into a throw-away Milvus Lite file and measure each search mode (default:
+    every one the index answers, `visual` among them when it has image vectors)."""
     from .engine import ImageSearch
 
     images, captions = load_dataset(dataset)
@@ -160,6 +165,8 @@ def run_eval(
             if report.failed:
                 raise ConfigError(f"{len(report.failed)} dataset images failed to index, e.g. {report.failed[0]}")
             result = EvalReport(str(dataset), live, report.new + report.updated + report.unchanged, time.monotonic() - started)
+            if modes is None:
+                modes = (*SEARCH_MODES, VISUAL_MODE) if engine.store.visual_model else SEARCH_MODES
             query_sets = {
                 "captions": caption_queries(captions, live),
                 "file names": file_name_queries(captions),
@@ -184,7 +191,8 @@ class _BatchEmbeddedSearch:
     Embedding one query at a time is most of an eval's time. The plan and the search are
     ImageSearch.query's own (search.plan_query and run_plan) with no filters and no score
     floor, so the rankings are the same; a query's latency is its search time plus its share
-    of the batch embedding time, not the time of embedding it alone.
+    of the batch embedding time (and of the image–text model's, for the queries that search
+    image vectors), not the time of embedding it alone.
     """
 
     def __init__(self, engine: ImageSearch, texts: list[str], depth: int, modes: Sequence[str], say: Callable[[str], None]):
@@ -197,21 +205,29 @@ class _BatchEmbeddedSearch:
         self.depth = depth
         self.store = engine.store
         self.store.open(engine.embedder.id, lambda: engine.embedder.dimension, create=False)
+        # The index was built with the engine's visual model, if it has image vectors.
+        self.visual: VisualEmbedder | None = engine.visual if self.store.visual_model else None
         self.vectors, self.embed_ms = self._embed_queries(modes, say)
+        self.visual_vectors, self.visual_ms = self._encode_queries(modes, say)
 
     def top_names(self, number: int, mode: str) -> tuple[list[str], float]:
         """File names of the top results for query number in mode, and the milliseconds it took."""
         began = time.perf_counter()
         text = self.texts[number]
         plan = self._plan(text, mode)
-        rows = run_plan(self.store, plan, text, lambda: self._vector(number), self.depth, "")
+        rows = run_plan(
+            self.store, plan, text, lambda: self._vector(number), self.depth, "",
+            visual_vector=(lambda: self.visual_vectors[text]) if self.visual is not None else None,
+        )
         names = [Path(row["path"]).name for row in rows]
         spent = (time.perf_counter() - began) * 1000 + (self.embed_ms if plan.searches_dense else 0.0)
+        spent += self.visual_ms if plan.searches_visual and self.visual is not None else 0.0
         return names, spent
 
     def _plan(self, text: str, mode: str) -> QueryPlan:
         return plan_query(
-            text, self.depth, mode, self.engine.settings, self.store.keyword_search_enabled, self.store.uri
+            text, self.depth, mode, self.engine.settings, self.store.keyword_search_enabled, self.store.uri,
+            self.visual is not None,
         )
 
     def _embed_queries(self, modes: Sequence[str], say: Callable[[str], None]) -> tuple[dict[str, list[float]], float]:
@@ -227,6 +243,21 @@ class _BatchEmbeddedSearch:
         say(f"embedding {len(needed)} queries")
         began = time.perf_counter()
         vectors = embedder.embed(needed)
+        return dict(zip(needed, vectors)), (time.perf_counter() - began) * 1000 / len(needed)
+
+    def _encode_queries(self, modes: Sequence[str], say: Callable[[str], None]) -> tuple[dict[str, list[float]], float]:
+        """The text tower's vector for every query text some mode searches image vectors with,
+        and the time per text."""
+        if self.visual is None:
+            return {}, 0.0
+        needed = list(dict.fromkeys(
+            text for mode in modes for text in self.texts if self._plan(text, mode).searches_visual
+        ))
+        if not needed:
+            return {}, 0.0
+        say(f"encoding {len(needed)} queries for the image vectors")
+        began = time.perf_counter()
+        vectors = self.visual.encode_texts(needed)
         return dict(zip(needed, vectors)), (time.perf_counter() - began) * 1000 / len(needed)
 
     def _vector(self, number: int) -> list[float]:

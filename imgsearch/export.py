@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -15,6 +16,10 @@ from .errors import ConfigError
 EXPORT_FORMATS = ("jsonl", "csv")
 # Leading columns, in this order; every other stored field follows in the store's order.
 _FIRST_COLUMNS = ("path", "caption", "ocr_text")
+# Times are stored as Unix seconds and written as ISO 8601, which spreadsheets read as dates.
+# A file's times are real instants (UTC); taken_at is the camera's clock, which records no zone.
+_INSTANT_COLUMNS = ("mtime", "indexed_at")
+_CLOCK_COLUMNS = ("taken_at",)
 
 
 def export_columns(stored_fields: Sequence[str]) -> list[str]:
@@ -41,7 +46,7 @@ def write_rows(
         csv_writer.writerow(columns)
     written = 0
     for row in rows:
-        values = [row.get(name) for name in columns]
+        values = [_readable(name, row.get(name)) for name in columns]
         if csv_writer is not None:
             csv_writer.writerow(["" if value is None else value for value in values])
         else:
@@ -50,6 +55,18 @@ def write_rows(
         if on_row is not None:
             on_row()
     return written
+
+
+def _readable(column: str, value: Any) -> Any:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value
+    if column in _INSTANT_COLUMNS:
+        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+    if column in _CLOCK_COLUMNS:
+        if not value:
+            return ""  # no date known
+        return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    return value
 
 
 @contextmanager

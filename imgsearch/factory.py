@@ -1,4 +1,4 @@
-"""Building the parts an index is made of — captioner, embedder, store — from settings.
+"""Building the parts an index is made of — captioner, embedder, image–text model, store — from settings.
 
 One place, used by the engine and by the cluster's workers alike, so both build the same parts.
 A backend class says what it takes with a classmethod from_settings(settings) that reads the
@@ -9,13 +9,16 @@ plugins always were (see captioner_from_keywords and embedder_from_keywords).
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .captioners.base import Captioner
 from .config import Settings
 from .embedders.base import Embedder
 from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
 from .store import MilvusStore
+
+if TYPE_CHECKING:
+    from .embedders.visual import VisualEmbedder
 
 
 def build_captioner(settings: Settings) -> Captioner:
@@ -32,6 +35,16 @@ def build_embedder(settings: Settings) -> Embedder:
     if hasattr(cls, "from_settings"):
         return cls.from_settings(settings)
     return embedder_from_keywords(cls, settings)
+
+
+def build_visual(settings: Settings) -> VisualEmbedder | None:
+    """The image–text model settings name (--visual-model), or None: the run makes no image vectors."""
+    if not settings.visual_model:
+        return None
+    # transformers loads only when the model is first used.
+    from .embedders.visual import VisualEmbedder
+
+    return VisualEmbedder.from_settings(settings)
 
 
 def captioner_from_keywords(cls: Any, settings: Settings) -> Captioner:

@@ -178,7 +178,9 @@ class Indexer:
                     captioned: list[Picture] = []
                     if picture.error:
                         tally.dropped(picture, picture.error)
-                    elif picture.caption is not None:
+                    # A stage that reads the files itself (a cluster) also makes the image vectors
+                    # of pictures whose caption is known.
+                    elif picture.caption is not None and (stage.decodes or not picture.needs_visual):
                         tally.caption_known(picture)
                         ready.append(picture)
                     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingDependencyError
+from .errors import MissingDependencyError, install_hint
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -49,7 +49,7 @@ class TextReader:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError:
             raise MissingDependencyError(
-                "--ocr needs rapidocr-onnxruntime: pip install 'imgsearch[ocr]'"
+                f"--ocr needs rapidocr-onnxruntime: {install_hint('ocr')}"
             ) from None
         self._engine = RapidOCR()
 

@@ -193,12 +193,12 @@ def _facts_exif(data: bytes, raw: rawpy.RawPy, preview: Callable[[], Image.Image
     CMT1/CMT2 boxes, RAF (and others as a last resort) in the EXIF of the embedded preview
     JPEG. LibRaw's own parse of the capture time fills in a missing date.
     """
-    sources = [_tiff_container_exif(data), *_cr3_exifs(data)]
-    facts = _read_facts(sources)
+    sources = [_tiff_container_exif(data), *cr3_exifs(data)]
+    facts = read_facts(sources)
     if not (facts[_MAKE] or facts[_MODEL]) or not facts[_DATE_TIME_ORIGINAL]:
         source = preview()
         if source is not None and source.format == "JPEG":
-            facts = _merged(facts, _read_facts([_safe_exif(source)]))
+            facts = _merged(facts, read_facts([_safe_exif(source)]))
     if not facts[_DATE_TIME_ORIGINAL]:
         facts[_DATE_TIME_ORIGINAL] = _libraw_time(raw) or facts[_DATE_TIME]
     exif = Image.Exif()
@@ -210,7 +210,8 @@ def _facts_exif(data: bytes, raw: rawpy.RawPy, preview: Callable[[], Image.Image
     return exif
 
 
-def _read_facts(sources: list[Image.Exif | None]) -> dict[int, str]:
+def read_facts(sources: list[Image.Exif | None]) -> dict[int, str]:
+    """Camera make, model and dates (by EXIF tag) from the first source that has each; missing ones are ""."""
     facts = {_MAKE: "", _MODEL: "", _DATE_TIME: "", _DATE_TIME_ORIGINAL: ""}
     for exif in sources:
         if exif is None:
@@ -250,7 +251,7 @@ def _tiff_container_exif(data: bytes) -> Image.Exif | None:
     return exif
 
 
-def _cr3_exifs(data: bytes) -> list[Image.Exif | None]:
+def cr3_exifs(data: bytes) -> list[Image.Exif | None]:
     """CR3's CMT1 (IFD0: camera, date) and CMT2 (EXIF IFD: date taken) boxes, each a TIFF."""
     if data[4:12] != b"ftypcrx ":
         return []

@@ -154,6 +154,13 @@ class RowWriter:
             self.cache.put_image_vectors(encoded, self.visual.id)
             for picture in ready:
                 picture.visual_vector = picture.visual_vector or encoded.get(picture.content_hash)
+        # Those made elsewhere (on a cluster) are kept in the cache the same way, before their rows.
+        came_made = {
+            p.content_hash: p.visual_vector for p in ready
+            if p.needs_visual and p.visual_vector is not None and p.content_hash not in to_encode
+        }
+        if came_made:
+            self.cache.put_image_vectors(came_made, self.visual.id)
         for picture in ready:
             picture.image = None  # its pixels are not needed any more
             if picture.visual_vector is None:

@@ -92,7 +92,7 @@ class RayCluster:
     def start(self) -> RayCluster:
         executable = _executable()
         if executable is None:
-            raise RuntimeError("ray not installed: pip install 'imgsearch[ray]'")
+            raise RuntimeError("ray not installed: pip install -e '.[ray]'")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))

@@ -217,7 +217,7 @@ def test_missing_client_library_names_the_extra(flavour, monkeypatch):
     module = {"openai": "openai", "anthropic": "anthropic", "ollama": "ollama"}[flavour]
     monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
     cls = load_plugin(CAPTIONER_GROUP, flavour)
-    with pytest.raises(MissingDependencyError, match=rf"pip install 'imgsearch\[{flavour}\]'"):
+    with pytest.raises(MissingDependencyError, match=rf"pip install 'imgsearch-vlm\[{flavour}\]' \(in a clone: pip install -e '\.\[{flavour}\]'\)"):
         cls(api_key=SECRET, api_base_url="http://127.0.0.1:9").make_client()
 
 

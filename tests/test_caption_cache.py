@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch import caption_cache
+from imgsearch import caption_cache_schema
 from imgsearch.caption_cache import VERSION, CaptionCache, inspect_cache_file
 from imgsearch.errors import StoreError
 
@@ -58,8 +58,8 @@ def _steps_taken(monkeypatch) -> list[int]:
 
         return run
 
-    steps = tuple(recording(n, step) for n, step in enumerate(caption_cache._MIGRATIONS, start=1))
-    monkeypatch.setattr(caption_cache, "_MIGRATIONS", steps)
+    steps = tuple(recording(n, step) for n, step in enumerate(caption_cache_schema.MIGRATIONS, start=1))
+    monkeypatch.setattr(caption_cache_schema, "MIGRATIONS", steps)
     return taken
 
 
@@ -115,8 +115,8 @@ def test_a_failed_step_leaves_the_file_at_the_version_before(tmp_path, monkeypat
         db.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("no room for the step")
 
-    steps = caption_cache._MIGRATIONS
-    monkeypatch.setattr(caption_cache, "_MIGRATIONS", (steps[0], failing))
+    steps = caption_cache_schema.MIGRATIONS
+    monkeypatch.setattr(caption_cache_schema, "MIGRATIONS", (steps[0], failing))
     with pytest.raises(StoreError, match="cannot open the caption cache"):
         CaptionCache(path)
     db = sqlite3.connect(path)
@@ -124,7 +124,7 @@ def test_a_failed_step_leaves_the_file_at_the_version_before(tmp_path, monkeypat
     db.close()
     assert tables == {"captions"}  # the failed step's change was rolled back
     assert _recorded_version(path) == 1  # the step before it was kept
-    monkeypatch.setattr(caption_cache, "_MIGRATIONS", steps)
+    monkeypatch.setattr(caption_cache_schema, "MIGRATIONS", steps)
     cache = CaptionCache(path)
     assert cache.get_many(CAPTIONS, "blip", "") == CAPTIONS
     cache.close()

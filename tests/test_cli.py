@@ -29,6 +29,13 @@ def test_help_does_not_import_heavy_libraries():
     assert "index" in proc.stdout and "query" in proc.stdout and "status" in proc.stdout
 
 
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    proc = run_imgsearch("--version", check_code=0)
+    assert proc.stdout.strip() == f"imgsearch {version('imgsearch-vlm')}"
+
+
 def test_every_command_has_help_text():
     for command in ("index", "query", "status"):
         result = runner.invoke(app, [command, "--help"])

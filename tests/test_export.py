@@ -6,7 +6,10 @@ import json
 import random
 import sys
 import subprocess
+import time
 import tracemalloc
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +156,18 @@ def test_export_and_serve_have_help_and_load_nothing_heavy():
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
     assert "--format" in proc.stdout and "--out" in proc.stdout
     assert "--folder" in proc.stdout and "--new-token" in proc.stdout and "--json" in proc.stdout
+
+
+def test_export_writes_dates_as_iso_8601(captioned_folder):
+    assert run_imgsearch("index", captioned_folder, "--captioner", "captions").returncode == 0
+    proc = run_imgsearch("export")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert records
+    for record in records:
+        modified = datetime.fromisoformat(record["mtime"])
+        assert modified.utcoffset() == timedelta(0)  # a real instant, in UTC
+        assert abs(modified.timestamp() - Path(record["path"]).stat().st_mtime) < 1
+        assert abs(datetime.fromisoformat(record["indexed_at"]).timestamp() - time.time()) < 600
+        # The test pictures carry no EXIF date: taken_at is the file's time, on its clock.
+        assert datetime.fromisoformat(record["taken_at"]).tzinfo is None

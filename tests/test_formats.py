@@ -24,7 +24,7 @@ from imgsearch.errors import ImageLoadError
 from imgsearch.files import FoundFile, walk_images
 from imgsearch.images import inspect_picture, load_rgb, read_header
 from imgsearch.picture_facts import file_facts
-from imgsearch.raw_photos import _cr3_exifs, _read_facts
+from imgsearch.raw_photos import cr3_exifs, read_facts
 from imgsearch.search import SearchFilters
 from imgsearch.store import MilvusStore
 
@@ -310,7 +310,7 @@ def test_cr3_metadata_boxes_are_read():
         for name, tiff in ((b"CMT1", camera.tobytes()[6:]), (b"CMT2", taken.tobytes()[6:]))
     )
     data = b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom" + b"\x00" * 40 + boxes + b"\x00" * 100
-    facts = _read_facts(_cr3_exifs(data))
+    facts = read_facts(cr3_exifs(data))
     assert facts[0x010F] == "Canon" and facts[0x0110] == "Canon EOS R5" and facts[0x9003] == TAKEN
 
 

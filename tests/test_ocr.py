@@ -74,7 +74,7 @@ def test_searchable_text_appends_the_words_to_the_caption():
 
 def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'imgsearch\[ocr\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'imgsearch-vlm\[ocr\]' \(in a clone: pip install -e '\.\[ocr\]'\)"):
         TextReader().load()
 
 

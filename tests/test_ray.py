@@ -27,6 +27,7 @@ from imgsearch.cluster.connection import ClusterShape, cluster_address
 from imgsearch.cluster.pipeline import plan_pipeline
 from imgsearch.config import Settings
 from imgsearch.errors import ClusterError, ConfigError
+from imgsearch.files import bytes_hash
 
 from conftest import COCO_MINI, cached_caption_count, make_image
 from ray_cluster import RayCluster, can_hide_folders, ray_installed
@@ -36,7 +37,7 @@ from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 pytestmark = pytest.mark.slow
 
 COCO_PICTURES = 159
-needs_ray = pytest.mark.skipif(not ray_installed(), reason="ray not installed: pip install 'imgsearch[ray]'")
+needs_ray = pytest.mark.skipif(not ray_installed(), reason="ray not installed: pip install -e '.[ray]'")
 # The test cluster's token. Ray reads the token and whether to send it once per process, when
 # it is first used, so every test here (and every command it starts) has them from the start.
 RAY_TOKEN = secrets.token_hex(16)
@@ -103,7 +104,7 @@ def test_without_ray_installed_says_what_to_install(captioned_folder, tmp_path):
     done = run_imgsearch("index", captioned_folder, "--captioner", "captions", "--ray", env=env, timeout=120)
     assert done.returncode == 3, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: indexing on a Ray cluster (--ray) needs Ray Data: pip install 'imgsearch[ray]'"], done.stderr
+    assert errors == ["error: indexing on a Ray cluster (--ray) needs Ray Data: pip install 'imgsearch-vlm[ray]' (in a clone: pip install -e '.[ray]')"], done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -133,7 +134,7 @@ def hidden_folder(tmp_path_factory) -> Path | None:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory, hidden_folder):
     if not ray_installed():
-        pytest.skip("ray not installed: pip install 'imgsearch[ray]'")
+        pytest.skip("ray not installed: pip install -e '.[ray]'")
     cluster = RayCluster(tmp_path_factory.mktemp("ray-head"), hidden=hidden_folder, token=RAY_TOKEN).start()
     yield cluster
     cluster.stop()
@@ -320,3 +321,115 @@ def test_a_folder_the_cluster_cannot_see_is_refused_in_one_line(ray_address, hid
     assert "cannot read" in errors[0] and "only_here_0.jpg" in errors[0], errors[0]
     assert "same path" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+# --- Image vectors made on the cluster (--visual-model) ---------------------------------------
+
+VISUAL_PHOTOS = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    from tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="module")
+def captioned_photos(tmp_path_factory) -> Path:
+    """VISUAL_PHOTOS coco-mini photos in photos/, each named with its first human caption in the
+    captions.jsonl beside that folder."""
+    folder = tmp_path_factory.mktemp("coco-ray-visual") / "photos"
+    folder.mkdir()
+    records = [json.loads(line) for line in (COCO_MINI / "captions.jsonl").read_text().splitlines() if line.strip()]
+    chosen = sorted(records, key=lambda record: record["image"])[:VISUAL_PHOTOS]
+    for record in chosen:
+        shutil.copy(COCO_MINI / "images" / record["image"], folder / record["image"])
+    (folder.parent / "captions.jsonl").write_text(
+        "".join(json.dumps({"image": r["image"], "caption": r["captions"][0]}) + "\n" for r in chosen)
+    )
+    return folder
+
+
+def stored_image_vectors(engine: ImageSearch) -> dict[str, np.ndarray]:
+    engine.store.load()
+    return {row["path"]: np.array(row["visual"]) for row in engine.store.iter_rows(["path", "visual"])}
+
+
+def cached_image_vectors(data_dir: Path, pictures: list[Path], model_dir: Path) -> dict[str, list[float]]:
+    from imgsearch.caption_cache import CaptionCache
+
+    cache = CaptionCache(data_dir / "captions.sqlite")
+    try:
+        return cache.image_vectors([bytes_hash(p.read_bytes()) for p in pictures], f"visual:{model_dir}")
+    finally:
+        cache.close()
+
+
+@needs_ray
+@pytest.mark.slow
+def test_the_cluster_makes_the_image_vectors_a_local_run_makes(
+    ray_address, tiny_clip_dir, captioned_photos, embedder, tmp_path
+):
+    captions = captioned_photos.parent / "captions.jsonl"
+    pictures = sorted(captioned_photos.glob("*.jpg"))
+    with ImageSearch(
+        captioner="captions", captions_file=str(captions), visual_model=str(tiny_clip_dir), device="cpu",
+        data_dir=tmp_path / "local", embedder=embedder,
+    ) as local:
+        assert local.index([captioned_photos]).new == VISUAL_PHOTOS
+        local_vectors = stored_image_vectors(local)
+    data_dir = tmp_path / "cluster"
+    env = imgsearch_env(data_dir)
+    indexed = run_imgsearch(
+        "index", captioned_photos, "--captioner", "captions", "--captions-file", captions,
+        "--visual-model", tiny_clip_dir, "--device", "cpu", "--ray", ray_address, "--json", env=env, timeout=300,
+    )
+    assert indexed.returncode == 0, indexed.stderr
+    report = json.loads(indexed.stdout)
+    assert (report["new"], report["captioned"], report["failed"]) == (VISUAL_PHOTOS, VISUAL_PHOTOS, [])
+    found = run_imgsearch("query", "--image", pictures[5], "-k", "3", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["path"] == str(pictures[5])
+    with ImageSearch(data_dir=data_dir) as on_ray:
+        assert on_ray.status().visual_model == str(tiny_clip_dir)
+        vectors = stored_image_vectors(on_ray)
+    assert vectors.keys() == local_vectors.keys() == {str(p) for p in pictures}
+    for path, vector in vectors.items():
+        assert float(vector @ local_vectors[path]) > 0.999, path
+    # Kept in the caption cache by content, as a local run keeps them.
+    cached = cached_image_vectors(data_dir, pictures, tiny_clip_dir)
+    assert len(cached) == VISUAL_PHOTOS
+    for picture in pictures:
+        assert np.allclose(cached[bytes_hash(picture.read_bytes())], vectors[str(picture)], atol=1e-6), picture
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_rebuild_on_the_cluster_adds_image_vectors_and_captions_nothing(
+    ray_address, tiny_clip_dir, captioned_photos, tmp_path
+):
+    pictures = sorted(captioned_photos.glob("*.jpg"))
+    common = dict(
+        captioner="captions", captions_file=str(captioned_photos.parent / "captions.jsonl"), device="cpu",
+        data_dir=tmp_path / "data", ray=ray_address,
+    )
+    with ImageSearch(**common) as engine:
+        assert engine.index([captioned_photos]).captioned == VISUAL_PHOTOS
+    assert cached_image_vectors(tmp_path / "data", pictures, tiny_clip_dir) == {}
+    with ImageSearch(visual_model=str(tiny_clip_dir), **common) as engine:
+        report = engine.index([captioned_photos], rebuild=True)
+        # Every caption came from the cache; the cluster read the pictures for their image vectors.
+        assert (report.new, report.captioned, report.captions_reused, report.failed) == (
+            VISUAL_PHOTOS, 0, VISUAL_PHOTOS, [],
+        )
+        vectors = stored_image_vectors(engine)
+        assert len(cached_image_vectors(tmp_path / "data", pictures, tiny_clip_dir)) == VISUAL_PHOTOS
+    # What the image–text model makes of each picture here, decoded as the local reader decodes it.
+    from imgsearch.embedders.visual import VisualEmbedder
+    from imgsearch.images import inspect_picture
+
+    here = VisualEmbedder(str(tiny_clip_dir), device="cpu")
+    decoded = [inspect_picture(p.read_bytes(), p, here.image_side)[1] for p in pictures]
+    for picture, expected in zip(pictures, here.encode_images(decoded)):
+        assert float(vectors[str(picture)] @ np.array(expected)) > 0.999, picture

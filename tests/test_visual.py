@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 
 import numpy as np
 import pytest
@@ -145,6 +146,26 @@ def test_words_in_another_language_reach_the_image_vectors(tiny_clip_dir, photos
         assert [hit.score for hit in blended] == sorted((hit.score for hit in blended), reverse=True)
 
 
+def test_a_spanish_query_reaches_the_text_tower_as_it_is(tiny_siglip_dir, photos, embedder):
+    text = "un perro en el parque"
+    with engine_for(photos, embedder, tiny_siglip_dir) as engine:
+        engine.index([photos])
+        searched: list[tuple[list[float], str]] = []
+        search = engine.store.search
+        engine.store.search = lambda vector, k, filter="", field="vector": (  # type: ignore[method-assign]
+            searched.append((vector, field)) or search(vector, k, filter, field)
+        )
+        hits = engine.query(text, k=3, mode="visual", min_score=-1)
+    assert len(hits) == 3
+    [(vector, field)] = searched
+    assert field == "visual"
+    # The same vector a text tower of its own gives those words: not dropped, not translated.
+    tower = VisualEmbedder(str(tiny_siglip_dir), device="cpu")
+    assert np.allclose(vector, tower.encode_query(text), atol=1e-5)
+    for other in ("", "a dog in the park"):
+        assert not np.allclose(vector, tower.encode_query(other), atol=1e-3), other
+
+
 def test_copies_group_as_duplicates_and_different_photos_do_not(tiny_siglip_dir, photos, embedder):
     originals = sorted(photos.glob("*.jpg"))
     indexed_copy(originals[0], photos / "copy-small.jpg")
@@ -194,17 +215,69 @@ def test_image_vectors_are_cached_and_a_rebuild_encodes_nothing(tiny_clip_dir, p
         assert engine.query_image(sorted(photos.glob("*.jpg"))[0], k=1)[0].path == str(sorted(photos.glob("*.jpg"))[0])
 
 
-def test_an_index_without_image_vectors_says_how_to_add_them(tiny_clip_dir, photos, embedder):
+def test_indexing_with_a_visual_model_adds_image_vectors_to_an_index_without_them(tiny_clip_dir, photos, embedder):
+    paths = sorted(photos.glob("*.jpg"))
     with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
         engine.index([photos])
+        before = {row["path"]: row["caption"] for row in engine.records()}
     with engine_for(photos, embedder, tiny_clip_dir) as engine:
-        with pytest.raises(ConfigError) as refused:
+        def never(*args, **kwargs):
+            raise AssertionError("adding image vectors captioned a picture")
+
+        engine.captioner.caption = never  # type: ignore[method-assign]
+        report = engine.index([photos])
+        assert report.captioned == 0 and report.unchanged == PHOTOS and not report.failed
+        assert report.warnings[0].startswith("adding image vectors: the index was rebuilt from its stored captions")
+        assert f"({PHOTOS} pictures, nothing captioned)" in report.warnings[0]
+        assert {row["path"]: row["caption"] for row in engine.records()} == before
+        assert engine.status().visual_model == str(tiny_clip_dir)
+        for path in paths[:3]:
+            assert engine.query_image(path, k=1)[0].path == str(path)
+        # Each picture's image vector went into the caption cache as it was made.
+        hashes = {row["content_hash"] for row in engine.records()}
+        assert set(engine.cache.image_vectors(hashes, engine.visual.id)) == hashes
+        # Indexing again changes nothing more; --rebuild still works and encodes nothing.
+        assert engine.index([photos]).warnings == []
+        encoded: list[int] = []
+        original = engine.visual.encode_images
+        engine.visual.encode_images = lambda images: encoded.append(len(images)) or original(images)  # type: ignore[method-assign]
+        rebuilt = engine.index([photos], rebuild=True)
+        assert rebuilt.captioned == 0 and rebuilt.captions_reused == PHOTOS and encoded == []
+        assert engine.query_image(paths[3], k=1)[0].path == str(paths[3])
+
+
+def test_an_index_without_image_vectors_still_says_so_to_a_visual_query(photos, embedder):
+    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+        engine.index([photos])
+    with ImageSearch(embedder=embedder) as engine:
+        for attempt in (lambda: engine.query("a dog", mode="visual"), lambda: engine.query_image(sorted(photos.glob("*.jpg"))[0])):
+            with pytest.raises(ConfigError) as refused:
+                attempt()
+            message = str(refused.value)
+            assert "has no image vectors" in message and "--visual-model" in message and "\n" not in message
+
+
+def test_adding_image_vectors_leaves_out_deleted_pictures_and_stops_at_unreadable_ones(tiny_clip_dir, photos, embedder):
+    paths = sorted(photos.glob("*.jpg"))
+    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+        engine.index([photos])
+    paths[0].write_bytes(b"\xff\xd8\xff\xe0 no longer a picture")
+    with engine_for(photos, embedder, tiny_clip_dir) as engine:
+        with pytest.raises(ImageLoadError) as refused:
             engine.index([photos])
-        assert "--rebuild" in str(refused.value) and "nothing is captioned again" in str(refused.value)
-        assert engine.store.count() == PHOTOS  # nothing already indexed was lost
-        report = engine.index([photos], rebuild=True)
-        assert report.captioned == 0 and report.captions_reused == PHOTOS
-        assert engine.query_image(sorted(photos.glob("*.jpg"))[3], k=1)[0].path == str(sorted(photos.glob("*.jpg"))[3])
+        message = str(refused.value)
+        assert message.startswith("cannot add image vectors: 1 indexed picture cannot be read")
+        assert str(paths[0]) in message and "the index is unchanged" in message and "\n" not in message
+        assert engine.store.count() == PHOTOS and not engine.status().visual_model
+        # Deleted now: the unreadable one, never encoded, is left out; one whose image vector was
+        # cached in the attempt above is carried over, then removed by the run as any deleted picture.
+        paths[0].unlink()
+        paths[1].unlink()
+        report = engine.index([photos])
+        assert report.captioned == 0 and not report.failed and report.removed == 1
+        assert f"({PHOTOS - 1} pictures, nothing captioned; 1 row of deleted pictures left out)" in report.warnings[0]
+        assert sorted(row["path"] for row in engine.records()) == [str(p) for p in paths[2:]]
+        assert engine.query_image(paths[2], k=1)[0].path == str(paths[2])
 
 
 def test_another_visual_model_is_refused_naming_both(tiny_clip_dir, tiny_siglip_dir, photos, embedder):
@@ -254,3 +327,55 @@ def test_the_command_line_searches_by_picture_and_lists_duplicates(tiny_siglip_d
     unreadable = run_imgsearch("query", "--image", broken, env=env)
     assert unreadable.returncode != 0 and str(broken) in unreadable.stderr
     assert len([line for line in unreadable.stderr.splitlines() if line.strip()]) == 1
+
+
+def _one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_a_milvus_server_without_multi_vector_support_refuses_image_vectors(milvus_server, tiny_clip_dir, photos, tmp_path):
+    """Milvus 2.3 (what the `milvus` package runs) holds one vector field per collection."""
+    env = imgsearch_env(tmp_path / "data")
+    server = ("--uri", milvus_server.uri, "--collection", f"visual_{uuid.uuid4().hex[:8]}")
+    captions = ("--captioner", "captions", "--captions-file", photos.parent / "captions.jsonl")
+    visual = ("--visual-model", tiny_clip_dir, "--device", "cpu")
+
+    def assert_refused(proc) -> None:
+        assert proc.returncode == 2, proc.stderr
+        line = _one_line(proc.stderr)
+        assert f"the Milvus server at {milvus_server.uri} is version v2.3" in line
+        assert "need a Milvus 2.4 or newer server" in line and "leave out --visual-model" in line
+
+    def images() -> dict:
+        status = run_imgsearch("status", *server, "--json", env=env, check_code=0)
+        return json.loads(status.stdout)
+
+    assert_refused(run_imgsearch("index", photos, *captions, *visual, *server, env=env))
+    assert not images()["exists"]
+    indexed = run_imgsearch("index", photos, *captions, *server, "--json", env=env, check_code=0)
+    assert json.loads(indexed.stdout)["new"] == PHOTOS
+    for extra in ((), ("--rebuild",)):
+        assert_refused(run_imgsearch("index", photos, *captions, *visual, *server, *extra, env=env))
+        # Nothing indexed was lost, nor set aside.
+        assert images()["images"] == PHOTOS and images()["visual_model"] is None
+    hits = run_imgsearch("query", "a photo", "-k", "3", *server, "--json", env=env, check_code=0)
+    assert len(json.loads(hits.stdout)) == 3
+
+
+@pytest.mark.slow
+def test_the_command_line_adds_image_vectors_without_captioning(tiny_clip_dir, photos, tmp_path):
+    env = imgsearch_env(tmp_path / "data")
+    captions = ("--captioner", "captions", "--captions-file", photos.parent / "captions.jsonl")
+    run_imgsearch("index", photos, *captions, "--json", env=env, check_code=0)
+    added = run_imgsearch(
+        "index", photos, *captions, "--visual-model", tiny_clip_dir, "--device", "cpu", "--json", env=env, check_code=0
+    )
+    report = json.loads(added.stdout)
+    assert report["captioned"] == 0 and report["unchanged"] == PHOTOS and not report["failed"]
+    notices = [line for line in added.stderr.splitlines() if "the index was rebuilt from its stored captions" in line]
+    assert len(notices) == 1 and "adding image vectors" in notices[0], added.stderr
+    picture = sorted(photos.glob("*.jpg"))[5]
+    found = run_imgsearch("query", "--image", picture, "-k", "2", "--json", env=env, check_code=0)
+    assert json.loads(found.stdout)[0]["path"] == str(picture)

@@ -1,10 +1,13 @@
 """The web page in real headless Chromium (Debian's chromium, driven by Playwright)."""
 
+import base64
 import shutil
 
 import pytest
 
 from served_coco import GIRAFFE, running_server
+from served_visual import PHOTOS, indexed_engine, photo_folder, serving
+from tiny_models import build_tiny_clip
 
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
@@ -64,3 +67,108 @@ def test_search_shows_the_photo_and_opens_it(served_index, chromium, tmp_path):
     assert problems == []
     # Everything the page needed came from the server itself: no CDN, no outside address.
     assert requested and all(url.startswith(server.url) for url in requested), requested
+
+
+@pytest.fixture(scope="module")
+def page_photos(coco_mini, tmp_path_factory):
+    return photo_folder(coco_mini, tmp_path_factory.mktemp("page-photos"))
+
+
+@pytest.fixture(scope="module")
+def picture_engine(page_photos, embedder, tmp_path_factory):
+    """The photos indexed with image vectors from a tiny random-weight CLIP."""
+    clip = build_tiny_clip(tmp_path_factory.mktemp("page-clip"))
+    engine = indexed_engine(page_photos, embedder, tmp_path_factory.mktemp("page-visual-data"), clip)
+    yield engine
+    engine.close()
+
+
+def _watched_page(chromium, problems, requested):
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}"))
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return page
+
+
+def _dropped_file(page, path):
+    """A DataTransfer in the page holding path's bytes as a File, as a drag from the desktop brings."""
+    return page.evaluate_handle(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name],
+    )
+
+
+def _first_card_is(page, path):
+    page.wait_for_function("path => document.querySelector('.card')?.dataset.path === path", arg=str(path))
+
+
+@pytest.mark.slow
+def test_a_chosen_or_dropped_picture_finds_itself_first(picture_engine, page_photos, chromium, tmp_path):
+    paths = sorted(page_photos.glob("*.jpg"))
+    problems, requested = [], []
+    with serving(picture_engine, [page_photos]) as server:
+        page = _watched_page(chromium, problems, requested)
+        page.goto(server.url)
+        page.wait_for_selector(f"text={PHOTOS} pictures indexed")
+        page.locator("#picture-search").wait_for(state="visible")
+
+        page.set_input_files("#picture", str(paths[1]))
+        _first_card_is(page, paths[1])
+        assert page.locator(".card").count() == PHOTOS
+        assert page.locator("#status").inner_text().startswith(f"{PHOTOS} pictures in ")
+        first = page.locator(".card").first
+        assert first.locator(".score").inner_text().startswith(("score 0.99", "score 1.0"))
+        page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=first.locator("img").element_handle())
+        preview = page.locator("#query-picture")
+        page.wait_for_function("el => !el.hidden && el.complete && el.naturalWidth > 0", arg=preview.element_handle())
+        page.screenshot(path=str(tmp_path / "chosen.png"))
+
+        transfer = _dropped_file(page, paths[5])
+        page.dispatch_event("main", "dragover", {"dataTransfer": transfer})
+        assert page.evaluate("document.body.classList.contains('dropping')")
+        page.dispatch_event("main", "drop", {"dataTransfer": transfer})
+        _first_card_is(page, paths[5])
+        assert not page.evaluate("document.body.classList.contains('dropping')")
+        page.locator(".card").first.click()
+        page.locator("#viewer[open]").wait_for()
+        assert page.locator("#viewer-path").inner_text() == str(paths[5])
+
+        # A search with words afterwards takes the picture away and shows its own results.
+        page.keyboard.press("Escape")
+        page.fill("#q", "a picture")
+        page.press("#q", "Enter")
+        page.wait_for_function("() => document.getElementById('query-picture').hidden")
+        page.close()
+
+    assert (tmp_path / "chosen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert problems == []
+    uploads = [url for url in requested if url == server.url + "api/search"]
+    assert len(uploads) == 2  # one chosen, one dropped
+    assert all(url.startswith((server.url, "blob:" + server.url.rstrip("/"))) for url in requested), requested
+
+
+@pytest.mark.slow
+def test_without_image_vectors_the_page_offers_no_picture_search(page_photos, embedder, chromium, tmp_path_factory):
+    engine = indexed_engine(page_photos, embedder, tmp_path_factory.mktemp("page-words-data"))
+    problems, requested = [], []
+    try:
+        with serving(engine, [page_photos]) as server:
+            page = _watched_page(chromium, problems, requested)
+            page.goto(server.url)
+            page.wait_for_selector(f"text={PHOTOS} pictures indexed")
+            assert page.locator("#picture-search").is_hidden()
+            page.dispatch_event("main", "drop", {"dataTransfer": _dropped_file(page, sorted(page_photos.glob("*.jpg"))[0])})
+            page.wait_for_selector("text=searching by picture needs an index built with --visual-model")
+            assert page.locator(".card").count() == 0
+            page.close()
+    finally:
+        engine.close()
+    assert problems == []
+    assert server.url + "api/search" not in requested

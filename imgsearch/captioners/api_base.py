@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..config import DEFAULT_CAPTION_MODEL
-from ..errors import ApiAuthError, CaptionerError, ConfigError, ImageLoadError, MissingDependencyError
+from ..errors import ApiAuthError, CaptionerError, ConfigError, ImageLoadError, MissingDependencyError, install_hint
 from .base import CaptionFailure, CaptionInput, Captioner
 from .prompts import resolve_prompt
 
@@ -134,7 +134,7 @@ def import_client(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(
-            f"the {extra} captioner needs the {module} package: pip install 'imgsearch[{extra}]'"
+            f"the {extra} captioner needs the {module} package: {install_hint(extra)}"
         ) from None
 
 

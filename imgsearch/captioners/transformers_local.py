@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_CAPTION_MODEL
-from ..errors import CaptionerError, ConfigError, MissingDependencyError
+from ..errors import CaptionerError, ConfigError, MissingDependencyError, install_hint
 from .base import CaptionFailure, CaptionInput, Captioner
 from .prompts import DEFAULT_PRESET, PRESETS, resolve_prompt
 
@@ -168,7 +168,7 @@ class TransformersCaptioner(Captioner):
             import torch  # noqa: F401
             from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
         except ImportError as exc:  # pragma: no cover - both are core dependencies
-            raise MissingDependencyError(f"transformers backend needs {exc.name}: pip install imgsearch") from None
+            raise MissingDependencyError(f"transformers backend needs {exc.name}: {install_hint()}") from None
         source = os.path.expanduser(self.model_id)
         try:
             config = AutoConfig.from_pretrained(source)

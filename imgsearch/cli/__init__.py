@@ -5,13 +5,13 @@ Exit codes: 0 success; 1 the run finished but some files failed; 2 bad usage or 
 
 application.py holds the Typer app, the consoles and error rendering; options.py the options
 several commands share, in groups that option_groups.py hands to each command. Each command
-module (indexing, searching, upkeep, serving) holds plain functions, attached to the app here
-and nowhere else, so no module imports another for its side effects.
+module (indexing, searching, upkeep, serving, mcp_serving) holds plain functions, attached to
+the app here and nowhere else, so no module imports another for its side effects.
 """
 
 from __future__ import annotations
 
-from . import indexing, searching, serving, upkeep
+from . import indexing, mcp_serving, searching, serving, upkeep
 from .application import app
 from .options import BareOptionCommand
 
@@ -30,6 +30,7 @@ _COMMANDS = (
     ("watch", indexing.watch),
     ("describe", indexing.describe),
     ("serve", serving.serve),
+    ("mcp", mcp_serving.mcp),
     ("eval", searching.evaluate),
 )
 for _name, _command in _COMMANDS:

@@ -139,7 +139,7 @@ def evaluate(
     live: Annotated[
         bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
     ] = False,
-    modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) (default: all).")] = None,
+    modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) (default: all, visual too with --visual-model).")] = None,
     *,
     options: Options,
     as_json: JsonOut = False,
@@ -149,10 +149,11 @@ def evaluate(
     The index is built in a throw-away folder; your own index is never touched.
     """
     from ..evaluation import run_eval
-    from ..search import SEARCH_MODES, check_mode
+    from ..search import check_mode
 
     settings = call(lambda: settings_from(options))
-    chosen = [call(lambda m=m: check_mode(m)) for m in (modes or SEARCH_MODES)]
+    # None: every mode the dataset's index answers (visual where it has image vectors).
+    chosen = [call(lambda m=m: check_mode(m)) for m in modes] if modes else None
     with err.status("evaluating…") as spinner:
         report = call(lambda: run_eval(
             dataset, settings, live=live, modes=chosen, progress=lambda text: spinner.update(text)

@@ -11,11 +11,11 @@ import threading
 from dataclasses import dataclass
 from types import ModuleType
 
-from ..errors import ClusterError, ConfigError, MissingDependencyError
+from ..errors import ClusterError, ConfigError, MissingDependencyError, install_hint
 
 # `--ray` with no address: a Ray instance started on this machine for the run (ray.init()).
 LOCAL = "local"
-INSTALL_HINT = "pip install 'imgsearch[ray]'"
+INSTALL_HINT = install_hint("ray")
 _OFF = {"", "0", "false", "no", "off"}
 _ON = {"1", "true", "yes", "on"}
 # auto, local, ray://HOST:PORT (Ray Client) or a head node's HOST:PORT.

@@ -1,5 +1,5 @@
-"""The Ray Data pipeline of an index run: read and decode on CPU tasks, caption in one actor
-pool and embed in another, rows streaming back to the driver as blocks finish."""
+"""The Ray Data pipeline of an index run: read and decode on CPU tasks, caption (and encode image
+vectors) in one actor pool and embed in another, rows streaming back to the driver as blocks finish."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ MAX_BLOCK_BYTES = 64 << 20
 class PipelinePlan:
     """How the pipeline is laid out on the cluster for one run."""
 
-    side: int  # decode side; 0: pictures are only checked to be whole
+    side: int  # the largest side pictures are decoded at; 0: they are only checked to be whole
     batch_size: int  # pictures per captioning call
     captioning_actors: int
     cpus_per_captioner: float
@@ -75,8 +75,16 @@ def plan_pipeline(shape: ClusterShape, settings: Settings, batch_size: int, side
     )
 
 
-def build_pipeline(ray: ModuleType, rows: list[dict[str, Any]], settings: Settings, plan: PipelinePlan) -> Any:
-    """The dataset whose batches are finished rows: index, caption, failure, vector."""
+def build_pipeline(
+    ray: ModuleType,
+    rows: list[dict[str, Any]],
+    settings: Settings,
+    plan: PipelinePlan,
+    captions: bool = True,
+    visual: bool = False,
+) -> Any:
+    """The dataset whose batches are finished rows: index, caption, failure, vector, and with
+    visual the image vector. captions: whether any row needs captioning (else no captioner loads)."""
     blocks = max(1, math.ceil(len(rows) / plan.block_rows))
     pictures = ray.data.from_items(rows, override_num_blocks=blocks)
     # The driver draws its own progress bar; Ray Data's would fight it for the terminal.
@@ -87,14 +95,13 @@ def build_pipeline(ray: ModuleType, rows: list[dict[str, Any]], settings: Settin
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         decoded = pictures.map_batches(
             decode_pictures,
-            fn_kwargs={"side": plan.side},
             batch_size=None,  # one task per block
             batch_format="numpy",
             num_cpus=DECODE_CPUS,
         )
         captioned = decoded.map_batches(
             CaptioningWorker,
-            fn_constructor_kwargs={"settings": settings},
+            fn_constructor_kwargs={"settings": settings, "captions": captions, "visual": visual},
             batch_size=plan.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.captioning_actors),

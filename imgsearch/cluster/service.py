@@ -1,4 +1,4 @@
-"""RayCaptionService: the indexer's CaptionService, captioning and embedding on a Ray cluster."""
+"""RayCaptionService: the indexer's CaptionService, captioning, embedding and encoding pictures on a Ray cluster."""
 
 from __future__ import annotations
 
@@ -11,19 +11,25 @@ from typing import TYPE_CHECKING, Any
 from .. import errors
 from ..captioners.base import Captioner, CaptionFailure
 from ..errors import ClusterError, ConfigError, ImgsearchError
+from ..factory import build_visual
 from ..files import display_path
 from .connection import RayConnection
 from .pipeline import BATCH_RETRIES, build_pipeline, plan_pipeline
-from .stand_in import ClusterCaptioner
+from .stand_in import ClusterCaptioner, ClusterVisual
 from .workers import (
     CAPTION,
     CONTENT_HASH,
+    ENCODE,
     FAILURE,
     INDEX,
+    KNOWN,
     PATH,
+    SIDE,
     VECTOR,
+    VISUAL,
     captioner_facts,
     unreadable_paths,
+    visual_facts,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +41,7 @@ VISIBILITY_SAMPLE = 16
 # Seconds to wait for the nodes to answer that check.
 VISIBILITY_TIMEOUT = 120.0
 # Settings that may name a file or folder on this machine, which workers must find by an absolute path.
-_PATH_SETTINGS = ("caption_model", "captions_file", "embed_model")
+_PATH_SETTINGS = ("caption_model", "captions_file", "embed_model", "visual_model")
 # Lines of a worker's traceback that name the error raised: imgsearch's own, or any.
 _OWN_ERROR_LINE = re.compile(r"^imgsearch\.errors\.(?P<name>\w+): (?P<message>.+)$", re.MULTILINE)
 _ERROR_LINE = re.compile(r"^[\w.]+(?:Error|Exception|Exit|Interrupt): .+$", re.MULTILINE)
@@ -44,21 +50,27 @@ Finished = list[tuple["Picture", "str | CaptionFailure", "list[float] | None"]]
 
 
 class RayCaptionService:
-    """Captions and embeds pictures on a Ray cluster, streaming finished ones back.
+    """Captions and embeds pictures on a Ray cluster, streaming finished ones back; with a visual
+    model in settings, it encodes their image vectors there too.
 
     configured is the run's captioner as built here; it is asked only for its identity. The
-    driver's indexer uses self.captioner instead, which learns the prompt from the cluster.
-    The cluster builds its captioners and embedders from settings, as the engine does here.
+    driver's indexer uses self.captioner instead, which learns the prompt from the cluster,
+    and self.visual (None without a visual model), which learns its vectors' length there.
+    The cluster builds its captioners, embedders and image–text models from settings, as the
+    engine does here.
     """
 
     def __init__(self, settings: Settings, configured: Captioner, address: str):
         self.settings = _as_workers_see_it(settings)
         self.connection = RayConnection(address)
         self.captioner = ClusterCaptioner(configured, self._captioner_facts)
+        visual = build_visual(settings)
+        self.visual = ClusterVisual(visual, self._visual_facts) if visual is not None else None
         # Captioners that call an API, or read captions from files, need no GPU.
         self._wants_gpu = (
             configured.needs_pixels and not _calls_an_api(configured) and not settings.device.startswith("cpu")
         )
+        self._visual_wants_gpu = visual is not None and not settings.device.startswith("cpu")
 
     def connect(self) -> None:
         """Join the cluster (from the main thread: where Ray sets itself up to be stopped)."""
@@ -67,19 +79,32 @@ class RayCaptionService:
     def caption_and_embed(self, pictures: list[Picture]) -> Iterator[Finished]:
         """Finished (picture, caption or CaptionFailure, vector) lists, in the order blocks finish.
 
-        Closing the iterator stops the pipeline and its actors.
+        A picture sent with its caption is only embedded (and encoded); one that needs an image
+        vector has it set as its visual_vector. Closing the iterator stops the pipeline and its actors.
         """
         if not pictures:
             return
         ray = self.connection.ray()
         shape = self.connection.shape()
         self._check_readable(ray, shape.node_ids, pictures)
-        plan = plan_pipeline(shape, self.settings, self.captioner.batch_size, self.captioner.image_side, self._wants_gpu)
+        to_caption = any(picture.caption is None for picture in pictures)
+        encode = [self.visual is not None and picture.needs_visual for picture in pictures]
+        # Decoded at the side the local reader uses: the captioner's, or the visual model's if larger.
+        caption_side = self.captioner.image_side if to_caption else 0
+        visual_side = self.visual.image_side if self.visual is not None and any(encode) else 0
         rows = [
-            {INDEX: i, PATH: str(picture.file.path), CONTENT_HASH: picture.content_hash}
+            {
+                INDEX: i, PATH: str(picture.file.path), CONTENT_HASH: picture.content_hash,
+                CAPTION: picture.caption or "", KNOWN: picture.caption is not None, ENCODE: encode[i],
+                SIDE: max(caption_side if picture.caption is None else 0, visual_side if encode[i] else 0),
+            }
             for i, picture in enumerate(pictures)
         ]
-        dataset = build_pipeline(ray, rows, self.settings, plan)
+        wants_gpu = (to_caption and self._wants_gpu) or (any(encode) and self._visual_wants_gpu)
+        plan = plan_pipeline(
+            shape, self.settings, self.captioner.batch_size, max(row[SIDE] for row in rows), wants_gpu
+        )
+        dataset = build_pipeline(ray, rows, self.settings, plan, captions=to_caption, visual=any(encode))
         batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
         try:
             while True:
@@ -89,7 +114,7 @@ class RayCaptionService:
                     return
                 except ray.exceptions.RayError as exc:
                     raise _run_error(exc) from None
-                yield _finished(pictures, batch)
+                yield _finished(pictures, batch, encode)
         finally:
             # Shuts the pipeline down (its actors with it) when the run stops before the end.
             close = getattr(batches, "close", None)
@@ -102,21 +127,25 @@ class RayCaptionService:
 
     def _captioner_facts(self) -> tuple[str, int]:
         """Asked once, by the first picture that needs a caption: a run with nothing new loads no model."""
-        ray = self.connection.ray()
-        try:
-            prompt, side = ray.get(self._facts_task(ray).remote(self.settings))
-        except ray.exceptions.RayError as exc:
-            raise _run_error(exc) from None
+        prompt, side = self._ask_facts(captioner_facts, self._wants_gpu)
         return prompt, side
 
-    def _facts_task(self, ray: Any) -> Any:
-        """captioner_facts as a Ray task needing what a captioning actor needs (the model loads there)."""
+    def _visual_facts(self) -> tuple[int, int]:
+        """Asked once, when the index is made or a picture needs an image vector."""
+        dimension, side = self._ask_facts(visual_facts, self._visual_wants_gpu)
+        return dimension, side
+
+    def _ask_facts(self, facts: Any, wants_gpu: bool) -> Any:
+        """facts(settings), run as a Ray task needing what a captioning actor needs (the model loads there)."""
+        ray = self.connection.ray()
         shape = self.connection.shape()
-        gpus = 1 if self._wants_gpu and shape.gpus >= 1 else 0
+        gpus = 1 if wants_gpu and shape.gpus >= 1 else 0
         # max_calls=1: the worker exits afterwards, so its copy of the model leaves the GPU.
-        return ray.remote(num_cpus=min(1.0, shape.cpus), num_gpus=gpus, max_calls=1, max_retries=BATCH_RETRIES)(
-            captioner_facts
-        )
+        task = ray.remote(num_cpus=min(1.0, shape.cpus), num_gpus=gpus, max_calls=1, max_retries=BATCH_RETRIES)(facts)
+        try:
+            return ray.get(task.remote(self.settings))
+        except ray.exceptions.RayError as exc:
+            raise _run_error(exc) from None
 
     def _check_readable(self, ray: Any, node_ids: tuple[str, ...], pictures: list[Picture]) -> None:
         """Refuse the run when a node cannot read the pictures as this machine does."""
@@ -145,14 +174,19 @@ class RayCaptionService:
                 )
 
 
-def _finished(pictures: list[Picture], batch: dict[str, Any]) -> Finished:
+def _finished(pictures: list[Picture], batch: dict[str, Any], encode: list[bool]) -> Finished:
     finished: Finished = []
-    for index, caption, failure, vector in zip(batch[INDEX], batch[CAPTION], batch[FAILURE], batch[VECTOR]):
+    seen = batch.get(VISUAL)
+    for row, (index, caption, failure, vector) in enumerate(
+        zip(batch[INDEX], batch[CAPTION], batch[FAILURE], batch[VECTOR])
+    ):
         picture = pictures[int(index)]
         if failure:
             finished.append((picture, CaptionFailure(str(failure)), None))
-        else:
-            finished.append((picture, str(caption), vector.tolist()))
+            continue
+        if seen is not None and encode[int(index)]:
+            picture.visual_vector = seen[row].tolist()
+        finished.append((picture, str(caption), vector.tolist()))
     return finished
 
 

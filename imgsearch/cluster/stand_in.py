@@ -1,4 +1,5 @@
-"""The captioner the driver holds while the cluster captions: identity and facts, never a model."""
+"""The captioner and image–text model the driver holds while the cluster captions and encodes:
+identity and facts, never a model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..captioners.base import Captioner, CaptionFailure, CaptionInput
-from ..errors import CaptionerError
+from ..embedders.visual import VisualEmbedder
+from ..errors import CaptionerError, EmbedderError
 
 
 class ClusterCaptioner(Captioner):
@@ -50,6 +52,38 @@ class ClusterCaptioner(Captioner):
 
     def _known(self) -> tuple[str, int]:
         with self._lock:
+            if self._facts is None:
+                self._facts = self._ask_cluster()
+            return self._facts
+
+
+class ClusterVisual(VisualEmbedder):
+    """Stands in for the run's image–text model on the driver.
+
+    Its id is the model's as configured here; the length of its vectors (recorded when the
+    index is made) and the picture side it looks at are asked once from the cluster, where
+    the model loads. It encodes nothing here: the cluster's image vectors come with the captions.
+    """
+
+    def __init__(self, configured: VisualEmbedder, ask_cluster: Callable[[], tuple[int, int]]):
+        super().__init__(configured.model_name, configured.requested_device, configured.batch_size, configured.dtype)
+        self._ask_cluster = ask_cluster
+        self._facts: tuple[int, int] | None = None
+        self._facts_lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return self._known()[0]
+
+    @property
+    def image_side(self) -> int:
+        return self._known()[1]
+
+    def _load(self) -> None:
+        raise EmbedderError(f"{self.model_name} encodes on the Ray cluster, not on this machine")
+
+    def _known(self) -> tuple[int, int]:
+        with self._facts_lock:
             if self._facts is None:
                 self._facts = self._ask_cluster()
             return self._facts

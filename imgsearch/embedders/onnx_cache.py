@@ -1,4 +1,7 @@
-"""Where ONNX exports of sentence-transformers live: keyed by model name and files, published atomically.
+"""Where ONNX exports of text models live: keyed by model name and files, published atomically.
+
+The caption embedder's sentence-transformers model and a visual model's text tower are exported
+here alike; each caller names its model and says how to export it.
 
 Layout: <root>/onnx/<model-slug>-<key>/ with model.onnx, tokenizer.json and meta.json, or only a
 meta.json saying "unsupported" so a model the ONNX runner cannot reproduce is not exported again.
@@ -17,6 +20,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 _STALE_TEMP_SECONDS = 3600
 _SKIPPED_DIRS = {".git", "__pycache__", ".cache"}
+
+# Writes model.onnx, tokenizer.json and meta.json for a loaded model into a folder; labels go into meta.json.
+Exporter = Callable[[Any, Path, dict[str, str]], object]
 
 
 def hub_cache_dirs() -> list[Path]:
@@ -94,7 +101,7 @@ def model_slug(model_name: str) -> str:
 
 
 class OnnxCache:
-    """The ONNX export of one sentence-transformers model under root, found, opened, built or set aside."""
+    """The ONNX export of one text model under root, found, opened, built or set aside."""
 
     def __init__(self, root: Path, model_name: str, source: str):
         self.onnx_root = Path(root) / "onnx"
@@ -121,19 +128,22 @@ class OnnxCache:
             self._set_aside(folder)
             return None
 
-    def build_if_missing(self, st_model: Any) -> None:
-        """Export st_model unless an export for its current files exists. Never raises: it is an optimisation."""
+    def build_if_missing(self, model: Any, export: Exporter | None = None) -> None:
+        """Export model unless an export for its current files exists. Never raises: it is an optimisation.
+
+        export: how (default: export_sentence_transformer, for a sentence-transformers model).
+        """
         try:
             folder = self.folder()
             if folder is None or folder.is_dir():
                 return
             self._remove_stale_temp_dirs()
-            self._publish(folder, st_model)
+            self._publish(folder, model, export)
             self._remove_superseded(folder)
         except Exception as exc:  # an unwritable data dir, a full disk: the slow path still works
             log.warning("could not export %s to ONNX: %s", self.model_name, exc)
 
-    def _publish(self, folder: Path, st_model: Any) -> None:
+    def _publish(self, folder: Path, model: Any, export: Exporter | None) -> None:
         from .onnx_export import UnsupportedModelError, export_sentence_transformer
 
         self.onnx_root.mkdir(parents=True, exist_ok=True)
@@ -142,12 +152,12 @@ class OnnxCache:
         try:
             labels = {"model": self.model_name, "source": self.source}
             try:
-                export_sentence_transformer(st_model, temp, labels)
+                (export or export_sentence_transformer)(model, temp, labels)
             except OSError:
                 raise
             except Exception as exc:  # torch.onnx raises many types; any of them means "not this model"
                 reason = str(exc) if isinstance(exc, UnsupportedModelError) else f"{type(exc).__name__}: {exc}"
-                log.info("%s keeps the sentence-transformers path: %s", self.model_name, reason[:300])
+                log.info("%s keeps the torch path: %s", self.model_name, reason[:300])
                 shutil.rmtree(temp)
                 temp.mkdir()
                 meta = {"status": "unsupported", **labels, "reason": reason[:1000]}

@@ -1,4 +1,8 @@
-"""Running an exported sentence-transformer with tokenizers + onnxruntime: no torch, no transformers."""
+"""Running an exported text model with tokenizers + onnxruntime: no torch, no transformers.
+
+Two kinds of graph: a sentence-transformer's token vectors, pooled here the way its Pooling
+module does it, and an image–text model's text tower, whose graph gives one vector per text.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ META_FILE = "meta.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 POOLING_MODES = ("mean", "cls", "max")
+# The graph's output is already one vector per text (an image–text model's text features).
+POOLED_IN_GRAPH = "graph"
 # A float32 export of the same weights agrees to ~1e-7; anything below this is a damaged file.
 PROBE_MIN_COSINE = 0.9999
 _INPUT_NAMES = {"input_ids", "attention_mask", "token_type_ids"}
@@ -63,7 +69,7 @@ class OnnxTextEncoder:
     """Turns texts into sentence vectors with an exported model folder (model.onnx, tokenizer.json, meta.json).
 
     Raises InvalidOnnxExportError when the folder is incomplete, damaged, or its probe text no longer
-    gives the vector sentence-transformers gave at export time.
+    gives the vector the torch model gave at export time.
     """
 
     def __init__(self, folder: Path, meta: dict[str, Any] | None = None):
@@ -76,12 +82,18 @@ class OnnxTextEncoder:
             max_seq_length = meta["max_seq_length"]
             self.max_seq_length = None if max_seq_length is None else int(max_seq_length)
             self.pad_id = int(meta["pad_id"])
+            # Text towers trained on one padded length (SigLIP) are run at that length; absent in older exports.
+            pad_to_length = meta.get("pad_to_length")
+            self.pad_to_length = None if pad_to_length is None else int(pad_to_length)
             probe_text, probe_vector = str(meta["probe_text"]), [float(x) for x in meta["probe_vector"]]
             files = {name: (int(meta["files"][name]["bytes"]), int(meta["files"][name]["crc32"])) for name in _FILES}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidOnnxExportError(f"{META_FILE} lacks a valid field: {exc!r}") from None
-        if self.pooling not in POOLING_MODES or not set(self.input_names) <= _INPUT_NAMES:
+        if self.pooling not in (*POOLING_MODES, POOLED_IN_GRAPH) or not set(self.input_names) <= _INPUT_NAMES:
             raise InvalidOnnxExportError(f"{META_FILE} names pooling {self.pooling!r} or inputs this runner lacks")
+        fixed, limit = self.pad_to_length, self.max_seq_length
+        if fixed is not None and (limit is None or not 0 < limit <= fixed):
+            raise InvalidOnnxExportError(f"{META_FILE} pads texts to {fixed} tokens but truncates them to {limit}")
         try:
             self._tokenizer = self._load_tokenizer(_read_checked(folder / TOKENIZER_FILE, *files[TOKENIZER_FILE]))
             self._session = self._load_session(_read_checked(folder / MODEL_FILE, *files[MODEL_FILE]))
@@ -124,18 +136,18 @@ class OnnxTextEncoder:
             raise InvalidOnnxExportError(f"probe vector has {len(got)} dimensions, expected {self.dimension}")
         similarity = cosine(got, expected)
         if not similarity >= PROBE_MIN_COSINE:
-            raise InvalidOnnxExportError(f"probe vector disagrees with sentence-transformers (cosine {similarity:.6f})")
+            raise InvalidOnnxExportError(f"probe vector disagrees with the exported model (cosine {similarity:.6f})")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """One float32 row per text, in input order."""
         encodings = self._tokenizer.encode_batch(list(texts))
         out = np.zeros((len(encodings), self.dimension), dtype=np.float32)
-        for rows in _length_sorted_batches([len(e.ids) for e in encodings]):
+        for rows in _length_sorted_batches([self.pad_to_length or len(e.ids) for e in encodings]):
             out[rows] = self._encode_batch([encodings[i] for i in rows])
         return out
 
     def _encode_batch(self, encodings: list[Any]) -> np.ndarray:
-        length = max(1, max(len(e.ids) for e in encodings))
+        length = self.pad_to_length or max(1, max(len(e.ids) for e in encodings))
         arrays = {name: np.zeros((len(encodings), length), dtype=np.int64) for name in _INPUT_NAMES}
         arrays["input_ids"].fill(self.pad_id)
         for row, encoding in enumerate(encodings):
@@ -144,8 +156,8 @@ class OnnxTextEncoder:
             arrays["attention_mask"][row, :n] = encoding.attention_mask
             arrays["token_type_ids"][row, :n] = encoding.type_ids
         feeds = {name: arrays[name] for name in self.input_names}
-        token_embeddings = self._session.run(None, feeds)[0].astype(np.float32, copy=False)
-        vectors = pool(token_embeddings, arrays["attention_mask"], self.pooling)
+        output = self._session.run(None, feeds)[0].astype(np.float32, copy=False)
+        vectors = output if self.pooling == POOLED_IN_GRAPH else pool(output, arrays["attention_mask"], self.pooling)
         if self.normalize:
             vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         return vectors

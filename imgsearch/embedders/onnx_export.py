@@ -1,15 +1,21 @@
-"""Exporting a loaded sentence-transformers model to an ONNX folder that OnnxTextEncoder runs without torch."""
+"""Exporting a loaded text model to an ONNX folder that OnnxTextEncoder runs without torch.
+
+Two kinds: a sentence-transformers model (its token vectors; the encoder pools them) and an
+image–text model's text tower (get_text_features, one vector per text).
+"""
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .onnx_encoder import (
     META_FILE,
     MODEL_FILE,
+    POOLED_IN_GRAPH,
     POOLING_MODES,
     PROBE_MIN_COSINE,
     TOKENIZER_FILE,
@@ -31,8 +37,10 @@ CHECK_TEXTS = [
 ]
 _SUPPORTED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _OPSET = 17
-# Models past this cannot live in one protobuf file; they keep the sentence-transformers path.
+# Models past this cannot live in one protobuf file; they keep the torch path.
 _MAX_SINGLE_FILE_BYTES = 2_000_000_000
+# Tokenizers with no real limit report a huge sentinel: then the text is not truncated.
+_NO_LIMIT = 1_000_000
 
 
 class UnsupportedModelError(Exception):
@@ -63,8 +71,7 @@ def export_sentence_transformer(st_model: Any, folder: Path, labels: dict[str, s
         "pooling": pooling_mode,
         "normalize": normalize,
         "input_names": input_names,
-        # Tokenizers with no real limit report a huge sentinel: then sentence-transformers does not truncate.
-        "max_seq_length": int(max_seq_length) if max_seq_length and max_seq_length < 1_000_000 else None,
+        "max_seq_length": int(max_seq_length) if max_seq_length and max_seq_length < _NO_LIMIT else None,
         "pad_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
         "probe_text": PROBE_TEXT,
         "probe_vector": [float(x) for x in probe],
@@ -72,8 +79,77 @@ def export_sentence_transformer(st_model: Any, folder: Path, labels: dict[str, s
         "exported_with": _versions(),
     }
     (folder / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
-    _check_against(st_model, OnnxTextEncoder(folder, meta))
+    expected = st_model.encode(CHECK_TEXTS, convert_to_numpy=True, show_progress_bar=False)
+    _check_against(expected, OnnxTextEncoder(folder, meta), "sentence-transformers")
     return meta
+
+
+def export_text_tower(
+    model: Any,
+    tokenizer: Any,
+    tokenize: Callable[[list[str]], Any],
+    folder: Path,
+    labels: dict[str, str] | None = None,
+    fixed_length: int | None = None,
+) -> dict[str, Any]:
+    """Write model.onnx, tokenizer.json and meta.json for an image–text model's text tower into folder.
+
+    tokenize: texts to the tensors the torch path gives get_text_features (processor call, padding,
+    truncation); fixed_length: the length it pads every text to, None for the longest in a batch.
+    The export is checked against the model's own text vectors (float32, on CPU).
+    Raises UnsupportedModelError when the ONNX runner cannot reproduce the text tower.
+    """
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise UnsupportedModelError("no fast (tokenizers) tokenizer")
+    sides = (getattr(tokenizer, "padding_side", "right"), getattr(tokenizer, "truncation_side", "right"))
+    if sides != ("right", "right"):
+        raise UnsupportedModelError(f"padding and truncation on the {sides} side")
+    sample = tokenize([PROBE_TEXT, "a b"])
+    input_names = [name for name in _SUPPORTED_INPUTS if name in sample]
+    if set(sample.keys()) - set(input_names) or "input_ids" not in input_names:
+        raise UnsupportedModelError(f"the tokenizer produces inputs {sorted(sample.keys())}")
+    reference = _float32_cpu(model)
+    _export_graph(
+        reference, {name: sample[name] for name in input_names}, folder / MODEL_FILE,
+        run=_text_features, output_name="text_vectors", output_axes={0: "batch"},
+    )
+    _save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
+
+    expected = _text_features_of(reference, tokenize(CHECK_TEXTS))
+    limit = fixed_length or getattr(tokenizer, "model_max_length", None)
+    meta = {
+        **(labels or {}),
+        "status": "ready",
+        "dimension": int(expected.shape[1]),
+        "pooling": POOLED_IN_GRAPH,
+        "normalize": False,  # the embedder scales every vector to unit length, whichever path made it
+        "input_names": input_names,
+        "max_seq_length": int(limit) if limit and limit < _NO_LIMIT else None,
+        "pad_to_length": fixed_length,
+        "pad_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+        "probe_text": PROBE_TEXT,  # CHECK_TEXTS[0], so expected[0] is its vector
+        "probe_vector": [float(x) for x in expected[0]],
+        "files": {name: file_fingerprint(folder / name) for name in (MODEL_FILE, TOKENIZER_FILE)},
+        "exported_with": _versions(),
+    }
+    (folder / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    _check_against(expected, OnnxTextEncoder(folder, meta), "the torch text tower")
+    return meta
+
+
+def _text_features(model: Any, inputs: dict[str, Any]) -> Any:
+    import torch
+
+    out = model.get_text_features(**inputs)
+    # transformers 5 returns the projected vectors as the pooler output.
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _text_features_of(model: Any, inputs: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return _text_features(model, {name: value.to("cpu") for name, value in inputs.items()}).float().numpy()
 
 
 def _supported_stack(st_model: Any) -> tuple[Any, str, bool]:
@@ -101,44 +177,64 @@ def _supported_stack(st_model: Any) -> tuple[Any, str, bool]:
     return transformer, str(mode), len(modules) == 3
 
 
-def _export_graph(transformer: Any, inputs: dict[str, Any], path: Path) -> None:
+def _token_embeddings(transformer: Any, inputs: dict[str, Any]) -> Any:
+    return transformer(inputs)["token_embeddings"]
+
+
+def _float32_cpu(module: Any) -> Any:
+    """module itself when it is float32 on the CPU, else a float32 CPU copy (the loaded one keeps its device)."""
     import copy
 
     import torch
 
-    class TokenEmbeddings(torch.nn.Module):
-        """The Transformer module as a plain function of its tensors, which the exporter can trace."""
+    parameter = next(module.parameters())
+    if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+        return copy.deepcopy(module).to(device="cpu", dtype=torch.float32)
+    return module
 
-        def __init__(self, module: Any):
+
+def _export_graph(
+    module: Any,
+    inputs: dict[str, Any],
+    path: Path,
+    run: Callable[[Any, dict[str, Any]], Any] = _token_embeddings,
+    output_name: str = "token_embeddings",
+    output_axes: dict[int, str] | None = None,
+) -> None:
+    """Trace run(module, named input tensors) into one ONNX file, batch and sequence left dynamic."""
+    import torch
+
+    class NamedInputs(torch.nn.Module):
+        """run on module as a plain function of its tensors, which the exporter can trace."""
+
+        def __init__(self, wrapped: Any):
             super().__init__()
-            self.module = module
+            self.wrapped = wrapped
 
         def forward(self, *tensors: Any) -> Any:
-            return self.module(dict(zip(inputs, tensors)))["token_embeddings"]
+            return run(self.wrapped, dict(zip(inputs, tensors)))
 
-    parameter = next(transformer.parameters())
-    if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
-        # Export a float32 CPU copy; the loaded model keeps serving on its own device.
-        transformer = copy.deepcopy(transformer).to(device="cpu", dtype=torch.float32)
-    was_training = transformer.training
-    transformer.eval()
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in [*inputs, "token_embeddings"]}
+    module = _float32_cpu(module)
+    was_training = module.training
+    module.eval()
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in inputs}
+    dynamic[output_name] = output_axes or {0: "batch", 1: "sequence"}
     try:
-        # The tracer warns about every data-dependent branch; the check against st_model decides instead.
+        # The tracer warns about every data-dependent branch; the check against the model decides instead.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                TokenEmbeddings(transformer),
+                NamedInputs(module),
                 tuple(t.to("cpu") for t in inputs.values()),
                 str(path),
                 input_names=list(inputs),
-                output_names=["token_embeddings"],
+                output_names=[output_name],
                 dynamic_axes=dynamic,
                 opset_version=_OPSET,
                 dynamo=False,
             )
     finally:
-        transformer.train(was_training)
+        module.train(was_training)
     if not path.is_file() or path.stat().st_size > _MAX_SINGLE_FILE_BYTES:
         raise UnsupportedModelError("the model does not fit in one ONNX file")
 
@@ -153,13 +249,13 @@ def _save_tokenizer(tokenizer: Any, path: Path) -> None:
     backend.save(str(path))
 
 
-def _check_against(st_model: Any, encoder: OnnxTextEncoder) -> None:
-    expected = st_model.encode(CHECK_TEXTS, convert_to_numpy=True, show_progress_bar=False)
+def _check_against(expected: Any, encoder: OnnxTextEncoder, made_by: str) -> None:
+    """Raises UnsupportedModelError unless encoder gives expected (made_by's vectors of CHECK_TEXTS)."""
     got = encoder.encode(CHECK_TEXTS)
     for text, a, b in zip(CHECK_TEXTS, expected, got):
         similarity = cosine(a.tolist(), b.tolist())
         if not similarity >= PROBE_MIN_COSINE:
-            raise UnsupportedModelError(f"ONNX output differs from sentence-transformers on {text[:40]!r} ({similarity:.6f})")
+            raise UnsupportedModelError(f"ONNX output differs from {made_by} on {text[:40]!r} ({similarity:.6f})")
 
 
 def _versions() -> dict[str, str]:

@@ -2,12 +2,16 @@
 
 The picture tower embeds each indexed picture; the text tower embeds queries, in any language
 the model was trained on. Loaded with transformers' Auto classes, by hub id or local folder.
+With cache_dir, the text tower is also exported to ONNX the first time the model loads, and
+later instances embed queries with that export, never importing torch.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EmbedderError, MissingDependencyError
@@ -17,6 +21,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ..config import Settings
+    from .onnx_cache import OnnxCache
+    from .onnx_encoder import OnnxTextEncoder
+
+log = logging.getLogger(__name__)
 
 # Model types whose text tower was trained on padding to a fixed length: other lengths shift
 # its vectors (SigLIP pools the last token).
@@ -27,24 +35,37 @@ VISUAL_ID_PREFIX = "visual:"
 class VisualEmbedder:
     """One image–text model: encode_images for pictures, encode_texts for queries, unit vectors."""
 
-    def __init__(self, model: str, device: str = "auto", batch_size: int = 16, dtype: str = "auto"):
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        batch_size: int = 16,
+        dtype: str = "auto",
+        cache_dir: str | Path | None = None,
+    ):
         self.model_name = model
         self.requested_device = device
         self.batch_size = batch_size
         self.dtype = dtype
         self.device = "cpu"
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self._model: Any = None
         self._processor: Any = None
         self._text_length: int | None = None
         self._dimension: int | None = None
         self._load_lock = threading.Lock()
+        self._onnx: OnnxTextEncoder | None = None
+        self._onnx_looked_up = False
+        self._onnx_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VisualEmbedder | None:
         """The visual model the settings name (--visual-model), or None when there is none."""
         if not settings.visual_model:
             return None
-        return cls(settings.visual_model, device=settings.device, dtype=settings.dtype)
+        return cls(
+            settings.visual_model, device=settings.device, dtype=settings.dtype, cache_dir=settings.resolved_models_dir
+        )
 
     @property
     def id(self) -> str:
@@ -76,22 +97,68 @@ class VisualEmbedder:
             vectors += self._features("get_image_features", batch)
         return vectors
 
+    @property
+    def fast_path_active(self) -> bool:
+        """True when texts are embedded by the text tower's ONNX export: the torch model is not loaded."""
+        return self._model is None and self._fast_encoder() is not None
+
     def encode_texts(self, texts: list[str]) -> list[list[float]]:
         """One unit vector per text, in the pictures' space."""
+        encoder = self._fast_encoder() if self._model is None else None
+        if encoder is not None:
+            made_by = f"visual model {self.model_name}"
+            return [unit_vector(row, made_by) for row in encoder.encode(texts).tolist()]
         self._load()
-        padding: dict[str, Any] = (
-            {"padding": "max_length", "max_length": self._text_length} if self._text_length else {"padding": True}
-        )
         vectors: list[list[float]] = []
         for start in range(0, len(texts), 64):
-            batch = self._processor(
-                text=texts[start : start + 64], truncation=True, return_tensors="pt", **padding
-            )
-            vectors += self._features("get_text_features", batch)
+            vectors += self._features("get_text_features", self._text_batch(texts[start : start + 64]))
         return vectors
 
     def encode_query(self, text: str) -> list[float]:
         return self.encode_texts([text])[0]
+
+    def _text_batch(self, texts: list[str]) -> Any:
+        """The text tower's input tensors for texts."""
+        padding: dict[str, Any] = (
+            {"padding": "max_length", "max_length": self._text_length} if self._text_length else {"padding": True}
+        )
+        return self._processor(text=texts, truncation=True, return_tensors="pt", **padding)
+
+    def _onnx_cache(self) -> OnnxCache | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            from .onnx_cache import OnnxCache
+        except ImportError as exc:  # a broken onnxruntime or tokenizers install: the torch model still works
+            log.warning("no ONNX fast path: %s", exc)
+            return None
+        return OnnxCache(self.cache_dir, self.id, os.path.expanduser(self.model_name))
+
+    def _fast_encoder(self) -> OnnxTextEncoder | None:
+        """The text tower's ONNX encoder when a valid export exists; looked up once per instance."""
+        if not self._onnx_looked_up:
+            with self._onnx_lock:
+                if not self._onnx_looked_up:
+                    cache = self._onnx_cache()
+                    self._onnx = cache.open_encoder() if cache is not None else None
+                    self._onnx_looked_up = True
+        return self._onnx
+
+    def _export_for_next_time(self) -> None:
+        """Export the just-loaded text tower unless a valid export exists (a damaged one is set aside first)."""
+        cache = self._onnx_cache()
+        if cache is not None and self._fast_encoder() is None:
+            cache.build_if_missing(self._model, export=self._export_text_tower)
+        with self._onnx_lock:
+            # The torch model answers from now on: the export's session would only hold memory.
+            self._onnx, self._onnx_looked_up = None, True
+
+    def _export_text_tower(self, model: Any, folder: Path, labels: dict[str, str]) -> object:
+        from .onnx_export import export_text_tower
+
+        return export_text_tower(
+            model, self._processor.tokenizer, self._text_batch, folder, labels, fixed_length=self._text_length
+        )
 
     def _features(self, method: str, batch: Any) -> list[list[float]]:
         import torch
@@ -109,6 +176,7 @@ class VisualEmbedder:
         with self._load_lock:
             if self._model is None:
                 self._model, self._processor = self._load_model()
+                self._export_for_next_time()
 
     def _load_model(self) -> tuple[Any, Any]:
         try:

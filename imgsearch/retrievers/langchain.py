@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, install_hint
 from . import hit_metadata, hit_text, search_options
 
 try:
@@ -13,7 +13,7 @@ try:
     from langchain_core.retrievers import BaseRetriever
     from pydantic import ConfigDict
 except ImportError:  # pragma: no cover - depends on what is installed
-    raise MissingDependencyError("the LangChain retriever needs: pip install 'imgsearch[langchain]'") from None
+    raise MissingDependencyError(f"the LangChain retriever needs: {install_hint('langchain')}") from None
 
 
 class ImageSearchRetriever(BaseRetriever):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, install_hint
 from . import hit_metadata, hit_text, search_options
 
 try:
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
 except ImportError:  # pragma: no cover - depends on what is installed
-    raise MissingDependencyError("the LlamaIndex retriever needs: pip install 'imgsearch[llamaindex]'") from None
+    raise MissingDependencyError(f"the LlamaIndex retriever needs: {install_hint('llamaindex')}") from None
 
 # Bookkeeping fields a language model does not need to read.
 _NOT_FOR_THE_LLM = ["content_hash", "captioner", "indexed_at", "mtime", "size", "score"]

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from .connection import DAMAGE_HINT
 from .index_facts import (
     COLLECTION_KEY,
@@ -130,7 +130,7 @@ class CollectionLife:
         if facts is None:
             if not create:
                 raise self.no_index_error()
-            facts = self._create(embedder_id, dimension(), (visual[0], visual[1]()) if visual else None)
+            facts = self._create(embedder_id, dimension, visual)
         elif create:
             self.drop_leftovers(keep=str(facts[COLLECTION_KEY]))
         check_embedder(facts, embedder_id, self.collection, self.link.uri)
@@ -160,12 +160,19 @@ class CollectionLife:
         self.visual_dimension = int(facts.get(PROP_VISUAL_DIMENSION) or 0)
         self.load()
 
-    def _create(self, embedder_id: str, dimension: int, visual: tuple[str, int] | None) -> dict[str, Any]:
-        keyword_search = self._server_has_bm25()
+    def _create(
+        self, embedder_id: str, dimension: Callable[[], int], visual: tuple[str, Callable[[], int]] | None
+    ) -> dict[str, Any]:
+        version = self._server_version()
+        if visual is not None:
+            self._check_image_vectors(version)  # before any model loads to tell its dimension
+        keyword_search = self.link.is_embedded or (version is not None and version[1] >= (2, 5))
         physical = self._free_collection_name()
-        facts = new_index_facts(embedder_id, dimension, keyword_search, visual)
+        visual_facts = (visual[0], visual[1]()) if visual else None
+        facts = new_index_facts(embedder_id, dimension(), keyword_search, visual_facts)
         schema = build_schema(
-            dimension, keyword_search, description=json.dumps(facts), visual_dimension=visual[1] if visual else 0
+            int(facts[PROP_DIMENSION]), keyword_search, description=json.dumps(facts),
+            visual_dimension=visual_facts[1] if visual_facts else 0,
         )
         client = self.link.client
         index_params = build_index_params(client, self.link.is_embedded, keyword_search, visual=visual is not None)
@@ -178,21 +185,41 @@ class CollectionLife:
         self.link.catalog.put(self.collection, facts)
         return facts
 
+    def check_image_vectors_supported(self) -> None:
+        """Refuse a server that cannot hold image vectors, before anything is made or moved."""
+        self._check_image_vectors(self._server_version())
+
+    def _check_image_vectors(self, version: tuple[str, tuple[int, int]] | None) -> None:
+        # A collection holds more than one vector field from Milvus 2.4 on; 2.3 refuses to make one.
+        if version is not None and version[1] < (2, 4):
+            raise ConfigError(
+                f"the Milvus server at {self.link.uri} is version {version[0]}, which holds one vector field "
+                "per collection: image vectors (--visual-model) need a Milvus 2.4 or newer server; "
+                "upgrade it, or leave out --visual-model"
+            )
+
     def _free_collection_name(self) -> str:
         if not self._has(self.collection):
             return self.collection
         return f"{self.collection}__{uuid.uuid4().hex[:8]}"
 
-    def _server_has_bm25(self) -> bool:
-        """Milvus runs BM25 full-text search from 2.5 on; older servers get dense search only."""
+    def _server_version(self) -> tuple[str, tuple[int, int]] | None:
+        """The server's version as it says it, and its major and minor numbers; None for Milvus
+        Lite (which has every feature imgsearch uses) or a server that does not say.
+
+        Milvus runs BM25 full-text search from 2.5 on, and holds two vector fields in one
+        collection from 2.4 on: older servers get dense search only, and no image vectors.
+        """
         if self.link.is_embedded:
-            return True
+            return None
         try:
-            version = str(self.link.client.get_server_version())
+            said = str(self.link.client.get_server_version())
         except Exception:
-            return False
-        numbers = re.findall(r"\d+", version)[:2]
-        return len(numbers) == 2 and (int(numbers[0]), int(numbers[1])) >= (2, 5)
+            return None
+        numbers = re.findall(r"\d+", said)[:2]
+        if len(numbers) != 2:
+            return None
+        return said, (int(numbers[0]), int(numbers[1]))
 
     # -- swapping, setting aside, dropping --------------------------------------------------
 

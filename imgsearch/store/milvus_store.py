@@ -128,6 +128,10 @@ class MilvusStore:
         """
         self._life.open(embedder_id, dimension, create, visual)
 
+    def check_image_vectors_supported(self) -> None:
+        """Raise ConfigError, naming the server's version, where it cannot hold image vectors."""
+        self._life.check_image_vectors_supported()
+
     @property
     def visual_model(self) -> str:
         """The image–text model id of the opened index's image vectors; "" when it has none."""

@@ -22,6 +22,8 @@ SECURITY_HEADERS = [
     ),
 ]
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Where a picture may be uploaded: only these take a body larger than max_body_bytes.
+UPLOAD_PATHS = frozenset({"/api/search"})
 
 Scope = dict[str, Any]
 
@@ -32,6 +34,9 @@ class ServeLimits:
 
     max_head_bytes: request line and headers together (431 beyond).
     max_body_bytes: a request body (413 beyond).
+    max_upload_bytes: a picture uploaded to search by (multipart/form-data to POST /api/search).
+    max_uploads_in_flight: uploads received or worked on at once, each held whole in memory;
+      more are answered 503 at once.
     max_in_flight: requests worked on at once; more are answered 503 at once, not queued.
     max_connections: open connections; past it, the longest-waiting idle ones are closed.
     request_timeout: seconds a client has to send one whole request, from its first byte
@@ -41,6 +46,8 @@ class ServeLimits:
 
     max_head_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_uploads_in_flight: int = 4
     max_in_flight: int = 128
     max_connections: int = 512
     request_timeout: float = 10.0
@@ -52,8 +59,9 @@ class ClientGone(Exception):
 
 
 class RequestLimits:
-    """ASGI middleware: head size cap, token check (header, bearer or cookie), body size cap,
-    a cap on requests in flight, and security headers on every response.
+    """ASGI middleware: head size cap, token check (header, bearer or cookie), body size cap
+    (a larger one, and a cap on how many at once, for picture uploads), a cap on requests in
+    flight, and security headers on every response.
 
     A browser cannot add a header to a page load, so `/?token=T` sets a same-site cookie
     holding the token and redirects to `/`; from then on the page and its images carry it.
@@ -63,8 +71,9 @@ class RequestLimits:
         self.app = app
         self.token = token.encode()
         self.limits = limits or ServeLimits()
-        # One event loop runs every request, so a plain counter is enough.
+        # One event loop runs every request, so plain counters are enough.
         self.in_flight = 0
+        self.uploads_in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -82,17 +91,35 @@ class RequestLimits:
                 await _json(send, 401, "this server needs its access token: send the X-Imgsearch-Token header, "
                             "or open /?token=TOKEN in a browser")
             return
+        upload = _is_upload(scope, headers)
+        if upload:
+            if self.uploads_in_flight >= self.limits.max_uploads_in_flight:
+                await _json(send, 503, "the server is busy with other picture uploads; try again in a moment",
+                            [(b"retry-after", b"1")])
+                return
+            # Counted from the first byte read: the memory is held while the body arrives.
+            self.uploads_in_flight += 1
+        try:
+            await self._limited(scope, receive, send, headers, upload)
+        finally:
+            if upload:
+                self.uploads_in_flight -= 1
+
+    async def _limited(self, scope: Scope, receive: Any, send: Any, headers: dict[str, bytes], upload: bool) -> None:
         if scope.get("method") in _BODY_METHODS:
+            limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
+            too_large = (f"uploaded picture too large (at most {limit} bytes)" if upload
+                         else f"request body too large (at most {limit} bytes)")
             declared = headers.get("content-length", b"0")
-            if not declared.isdigit() or int(declared) > self.limits.max_body_bytes:
-                await _json(send, 413, f"request body too large (at most {self.limits.max_body_bytes} bytes)")
+            if not declared.isdigit() or int(declared) > limit:
+                await _json(send, 413, too_large)
                 return
             try:
-                body = await _read_body(receive, self.limits.max_body_bytes)
+                body = await _read_body(receive, limit)
             except ClientGone:
                 return
             if body is None:
-                await _json(send, 413, f"request body too large (at most {self.limits.max_body_bytes} bytes)")
+                await _json(send, 413, too_large)
                 return
             receive = _replay(body, receive)
         if self.in_flight >= self.limits.max_in_flight:
@@ -121,6 +148,14 @@ class RequestLimits:
         return bool(candidate) and hmac.compare_digest(candidate, self.token)
 
 
+def _is_upload(scope: Scope, headers: dict[str, bytes]) -> bool:
+    """A picture sent to search by: a form posted to an upload path."""
+    if scope.get("method") != "POST" or scope.get("path") not in UPLOAD_PATHS:
+        return False
+    content_type = headers.get("content-type", b"").split(b";", 1)[0].strip().lower()
+    return content_type == b"multipart/form-data"
+
+
 def _query_token(scope: Scope) -> bytes:
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])
     return values[0].encode("latin-1", errors="ignore")
@@ -134,18 +169,22 @@ def _head_bytes(scope: Scope) -> int:
 
 async def _read_body(receive: Any, limit: int) -> bytes | None:
     """The whole body, or None once it passes limit (a chunked body declares no length)."""
-    body = b""
+    # Chunks joined once at the end: adding each to a bytes object copies an upload many times over.
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         if message["type"] != "http.request":
-            return body
-        body += message.get("body", b"")
-        if len(body) > limit:
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             return None
         if not message.get("more_body", False):
-            return body
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Any) -> Any:

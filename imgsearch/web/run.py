@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, MissingDependencyError, install_hint
 from .limits import ServeLimits
 
 DEFAULT_HOST = "127.0.0.1"
@@ -97,7 +97,7 @@ def build_server(
     try:
         import uvicorn
     except ImportError:
-        raise MissingDependencyError("the server needs the serve extra: pip install 'imgsearch[serve]'") from None
+        raise MissingDependencyError(f"the server needs the serve extra: {install_hint('serve')}") from None
     from ..engine import ImageSearch
     from ..factory import build_embedder
     from .app import DEFAULT_MAX_K, ServeOptions, create_app

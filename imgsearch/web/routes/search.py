@@ -21,6 +21,21 @@ MAX_FILTER_CHARS = 4096
 MAX_PIXELS = 2**31 - 1
 
 
+# The picture upload (routes/picture_search.py) shares this path and method; documented here.
+PICTURE_FORM = {
+    "requestBody": {"content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": "The picture to search by."},
+            "k": {"type": "integer", "minimum": 1, "default": 12, "description": "How many results."},
+            "min_score": {"type": "number", "description": "Drop results scoring below this."},
+        },
+        "additionalProperties": {"type": "string", "description": "A search filter, by name."},
+    }}}},
+}
+
+
 class SearchRequest(BaseModel):
     """A search: words, how many results, and optionally mode, score floor and filters."""
 
@@ -49,7 +64,7 @@ def router(served: Served) -> APIRouter:
             extra["filters"] = search_filters(filters)
         hits = served.engine.query(text, k=k, **extra)
         served.searches += 1
-        return {"query": text, "k": k, "results": [_hit_json(hit) for hit in hits]}
+        return {"query": text, "k": k, "results": [hit_json(hit) for hit in hits]}
 
     @routes.get("/api/search", summary="Search with words")
     def search_get(
@@ -63,8 +78,12 @@ def router(served: Served) -> APIRouter:
         filters = {name: value for name, value in request.query_params.items() if name not in named}
         return search(q, k, mode, min_score, filters)
 
-    @routes.post("/api/search", summary="Search with words (JSON body)")
+    @routes.post("/api/search", summary="Search with words (JSON body) or by picture (form upload)",
+                 openapi_extra=PICTURE_FORM)
     def search_post(body: SearchRequest) -> dict[str, Any]:
+        """A JSON body searches with words. A multipart/form-data body with a picture in the field
+        `image` searches by picture (an index built with --visual-model); its other fields are
+        k, min_score and search filters by name."""
         return search(body.text, body.k, body.mode, body.min_score, body.filters)
 
     return routes
@@ -144,7 +163,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _hit_json(hit: Any) -> dict[str, Any]:
+def hit_json(hit: Any) -> dict[str, Any]:
     image_id = path_key(hit.path)
     return {
         "id": image_id,

@@ -25,6 +25,7 @@ def router(served: Served) -> APIRouter:
                 "thumbnails_made": served.thumbnails.made,
                 "folders": [str(f) for f in served.options.folders],
                 "max_k": served.options.max_k,
+                "max_upload_bytes": served.options.limits.max_upload_bytes,
             },
         }
 

@@ -1,11 +1,16 @@
-// The search page: asks /api/search, shows a thumbnail grid, opens a picture in a dialog.
-// Text from the index is only ever set with textContent, never parsed as HTML.
+// The search page: asks /api/search with words or a picture, shows a thumbnail grid, opens a
+// picture in a dialog. Text from the index is only ever set with textContent, never parsed as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 
-async function getJSON(url) {
-  const response = await fetch(url, { credentials: "same-origin" });
+// Set from /api/status: whether the index has image vectors, and the server's upload limit.
+let pictureSearch = false;
+let maxUploadBytes = 0;
+let queryPictureURL = null;
+
+async function getJSON(url, options = {}) {
+  const response = await fetch(url, { credentials: "same-origin", ...options });
   const body = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(body.error || `request failed (${response.status})`);
   return body;
@@ -49,37 +54,107 @@ async function search(event) {
   const text = $("q").value.trim();
   if (!text) return;
   const params = new URLSearchParams({ q: text, k: $("k").value });
+  showQueryPicture(null);
   $("status").textContent = "searching…";
   try {
     const started = performance.now();
-    const answer = await getJSON(`/api/search?${params}`);
-    $("results").replaceChildren(...answer.results.map(card));
-    const took = Math.round(performance.now() - started);
-    $("status").textContent = answer.results.length
-      ? `${answer.results.length} pictures in ${took} ms`
-      : "no good match";
+    showResults(await getJSON(`/api/search?${params}`), started);
     history.replaceState(null, "", `?${new URLSearchParams({ q: text })}`);
   } catch (error) {
     $("status").textContent = error.message;
   }
 }
 
-async function showIndexSize() {
+function showResults(answer, started) {
+  $("results").replaceChildren(...answer.results.map(card));
+  const took = Math.round(performance.now() - started);
+  $("status").textContent = answer.results.length
+    ? `${answer.results.length} pictures in ${took} ms`
+    : "no good match";
+}
+
+async function searchByPicture(file) {
+  if (!pictureSearch) {
+    $("status").textContent = "searching by picture needs an index built with --visual-model";
+    return;
+  }
+  if (maxUploadBytes && file.size > maxUploadBytes) {
+    const most = (maxUploadBytes / 1048576).toFixed(0);
+    $("status").textContent = `${file.name} is too large to send (at most ${most} MiB): try a smaller copy`;
+    return;
+  }
+  const form = new FormData();
+  form.append("image", file, file.name);
+  form.append("k", $("k").value);
+  showQueryPicture(file);
+  $("status").textContent = "searching…";
   try {
-    const status = await getJSON("/api/status");
-    $("status").textContent = `${status.index.images} pictures indexed`;
+    const started = performance.now();
+    showResults(await getJSON("/api/search", { method: "POST", body: form }), started);
+    // A picture cannot be put in the address; what is there would repeat an older search.
+    history.replaceState(null, "", location.pathname);
   } catch (error) {
     $("status").textContent = error.message;
   }
 }
 
+function showQueryPicture(file) {
+  if (queryPictureURL) URL.revokeObjectURL(queryPictureURL);
+  queryPictureURL = file ? URL.createObjectURL(file) : null;
+  const shown = $("query-picture");
+  shown.hidden = !file;
+  if (file) shown.src = queryPictureURL;
+  else shown.removeAttribute("src");
+}
+
+function hasFiles(event) {
+  return Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types).includes("Files");
+}
+
+function acceptDroppedPictures() {
+  // Dropped files are always caught: the browser would otherwise leave the page to show one.
+  document.addEventListener("dragover", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = pictureSearch ? "copy" : "none";
+    document.body.classList.toggle("dropping", pictureSearch);
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!event.relatedTarget) document.body.classList.remove("dropping");
+  });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    document.body.classList.remove("dropping");
+    const [file] = event.dataTransfer.files;
+    if (file) searchByPicture(file);
+  });
+  $("picture").addEventListener("change", (event) => {
+    const [file] = event.target.files;
+    event.target.value = ""; // choosing the same file again is a new search
+    if (file) searchByPicture(file);
+  });
+}
+
+async function loadStatus(showSize) {
+  try {
+    const status = await getJSON("/api/status");
+    pictureSearch = Boolean(status.index.visual_model);
+    maxUploadBytes = status.server.max_upload_bytes || 0;
+    $("picture-search").hidden = !pictureSearch;
+    if (showSize) $("status").textContent = `${status.index.images} pictures indexed`;
+  } catch (error) {
+    if (showSize) $("status").textContent = error.message;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("search").addEventListener("submit", search);
+  acceptDroppedPictures();
   const initial = new URLSearchParams(location.search).get("q");
+  loadStatus(!initial);
   if (initial) {
     $("q").value = initial;
     $("search").requestSubmit();
-  } else {
-    showIndexSize();
   }
 });

@@ -1,0 +1,141 @@
+"""The typed shapes of the tools' arguments and results; their JSON Schemas are what a client sees."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..search import SearchFilters
+
+MAX_QUERY_CHARS = 1000
+MAX_PATH_CHARS = 4096
+# Widths and heights are pixel counts; a bigger number is a mistake (and overflows the store).
+MAX_PIXELS = 2**31 - 1
+MAX_K = 100
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PixelCount = Annotated[int, Field(ge=0, le=MAX_PIXELS)]
+# A date given as text (2024-06-30, an ISO date-time) or as a Unix time; the engine parses it.
+Moment = Union[Annotated[str, Field(max_length=64)], Finite]
+
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for, in plain words.")]
+TopK = Annotated[int, Field(ge=1, le=MAX_K, description=f"How many results, best first (at most {MAX_K}).")]
+Mode = Annotated[
+    Optional[Literal["dense", "keyword", "hybrid", "visual"]],
+    Field(description="dense (caption meaning), keyword (words, text in the picture, file and folder names), "
+          "hybrid (both; the usual default), visual (image vectors only, for an index built with one)."),
+]
+MinScore = Annotated[Optional[Finite], Field(description="Drop results scoring below this; none left means no good match.")]
+Picture = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PATH_CHARS,
+          description="An indexed picture: the id a search returned, or the picture's path."),
+]
+Thumbnails = Annotated[int, Field(ge=0, le=20, description="How many of the best results come with a thumbnail.")]
+ThumbnailSize = Annotated[Literal[160, 320, 640], Field(description="Longest side of each thumbnail, in pixels.")]
+
+
+class Filters(BaseModel):
+    """Conditions every result must meet; leave out what should not filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: Optional[str] = Field(None, max_length=MAX_PATH_CHARS, description="Only pictures under this folder (at any depth).")
+    file_types: list[Annotated[str, Field(max_length=16)]] = Field(
+        default_factory=list, max_length=20, description="Only these file types: jpeg, png, webp, heic, ..."
+    )
+    taken_after: Optional[Moment] = Field(None, description="Taken on or after this date (YYYY-MM-DD) or Unix time.")
+    taken_before: Optional[Moment] = Field(None, description="Taken before this date (YYYY-MM-DD) or Unix time.")
+    camera: Optional[str] = Field(None, max_length=256, description="Only this camera (EXIF make and model).")
+    min_width: Optional[PixelCount] = None
+    max_width: Optional[PixelCount] = None
+    min_height: Optional[PixelCount] = None
+    max_height: Optional[PixelCount] = None
+
+    def search_filters(self) -> SearchFilters:
+        """The engine's filters; the engine checks each value again as it builds the expression."""
+        return SearchFilters(**{**self.model_dump(), "file_types": tuple(self.file_types)})
+
+
+class PictureHit(BaseModel):
+    """One indexed picture a search found."""
+
+    id: str = Field(description="The picture's id: give it to similar_pictures or describe_picture.")
+    uri: str = Field(description="The picture as a resource (a JPEG of at most 640 pixels).")
+    path: str
+    caption: str
+    ocr_text: str = Field(description="Text read inside the picture ('' when none).")
+    score: float
+    metadata: dict[str, Any] = Field(description="What the index stores about the file: size, date taken, camera, ...")
+    thumbnail: bool = Field(description="Whether a thumbnail of this picture follows in the result's content.")
+
+
+class SearchResults(BaseModel):
+    """The pictures that best match the words, best first."""
+
+    query: str
+    results: list[PictureHit]
+
+
+class SimilarResults(BaseModel):
+    """The indexed pictures closest to one indexed picture, best first (the picture itself left out)."""
+
+    like_id: str
+    like_path: str
+    results: list[PictureHit]
+
+
+class PictureDescription(BaseModel):
+    """What the configured captioner says about one indexed picture now (the index is not changed)."""
+
+    id: str
+    uri: str
+    path: str
+    text: str = Field(description="The caption, or the answer to the configured prompt.")
+    captioner: str
+    prompt: str
+    truncated: bool = Field(description="Whether the caption stopped at the token limit.")
+    ocr_text: str
+    thumbnail: bool
+
+
+class IndexRun(BaseModel):
+    """The server's indexing run: its state, progress and, once finished, its report."""
+
+    state: Literal["idle", "running", "finished", "failed"]
+    folders: list[str]
+    done: int
+    total: int
+    failed: int
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    report: Optional[dict[str, Any]] = Field(description="new, updated, unchanged, moved, removed, failed files, ...")
+    error: Optional[str]
+
+
+class IndexFacts(BaseModel):
+    """Where the index lives, which models built it and how many pictures it holds."""
+
+    uri: str
+    collection: str
+    exists: bool
+    images: int
+    embedder: Optional[str]
+    dimension: Optional[int]
+    captioners: list[str]
+    data_dir: str
+    config_file: Optional[str]
+    visual_model: Optional[str]
+
+
+class ServerStatus(BaseModel):
+    """The index, the indexing run (when folders may be indexed) and this server."""
+
+    index: IndexFacts
+    indexing: Optional[IndexRun] = Field(description="None when the server was started without --folder.")
+    folders: list[str] = Field(
+        description="The --folder folders: the only ones index_folder may index and whose pictures are shown "
+        "(none: any indexed picture whose stored path holds no symlink is shown)."
+    )
+    version: str
