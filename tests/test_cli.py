@@ -109,3 +109,14 @@ def test_index_accepts_single_file(tmp_path):
     image.with_suffix(".txt").write_text("A lonely red square.")
     proc = run_imgsearch("index", image, "--captioner", "captions", "--json", check_code=0)
     assert json.loads(proc.stdout)["new"] == 1
+
+
+@pytest.mark.slow
+def test_a_filter_that_matches_nothing_says_so(captioned_folder):
+    run_imgsearch("index", captioned_folder, "--captioner", "captions", check_code=0)
+    filtered = run_imgsearch("query", "dog", "--min-width", "100000", check_code=0)
+    assert filtered.stderr.strip() == "no match: no indexed picture passes the filters"
+    both = run_imgsearch("query", "dog", "--min-width", "100000", "--min-score", "0.5", check_code=0)
+    assert both.stderr.strip() == "no good match: no picture that passes the filters scores 0.5 or more"
+    floor = run_imgsearch("query", "stock market chart", "--mode", "dense", "--min-score", "0.99", check_code=0)
+    assert floor.stderr.strip() == "no good match: nothing in the index scores 0.99 or more for this query"

@@ -81,9 +81,22 @@ def query(
         out.print_json(json.dumps([hit.to_dict() for hit in hits]))
         return
     if not hits:
-        err.print("no good match: nothing in the index scores high enough for this query and its filters")
+        err.print(_no_match(filters, min_score))
         return
     _print_hits(hits)
+
+
+def _no_match(filters: "SearchFilters", min_score: Optional[float]) -> str:
+    # Without a score floor a search returns its k best of whatever passes the filters, so
+    # nothing back means nothing passed them (or nothing is indexed).
+    filtered = bool(filters.expression())
+    if filtered and min_score is None:
+        return "no match: no indexed picture passes the filters"
+    if filtered:
+        return f"no good match: no picture that passes the filters scores {min_score} or more"
+    if min_score is None:
+        return "no match: nothing in the index matches this query"
+    return f"no good match: nothing in the index scores {min_score} or more for this query"
 
 
 def _search_here(
