@@ -45,6 +45,15 @@ COCO = Path(os.environ.get("IMGSEARCH_COCO_MINI", Path(__file__).resolve().paren
 SIDE = (4000, 3000)
 
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_use(seconds: float, cpu_seconds: float) -> str:
+    """This process's share of the cores: well under 100% for a model run means other
+    processes had them (or threads waited)."""
+    return f"cpu use {100 * cpu_seconds / (seconds * CORES):.0f}%"
+
+
 def make_photos(folder: Path, count: int, size: tuple[int, int] | None) -> list[Path]:
     """count JPEGs from the coco-mini photos (resized to size, or as they are), each with a
     sidecar caption; a counter written after the image data makes every file's bytes unique."""
@@ -227,10 +236,12 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
 
     captioner.caption(decoded(warmup))
     inputs = decoded(timed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     captioner.caption(inputs)
-    alone = count / (time.perf_counter() - started)
-    print(f"captioner alone on {count} decoded photos: {alone:.3f} pictures/s", flush=True)
+    seconds = time.perf_counter() - started
+    alone = count / seconds
+    print(f"captioner alone on {count} decoded photos: {alone:.3f} pictures/s "
+          f"({cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
 
     folders = {}
     for name, paths in (("warmup", warmup), ("timed", timed)):
@@ -243,10 +254,13 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
     shutil.rmtree(work / "data-overlap", ignore_errors=True)
     with ImageSearch(captioner=captioner, data_dir=work / "data-overlap") as engine:
         index(engine, folders["warmup"])  # loads the embedder and creates the index
+        cpu_started = time.process_time()
         report, seconds = index(engine, folders["timed"])
+        cpu_seconds = time.process_time() - cpu_started
     piped = count / seconds
     print(f"whole pipeline on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
-          f"({report.captioned} captioned) = {100 * piped / alone:.1f}% of the captioner alone")
+          f"({report.captioned} captioned; {cpu_use(seconds, cpu_seconds)}) = {100 * piped / alone:.1f}% "
+          "of the captioner alone", flush=True)
     if args.visual_model:
         with_visual(args, work, captioner, folders, alone, piped)
     return 0
@@ -281,17 +295,19 @@ def with_visual(args, work: Path, captioner, folders: dict[str, Path], captioner
     timed = sorted(folders["timed"].glob("*.jpg"))
     pixels = [inspect_picture(read_file(p), p, side)[1] for p in timed]
 
-    def encode_alone() -> float:
-        started = time.perf_counter()
+    def encode_alone() -> tuple[float, float]:
+        started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, len(pixels), batch):  # the writer encodes each captioned batch
             visual.encode_images(pixels[start : start + batch])
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu_started
 
     encode_alone()  # warm-up
-    encoder_rate = count / encode_alone()
+    encode_seconds, encode_cpu = encode_alone()
+    encoder_rate = count / encode_seconds
     dtype = str(pick_dtype(visual.device, visual.dtype)).removeprefix("torch.")
     print(f"image encoder alone ({label}, {visual.device}, {dtype}) on {count} photos decoded "
-          f"at {side} px, batches of {batch}: {encoder_rate:.3f} pictures/s", flush=True)
+          f"at {side} px, batches of {batch}: {encoder_rate:.3f} pictures/s ({cpu_use(encode_seconds, encode_cpu)})",
+          flush=True)
 
     # What each model spends inside the pipeline, and the torch threads each thread uses.
     spent = {"caption": 0.0, "encode": 0.0}
@@ -321,7 +337,6 @@ def with_visual(args, work: Path, captioner, folders: dict[str, Path], captioner
     piped = count / seconds
     slower = min(captioner_rate, encoder_rate)
     shared = 1 / (1 / captioner_rate + 1 / encoder_rate)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"whole pipeline with image vectors on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
           f"({report.captioned} captioned)")
     print(f"  = {100 * piped / captioner_rate:.1f}% of the captioner alone ({captioner_rate:.3f}), "
@@ -333,7 +348,7 @@ def with_visual(args, work: Path, captioner, folders: dict[str, Path], captioner
     print(f"  inside the run ({seconds:.1f} s): captioning {spent['caption']:.1f} s (alone: {count / captioner_rate:.1f} s), "
           f"image encoding {spent['encode']:.1f} s on the writer thread (alone: {count / encoder_rate:.1f} s); "
           f"torch threads: captioning {sorted(threads['caption'])}, encoding {sorted(threads['encode'])}, "
-          f"{cores} cores; process CPU {cpu_seconds:.0f} s = {100 * cpu_seconds / (seconds * cores):.0f}% of the cores; "
+          f"{CORES} cores; process CPU {cpu_seconds:.0f} s, {cpu_use(seconds, cpu_seconds)}; "
           f"{threading.active_count()} Python threads now")
 
 
