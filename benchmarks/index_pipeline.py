@@ -1,7 +1,7 @@
 """What the indexing pipeline costs around the captioner, with no model: 12-megapixel JPEGs.
 
 Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-dir DIR]
-           [--overlap 48] [--visual-model clip] [--threads N] [--skip-overhead]
+           [--overlap 48] [--rounds 1] [--visual-model clip] [--threads N] [--skip-overhead]
 
 1. First runs of 30 and --photos 12-megapixel JPEGs (4000x3000, made from the coco-mini
    photos, distinct bytes each) with their captions in sidecar .txt files, each in a fresh
@@ -14,14 +14,16 @@ Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-
    (built from its published configuration by benchmarks/caption_throughput.py, 20 tokens
    per caption) captions N pre-decoded photos alone; then the whole pipeline indexes the
    same N 12-megapixel JPEGs with the same loaded model. The pipeline's rate over the
-   captioner's own is the share of the captioner's throughput a real run keeps.
+   captioner's own is the share of the captioner's throughput a real run keeps. With
+   --rounds K the measurements take turns K times, each round on photos of its own, and the
+   best of each counts (on a shared machine other processes slow some rounds down).
 5. Captions and image vectors (--visual-model clip|siglip2|metaclip2|metaclip2-s16, a
    full-size random-weight model built by benchmarks/image_encoding.py, or a saved model's
    folder): the image encoder alone encodes the N photos, decoded at its size, in the
    writer's batches; then the pipeline indexes them with both models. Its rate is compared
    with each stage's own, and with the best two models sharing the same cores can do (one
-   picture costs both models' time: 1 / (1/captioner + 1/encoder)). The run also reports the
-   time each model spent inside the pipeline and the torch threads each thread used.
+   picture costs both models' time: 1 / (1/captioner + 1/encoder)). Each round also reports
+   the time each model spent inside the pipeline and the torch threads each thread used.
 The pictures are made once under --work-dir and reused; the page cache holds them, so disk
 speed is not measured. Run it on a quiet machine.
 """
@@ -149,6 +151,7 @@ def main() -> int:
         "random weights) or a saved model's folder",
     )
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "imgsearch-bench-pipeline")
+    parser.add_argument("--rounds", type=int, default=1, help="captioner-bound measurements, taking turns; the best counts")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the model runs (default: torch's own)")
     args = parser.parse_args()
     if args.threads:
@@ -211,7 +214,12 @@ def main() -> int:
 
 
 def overlap(args: argparse.Namespace, work: Path) -> int:
-    """A captioner-bound run against the captioner alone, with one loaded model for both."""
+    """A captioner-bound run against the captioner alone, with one loaded model for both.
+
+    With --rounds, the measurements take turns round after round, each round on photos of its
+    own (new contents, so nothing is cached), and the best of each is compared: on a shared
+    machine other processes slow some rounds, never speed one up.
+    """
     from caption_throughput import build_blip
 
     from imgsearch.captioners.base import CaptionInput
@@ -220,136 +228,165 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
     from imgsearch.files import read_file
     from imgsearch.images import inspect_picture
 
-    count, batch, tokens = args.overlap, 8, 20
-    photos = make_photos(work / "12mp", max(count + batch, 30), SIDE)
+    count, batch, tokens, rounds = args.overlap, 8, 20, max(1, args.rounds)
+    photos = make_photos(work / "12mp", max(count * rounds + batch, 30), SIDE)
     model = build_blip(work / "blip-base-random")
     captioner = TransformersCaptioner(
         model=str(model), batch_size=batch, max_new_tokens=tokens, min_new_tokens=tokens
     )
     side = captioner.image_side
     print(f"captioner-bound run: BLIP base (random weights, {tokens} tokens a caption), batch {batch}, "
-          f"torch threads {__import__('torch').get_num_threads()}, pictures decoded at {side} px", flush=True)
-    timed, warmup = photos[:count], photos[count : count + batch]
+          f"torch threads {__import__('torch').get_num_threads()}, pictures decoded at {side} px; "
+          f"{rounds} round(s) of {count} photos", flush=True)
+    warmup = photos[count * rounds : count * rounds + batch]
+    sets = [photos[r * count : (r + 1) * count] for r in range(rounds)]
 
     def decoded(paths):
         return [CaptionInput(p, inspect_picture(read_file(p), p, side)[1]) for p in paths]
 
-    captioner.caption(decoded(warmup))
-    inputs = decoded(timed)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    captioner.caption(inputs)
-    seconds = time.perf_counter() - started
-    alone = count / seconds
-    print(f"captioner alone on {count} decoded photos: {alone:.3f} pictures/s "
-          f"({cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
-
-    folders = {}
-    for name, paths in (("warmup", warmup), ("timed", timed)):
+    def linked(name: str, paths: list[Path]) -> Path:
         folder = work / f"overlap-{name}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         for photo in paths:
             os.link(photo, folder / photo.name)
-        folders[name] = folder
+        return folder
+
+    warmup_folder = linked("warmup", warmup)
+    folders = [linked(f"round-{r + 1}", paths) for r, paths in enumerate(sets)]
+    captioner.caption(decoded(warmup))
     shutil.rmtree(work / "data-overlap", ignore_errors=True)
-    with ImageSearch(captioner=captioner, data_dir=work / "data-overlap") as engine:
-        index(engine, folders["warmup"])  # loads the embedder and creates the index
-        cpu_started = time.process_time()
-        report, seconds = index(engine, folders["timed"])
-        cpu_seconds = time.process_time() - cpu_started
-    piped = count / seconds
-    print(f"whole pipeline on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
-          f"({report.captioned} captioned; {cpu_use(seconds, cpu_seconds)}) = {100 * piped / alone:.1f}% "
-          "of the captioner alone", flush=True)
-    if args.visual_model:
-        with_visual(args, work, captioner, folders, alone, piped)
+    plain = ImageSearch(captioner=captioner, data_dir=work / "data-overlap")
+    index(plain, warmup_folder)  # loads the embedder and creates the index
+    visual = VisualRun(args, work, captioner, warmup_folder) if args.visual_model else None
+    alone_rates, piped_rates = [], []
+    with plain:
+        for number, (paths, folder) in enumerate(zip(sets, folders), 1):
+            inputs = decoded(paths)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            captioner.caption(inputs)
+            seconds = time.perf_counter() - started
+            alone_rates.append(count / seconds)
+            print(f"round {number}: captioner alone on {count} decoded photos: {alone_rates[-1]:.3f} pictures/s "
+                  f"({cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
+            cpu_started = time.process_time()
+            report, seconds = index(plain, folder)
+            piped_rates.append(count / seconds)
+            print(f"round {number}: whole pipeline on {count} 12-megapixel JPEGs: {piped_rates[-1]:.3f} pictures/s "
+                  f"({report.captioned} captioned; {cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
+            if visual is not None:
+                visual.round(number, paths, folder)
+    alone, piped = max(alone_rates), max(piped_rates)
+    print(f"best of {rounds}: captioner alone {alone:.3f} pictures/s; whole pipeline {piped:.3f} pictures/s "
+          f"= {100 * piped / alone:.1f}% of the captioner alone")
+    if visual is not None:
+        visual.summary(alone, piped)
+        visual.close()
     return 0
 
 
-def with_visual(args, work: Path, captioner, folders: dict[str, Path], captioner_rate: float,
-                captions_only_rate: float) -> None:
-    """The same run with image vectors as well, against each stage alone."""
-    import threading
+class VisualRun:
+    """The same run with image vectors as well (--visual-model), against each stage alone.
 
-    import torch
-    from image_encoding import BUILDERS, ENCODERS, SOURCE_IDS
+    The image encoder alone encodes the photos, decoded at its size, in the writer's batches;
+    the pipeline's rate is compared with each stage's, and with what two models taking turns on
+    the same cores could do at best (a picture then costs both: 1 / (1/captioner + 1/encoder)).
+    The time each model spends inside the run and the torch threads each uses are reported.
+    """
 
-    from imgsearch.captioners.transformers_local import pick_dtype
-    from imgsearch.engine import ImageSearch
-    from imgsearch.files import read_file
-    from imgsearch.images import inspect_picture
+    def __init__(self, args, work: Path, captioner, warmup_folder: Path):
+        from image_encoding import BUILDERS, ENCODERS, SOURCE_IDS
 
-    count, batch = args.overlap, captioner.batch_size
-    name = args.visual_model
-    if name in ENCODERS:
-        folder = work / f"{name}-random"
-        if not (folder / "config.json").exists():
-            BUILDERS[name](folder)
-        label = f"{SOURCE_IDS[name]} (random weights)"
-    else:
-        folder, label = Path(name).expanduser(), name
-    shutil.rmtree(work / "data-visual", ignore_errors=True)
-    engine = ImageSearch(captioner=captioner, data_dir=work / "data-visual", visual_model=str(folder))
-    visual = engine.visual
-    side = visual.image_side  # loads the model
-    timed = sorted(folders["timed"].glob("*.jpg"))
-    pixels = [inspect_picture(read_file(p), p, side)[1] for p in timed]
+        from imgsearch.captioners.transformers_local import pick_dtype
+        from imgsearch.engine import ImageSearch
 
-    def encode_alone() -> tuple[float, float]:
+        name = args.visual_model
+        if name in ENCODERS:
+            folder = work / f"{name}-random"
+            if not (folder / "config.json").exists():
+                BUILDERS[name](folder)
+            label = f"{SOURCE_IDS[name]} (random weights)"
+        else:
+            folder, label = Path(name).expanduser(), name
+        self.count, self.captioner = args.overlap, captioner
+        shutil.rmtree(work / "data-visual", ignore_errors=True)
+        self.engine = ImageSearch(captioner=captioner, data_dir=work / "data-visual", visual_model=str(folder))
+        self.visual = self.engine.visual
+        self.side = self.visual.image_side  # loads the model
+        dtype = str(pick_dtype(self.visual.device, self.visual.dtype)).removeprefix("torch.")
+        print(f"image encoder: {label}, {self.visual.device}, {dtype}, pictures decoded at {self.side} px, "
+              f"encoded in batches of {captioner.batch_size} (as the writer gets them)", flush=True)
+        index(self.engine, warmup_folder)  # loads the embedder, creates the index, encodes its pictures
+        self.encoder_rates: list[float] = []
+        self.piped_rates: list[float] = []
+
+    def encode_alone(self, paths: list[Path]) -> tuple[float, float]:
+        """Seconds and CPU seconds to encode the photos (decoded beforehand), in the writer's batches."""
+        from imgsearch.files import read_file
+        from imgsearch.images import inspect_picture
+
+        pixels = [inspect_picture(read_file(p), p, self.side)[1] for p in paths]
+        batch = self.captioner.batch_size
         started, cpu_started = time.perf_counter(), time.process_time()
-        for start in range(0, len(pixels), batch):  # the writer encodes each captioned batch
-            visual.encode_images(pixels[start : start + batch])
+        for start in range(0, len(pixels), batch):
+            self.visual.encode_images(pixels[start : start + batch])
         return time.perf_counter() - started, time.process_time() - cpu_started
 
-    encode_alone()  # warm-up
-    encode_seconds, encode_cpu = encode_alone()
-    encoder_rate = count / encode_seconds
-    dtype = str(pick_dtype(visual.device, visual.dtype)).removeprefix("torch.")
-    print(f"image encoder alone ({label}, {visual.device}, {dtype}) on {count} photos decoded "
-          f"at {side} px, batches of {batch}: {encoder_rate:.3f} pictures/s ({cpu_use(encode_seconds, encode_cpu)})",
-          flush=True)
+    def round(self, number: int, paths: list[Path], folder: Path) -> None:
+        import torch
 
-    # What each model spends inside the pipeline, and the torch threads each thread uses.
-    spent = {"caption": 0.0, "encode": 0.0}
-    threads: dict[str, set[int]] = {"caption": set(), "encode": set()}
+        if not self.encoder_rates:
+            self.encode_alone(paths[: self.captioner.batch_size])  # warm-up
+        seconds, cpu_seconds = self.encode_alone(paths)
+        self.encoder_rates.append(self.count / seconds)
+        print(f"round {number}: image encoder alone on {self.count} photos: {self.encoder_rates[-1]:.3f} pictures/s "
+              f"({cpu_use(seconds, cpu_seconds)})", flush=True)
 
-    def timing(kind: str, inner):
-        def timed_call(*call_args, **call_kwargs):
-            threads[kind].add(torch.get_num_threads())
-            started = time.perf_counter()
-            try:
-                return inner(*call_args, **call_kwargs)
-            finally:
-                spent[kind] += time.perf_counter() - started
+        # What each model spends inside the run, and the torch threads each thread uses.
+        spent = {"caption": 0.0, "encode": 0.0}
+        threads: dict[str, set[int]] = {"caption": set(), "encode": set()}
 
-        return timed_call
+        def timing(kind: str, inner):
+            def timed_call(*call_args, **call_kwargs):
+                threads[kind].add(torch.get_num_threads())
+                started = time.perf_counter()
+                try:
+                    return inner(*call_args, **call_kwargs)
+                finally:
+                    spent[kind] += time.perf_counter() - started
 
-    with engine:
-        index(engine, folders["warmup"])  # loads the embedder, creates the index, encodes its pictures
-        captioner.caption = timing("caption", captioner.caption)
-        visual.encode_images = timing("encode", visual.encode_images)
+            return timed_call
+
+        self.captioner.caption = timing("caption", self.captioner.caption)
+        self.visual.encode_images = timing("encode", self.visual.encode_images)
         try:
             cpu_started = time.process_time()
-            report, seconds = index(engine, folders["timed"])
+            report, seconds = index(self.engine, folder)
             cpu_seconds = time.process_time() - cpu_started
         finally:
-            del captioner.caption, visual.encode_images  # the instances' own methods again
-    piped = count / seconds
-    slower = min(captioner_rate, encoder_rate)
-    shared = 1 / (1 / captioner_rate + 1 / encoder_rate)
-    print(f"whole pipeline with image vectors on {count} 12-megapixel JPEGs: {piped:.3f} pictures/s "
-          f"({report.captioned} captioned)")
-    print(f"  = {100 * piped / captioner_rate:.1f}% of the captioner alone ({captioner_rate:.3f}), "
-          f"{100 * piped / encoder_rate:.1f}% of the image encoder alone ({encoder_rate:.3f}), "
-          f"{100 * piped / captions_only_rate:.1f}% of the pipeline without image vectors ({captions_only_rate:.3f})")
-    print(f"  the slower stage's own rate is {slower:.3f}: {'REACHES' if piped >= 0.9 * slower else 'BELOW'} 90% "
-          f"({100 * piped / slower:.1f}%); both models taking turns on the same cores would give "
-          f"{shared:.3f} ({100 * shared / slower:.1f}% of the slower stage)")
-    print(f"  inside the run ({seconds:.1f} s): captioning {spent['caption']:.1f} s (alone: {count / captioner_rate:.1f} s), "
-          f"image encoding {spent['encode']:.1f} s on the writer thread (alone: {count / encoder_rate:.1f} s); "
-          f"torch threads: captioning {sorted(threads['caption'])}, encoding {sorted(threads['encode'])}, "
-          f"{CORES} cores; process CPU {cpu_seconds:.0f} s, {cpu_use(seconds, cpu_seconds)}; "
-          f"{threading.active_count()} Python threads now")
+            del self.captioner.caption, self.visual.encode_images  # the instances' own methods again
+        self.piped_rates.append(self.count / seconds)
+        print(f"round {number}: whole pipeline with image vectors: {self.piped_rates[-1]:.3f} pictures/s "
+              f"({report.captioned} captioned; {cpu_use(seconds, cpu_seconds)}); inside its {seconds:.1f} s: "
+              f"captioning {spent['caption']:.1f} s, image encoding {spent['encode']:.1f} s on the writer thread; "
+              f"torch threads: captioning {sorted(threads['caption'])}, encoding {sorted(threads['encode'])}, "
+              f"{CORES} cores", flush=True)
+
+    def summary(self, captioner_rate: float, captions_only_rate: float) -> None:
+        rounds = len(self.piped_rates)
+        encoder_rate, piped = max(self.encoder_rates), max(self.piped_rates)
+        slower = min(captioner_rate, encoder_rate)
+        shared = 1 / (1 / captioner_rate + 1 / encoder_rate)
+        print(f"best of {rounds}: image encoder alone {encoder_rate:.3f} pictures/s; whole pipeline with image "
+              f"vectors {piped:.3f} pictures/s")
+        print(f"  = {100 * piped / captioner_rate:.1f}% of the captioner alone, {100 * piped / encoder_rate:.1f}% "
+              f"of the image encoder alone, {100 * piped / captions_only_rate:.1f}% of the pipeline without image vectors")
+        print(f"  the slower stage's own rate is {slower:.3f}: {'REACHES' if piped >= 0.9 * slower else 'BELOW'} 90% "
+              f"({100 * piped / slower:.1f}%); both models taking turns on the same cores would give "
+              f"{shared:.3f} ({100 * shared / slower:.1f}% of the slower stage)")
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 if __name__ == "__main__":
