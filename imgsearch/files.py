@@ -206,9 +206,19 @@ def file_is_gone(stored_path: str, key: str) -> bool:
     Errors other than "not found" (permissions, a loop) count as present: a folder that
     merely cannot be read now must not cost its rows.
     """
+    return real_path(stored_path, key) is None
+
+
+def real_path(stored_path: str, key: str) -> Path | None:
+    """The existing file a row was made from, or None: stored_path itself, or, when the real
+    name had bytes that are not UTF-8, the file in its folder whose path_key is key."""
     if "\ufffd" not in stored_path:
-        return _gone(Path(stored_path))
-    return not any(path_key(candidate) == key for candidate in _real_paths(stored_path))
+        path = Path(stored_path)
+        return None if _gone(path) else path
+    for candidate in _real_paths(stored_path):
+        if path_key(candidate) == key:
+            return Path(os.fsdecode(candidate))
+    return None
 
 
 def _gone(path: str | bytes | Path) -> bool:

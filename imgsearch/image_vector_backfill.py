@@ -10,7 +10,6 @@ encodes only the rest.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .caption_cache import CaptionCache
 from .embedders.visual import VisualEmbedder
 from .errors import ImageLoadError, StoreError
-from .files import _real_paths, bytes_hash, file_is_gone, path_key, read_file
+from .files import bytes_hash, file_is_gone, read_file, real_path
 from .store import MilvusStore
 
 if TYPE_CHECKING:
@@ -150,10 +149,10 @@ def _read_picture(row: dict[str, Any], side: int) -> tuple[str, Image.Image]:
     path = Path(stored)
     if "\ufffd" in stored:
         # The real name has bytes that are not UTF-8: found again by the row's key.
-        found = [candidate for candidate in _real_paths(stored) if path_key(candidate) == row["id"]]
-        if not found:
+        found = real_path(stored, row["id"])
+        if found is None:
             raise ImageLoadError("file is gone")
-        path = Path(os.fsdecode(found[0]))
+        path = found
     data = read_file(path)
     _, image = inspect_picture(data, path, side)
     assert image is not None

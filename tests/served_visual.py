@@ -49,6 +49,19 @@ def indexed_engine(folder: Path, embedder, data_dir: Path, visual_dir: Path | No
 
 
 @contextmanager
+def clip_indexed_engine(folder: Path, embedder, tmp_path_factory):
+    """folder's photos indexed with image vectors from a tiny random-weight CLIP."""
+    from tiny_models import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+    engine = indexed_engine(folder, embedder, tmp_path_factory.mktemp("visual-data"), clip)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@contextmanager
 def serving(engine, folders, *, token: str = "", limits=None):
     """A real uvicorn server on 127.0.0.1 (a free port) over engine."""
     from imgsearch.web.run import build_server

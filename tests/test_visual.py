@@ -14,6 +14,7 @@ import uuid
 import numpy as np
 import pytest
 from PIL import Image
+from served_visual import PHOTOS, photo_folder
 from subprocess_helpers import imgsearch_env, run_imgsearch
 from tiny_models import build_tiny_bert, build_tiny_clip, build_tiny_siglip
 
@@ -21,8 +22,6 @@ from imgsearch import ImageSearch
 from imgsearch.embedders.visual import VisualEmbedder
 from imgsearch.files import path_key
 from imgsearch.errors import ConfigError, EmbedderError, EmbedderMismatchError, ImageLoadError
-
-PHOTOS = 8
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +37,7 @@ def tiny_siglip_dir(tmp_path_factory):
 @pytest.fixture
 def photos(coco_mini, tmp_path):
     """PHOTOS coco-mini photos, with a captions file naming each."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    names = sorted(path.name for path in (coco_mini / "images").glob("*.jpg"))[:PHOTOS]
-    lines = [json.loads(line) for line in (coco_mini / "captions.jsonl").read_text().splitlines() if line.strip()]
-    by_name = {line["image"]: line["captions"][0] for line in lines}
-    for name in names:
-        shutil.copy(coco_mini / "images" / name, folder / name)
-    (tmp_path / "captions.jsonl").write_text(
-        "".join(json.dumps({"image": name, "caption": by_name[name]}) + "\n" for name in names)
-    )
-    return folder
+    return photo_folder(coco_mini, tmp_path)
 
 
 def engine_for(photos, embedder, visual_dir, **settings):

@@ -6,8 +6,7 @@ import shutil
 import pytest
 
 from served_coco import GIRAFFE, running_server
-from served_visual import PHOTOS, indexed_engine, photo_folder, serving
-from tiny_models import build_tiny_clip
+from served_visual import PHOTOS, clip_indexed_engine, indexed_engine, photo_folder, serving
 
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
@@ -77,10 +76,8 @@ def page_photos(coco_mini, tmp_path_factory):
 @pytest.fixture(scope="module")
 def picture_engine(page_photos, embedder, tmp_path_factory):
     """The photos indexed with image vectors from a tiny random-weight CLIP."""
-    clip = build_tiny_clip(tmp_path_factory.mktemp("page-clip"))
-    engine = indexed_engine(page_photos, embedder, tmp_path_factory.mktemp("page-visual-data"), clip)
-    yield engine
-    engine.close()
+    with clip_indexed_engine(page_photos, embedder, tmp_path_factory) as engine:
+        yield engine
 
 
 def _watched_page(chromium, problems, requested):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_EMBED_MODEL
 from ..errors import EmbedderError
 from .base import Embedder
+from .fast_path import FastPath
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from .onnx_cache import OnnxCache
     from .onnx_encoder import OnnxTextEncoder
 
 log = logging.getLogger(__name__)
@@ -58,9 +57,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.batch_size = batch_size
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self._model: Any = None
-        self._onnx: OnnxTextEncoder | None = None
-        self._onnx_looked_up = False
-        self._onnx_lock = threading.Lock()
+        self._fast = FastPath(self.cache_dir, self.id, lambda: resolve_model_source(self.model_name))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceTransformerEmbedder:
@@ -98,30 +95,13 @@ class SentenceTransformerEmbedder(Embedder):
                 "(check the name or network, or give a local folder)"
             ) from None
 
-    def _onnx_cache(self) -> OnnxCache | None:
-        if self.cache_dir is None:
-            return None
-        try:
-            from .onnx_cache import OnnxCache
-        except ImportError as exc:  # a broken onnxruntime or tokenizers install: the full model still works
-            log.warning("no ONNX fast path: %s", exc)
-            return None
-        return OnnxCache(self.cache_dir, self.id, resolve_model_source(self.model_name))
-
     def _fast_encoder(self) -> OnnxTextEncoder | None:
-        """The ONNX encoder when a valid export exists; looked up once per instance."""
-        if not self._onnx_looked_up:
-            with self._onnx_lock:
-                if not self._onnx_looked_up:
-                    cache = self._onnx_cache()
-                    self._onnx = cache.open_encoder() if cache is not None else None
-                    self._onnx_looked_up = True
-        return self._onnx
+        return self._fast.encoder()
 
     def _export_for_next_time(self) -> None:
-        cache = self._onnx_cache()
+        cache = self._fast.cache()
         # The lookup also sets aside a damaged export, so it is rebuilt here.
-        if cache is not None and self._fast_encoder() is None:
+        if cache is not None and self._fast.encoder() is None:
             cache.build_if_missing(self._model)
 
     def switch_to_export(self) -> bool:
@@ -130,10 +110,9 @@ class SentenceTransformerEmbedder(Embedder):
         For index runs: onnxruntime's threads do not spin, where torch's thread pool, shared
         with a torch captioner in the same process, made captioning 13% slower beside it.
         """
-        if self._fast_encoder() is None and self._onnx_cache() is not None:
+        if self._fast_encoder() is None and self._fast.cache() is not None:
             _ = self.model  # loading exports it
-            with self._onnx_lock:
-                self._onnx_looked_up = False
+            self._fast.look_again()
         if self._fast_encoder() is None:
             return False
         self._model = None  # the export gives the same vectors (checked when it was built)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EmbedderError, MissingDependencyError
 from .base import unit_vector
+from .fast_path import FastPath
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ..config import Settings
-    from .onnx_cache import OnnxCache
     from .onnx_encoder import OnnxTextEncoder
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,7 @@ class VisualEmbedder:
         self._text_length: int | None = None
         self._dimension: int | None = None
         self._load_lock = threading.Lock()
-        self._onnx: OnnxTextEncoder | None = None
-        self._onnx_looked_up = False
-        self._onnx_lock = threading.Lock()
+        self._fast = FastPath(self.cache_dir, self.id, lambda: os.path.expanduser(self.model_name))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VisualEmbedder | None:
@@ -124,34 +122,15 @@ class VisualEmbedder:
         )
         return self._processor(text=texts, truncation=True, return_tensors="pt", **padding)
 
-    def _onnx_cache(self) -> OnnxCache | None:
-        if self.cache_dir is None:
-            return None
-        try:
-            from .onnx_cache import OnnxCache
-        except ImportError as exc:  # a broken onnxruntime or tokenizers install: the torch model still works
-            log.warning("no ONNX fast path: %s", exc)
-            return None
-        return OnnxCache(self.cache_dir, self.id, os.path.expanduser(self.model_name))
-
     def _fast_encoder(self) -> OnnxTextEncoder | None:
-        """The text tower's ONNX encoder when a valid export exists; looked up once per instance."""
-        if not self._onnx_looked_up:
-            with self._onnx_lock:
-                if not self._onnx_looked_up:
-                    cache = self._onnx_cache()
-                    self._onnx = cache.open_encoder() if cache is not None else None
-                    self._onnx_looked_up = True
-        return self._onnx
+        return self._fast.encoder()
 
     def _export_for_next_time(self) -> None:
         """Export the just-loaded text tower unless a valid export exists (a damaged one is set aside first)."""
-        cache = self._onnx_cache()
-        if cache is not None and self._fast_encoder() is None:
+        cache = self._fast.cache()
+        if cache is not None and self._fast.encoder() is None:
             cache.build_if_missing(self._model, export=self._export_text_tower)
-        with self._onnx_lock:
-            # The torch model answers from now on: the export's session would only hold memory.
-            self._onnx, self._onnx_looked_up = None, True
+        self._fast.close()
 
     def _export_text_tower(self, model: Any, folder: Path, labels: dict[str, str]) -> object:
         from .onnx_export import export_text_tower

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hmac
 import json
-import threading
-import time
 from typing import Any
 
-from ..errors import ConfigError
 from ..web.limits import TOKEN_HEADER
-from ..web.run import _bind, check_token
+from ..web.listener import ListeningServer, bind, url_of
+from ..web.run import check_token
 
 MCP_PATH = "/mcp"
 # Open event streams would hold a stop back for as long as their clients stay connected.
@@ -53,46 +51,20 @@ class TokenGate:
         return any(candidate and hmac.compare_digest(candidate, self.token) for candidate in candidates)
 
 
-class HttpMcpServer:
+class HttpMcpServer(ListeningServer):
     """An MCP server's streamable HTTP app on a bound socket; run() serves until Ctrl-C or SIGTERM."""
+
+    what = "MCP server"
 
     def __init__(self, mcp_server: Any, *, host: str, port: int, token: str = ""):
         import uvicorn
 
         # Bound here, so a busy port fails before any client is told the address.
-        self.socket = _bind(host, port)
-        bound_host, bound_port = self.socket.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.url = f"http://{shown}:{bound_port}{MCP_PATH}"
+        sock = bind(host, port)
         # The host given lets the SDK turn on its DNS-rebinding checks for loopback addresses.
         app = mcp_server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
         config = uvicorn.Config(
             TokenGate(app, check_token(token)), log_level="warning", access_log=False, server_header=False,
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         )
-        self.uvicorn = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    def run(self) -> None:
-        try:
-            self.uvicorn.run(sockets=[self.socket])
-            if not self.uvicorn.started:
-                raise ConfigError(f"the MCP server at {self.url} could not start (see the lines above)")
-        finally:
-            self.socket.close()
-
-    def start_in_thread(self, timeout: float = 60) -> HttpMcpServer:
-        """Serve from a background thread (tests, notebooks); returns once requests are answered."""
-        self._thread = threading.Thread(target=self.run, name="imgsearch-mcp", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the MCP server at {self.url} did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self.uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().__init__(uvicorn.Server(config), sock, url_of(sock, MCP_PATH))

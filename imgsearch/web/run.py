@@ -5,8 +5,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConfigError, MissingDependencyError, install_hint
 from .limits import ServeLimits
+from .listener import ListeningServer, bind, url_of
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -36,44 +35,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Server:
+class Server(ListeningServer):
     """A bound socket, the app over an engine, and uvicorn to serve it."""
 
     def __init__(self, uvicorn_server: Any, sock: socket.socket, engine: Any, owns_engine: bool = True):
-        self.uvicorn = uvicorn_server
-        self.socket = sock
+        super().__init__(uvicorn_server, sock, url_of(sock, "/"))
         self.engine = engine
         self.owns_engine = owns_engine
-        self._thread: threading.Thread | None = None
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
-    def run(self) -> None:
-        """Serve until interrupted (Ctrl-C or SIGTERM), then release what it opened."""
-        try:
-            self.uvicorn.run(sockets=[self.socket])
-            if not self.uvicorn.started:
-                raise ConfigError(f"the server at {self.url} could not start (see the lines above)")
-        finally:
-            self.socket.close()
-            if self.owns_engine:
-                self.engine.close()
-
-    def start_in_thread(self, timeout: float = 120) -> Server:
-        """Serve from a background thread (tests, notebooks); returns once requests are answered."""
-        self._thread = threading.Thread(target=self.run, name="imgsearch-serve", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the server at {self.url} did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self.uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def _release(self) -> None:
+        if self.owns_engine:
+            self.engine.close()
 
 
 def build_server(
@@ -113,7 +85,7 @@ def build_server(
         max_k=max_k or DEFAULT_MAX_K,
         limits=limits or ServeLimits(),
     )
-    sock = _bind(host, port)
+    sock = bind(host, port)
     owns_engine = engine is None
     if engine is None:
         engine = ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)))
@@ -138,19 +110,3 @@ def build_server(
         timeout_keep_alive=options.limits.keep_alive_timeout,  # type: ignore[arg-type]
     )
     return Server(uvicorn.Server(config), sock, engine, owns_engine)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP spelled out: asyncio turns off Nagle only on sockets that say they are TCP,
-        # and with Nagle on, a keep-alive client waits ~40 ms (delayed ACK) on every response.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        # Room for a burst of connections while the event loop is busy; the protocol caps how many stay open.
-        sock.listen(1024)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port") from None
-    sock.setblocking(False)
-    return sock
