@@ -4,6 +4,8 @@ CLIP; its vectors put a picture's own copy first, and say nothing about retrieva
 
 from __future__ import annotations
 
+import select
+import socket
 from io import BytesIO
 
 import httpx
@@ -169,6 +171,49 @@ def test_uploads_are_bounded_in_size(visual_engine, photos):
         json_body = client.post("/api/search", content=b'{"text": "' + b"a" * 70_000 + b'"}',
                                 headers={"content-type": "application/json"})
         assert json_body.status_code == 413 and "request body too large" in _one_line_error(json_body)
+
+
+def test_uploads_at_once_are_capped(visual_engine, photos):
+    path = sorted(photos.glob("*.jpg"))[2]
+    form = _form_body(path.read_bytes())
+    limits = ServeLimits(max_uploads_in_flight=1, request_timeout=120)
+    with serving(visual_engine, [photos], limits=limits) as server:
+        host, port = server.url.split("//")[1].rstrip("/").split(":")
+        # Two uploads begun and left half sent: whichever the server took first holds the one
+        # place, and the other is refused at once, before its body has arrived.
+        first, second = (socket.create_connection((host, int(port)), timeout=60) for _ in range(2))
+        with first, second:
+            for conn in (first, second):
+                conn.sendall(_form_head(host, len(form)) + form[:1000])
+            answered, _, _ = select.select([first, second], [], [], 60)
+            assert len(answered) == 1, "exactly one half-sent upload is refused"
+            refused = answered[0]
+            busy = _read_response(refused)
+            assert busy.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in busy.lower()
+            assert b"busy with other picture uploads" in busy
+            taken = second if refused is first else first
+            taken.sendall(form[1000:])
+            answer = _read_response(taken)
+        assert answer.startswith(b"HTTP/1.1 200 ") and str(path).encode() in answer
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert _upload(client, path.read_bytes()).status_code == 200  # the place is free again
+
+
+def _form_body(picture, boundary="slowboundary"):
+    return (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="slow.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode() + picture + f"\r\n--{boundary}--\r\n".encode()
+
+
+def _form_head(host, length, boundary="slowboundary"):
+    return (f"POST /api/search HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {length}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+
+
+def _read_response(conn):
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def test_the_form_parser_reads_what_browsers_send():
