@@ -386,6 +386,7 @@ def test_the_cluster_makes_the_image_vectors_a_local_run_makes(
         "--visual-model", tiny_clip_dir, "--device", "cpu", "--ray", ray_address, "--json", env=env, timeout=300,
     )
     assert indexed.returncode == 0, indexed.stderr
+    assert "logging.cc" not in indexed.stderr  # Ray's notice of its log level stays off the console
     report = json.loads(indexed.stdout)
     assert (report["new"], report["captioned"], report["failed"]) == (VISUAL_PHOTOS, VISUAL_PHOTOS, [])
     found = run_imgsearch("query", "--image", pictures[5], "-k", "3", "--json", env=env)

@@ -7,7 +7,11 @@ import os
 import re
 import signal
 import socket
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -98,13 +102,14 @@ class RayConnection:
         # may be a CLI's "stop after this batch"; the caller's handlers are put back.
         handlers = _signal_handlers()
         try:
-            ray.init(
-                address=None if local else self.address,
-                logging_level=logging.ERROR,
-                # Workers' own output (model loading chatter) stays in the cluster's log files.
-                log_to_driver=False,
-                **options,
-            )
+            with _without_log_level_notice():
+                ray.init(
+                    address=None if local else self.address,
+                    logging_level=logging.ERROR,
+                    # Workers' own output (model loading chatter) stays in the cluster's log files.
+                    log_to_driver=False,
+                    **options,
+                )
         except (ConnectionError, RuntimeError, ValueError, TimeoutError, ray.exceptions.RayError) as exc:
             raise self._unreachable(_first_line(exc)) from None
         finally:
@@ -156,6 +161,37 @@ def _keep_console_for_imgsearch() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if handler.get_name() == "console":  # the file handler keeps the full record
             handler.setLevel(logging.CRITICAL)
+
+
+# Ray's core announces the level it read from RAY_BACKEND_LOG_LEVEL, whatever the level.
+_LOG_LEVEL_NOTICE = re.compile(r"logging\.cc:\d+.*Set ray log level from environment variable")
+
+
+@contextmanager
+def _without_log_level_notice() -> Iterator[None]:
+    """Run the block with the process's stderr caught, then pass on all but Ray's notice of
+    its log level (written by its core straight to file descriptor 2, past Python's logging)."""
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (a notebook): nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), stderr_fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, stderr_fd)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _LOG_LEVEL_NOTICE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _signal_handlers() -> dict[int, object]:
