@@ -18,6 +18,8 @@ _LOCK_STRIPES = 64
 class ThumbnailCache:
     """Makes and keeps thumbnails under folder; safe for many threads and processes at once."""
 
+    quality = 85  # JPEG quality: thumbnails are looked at small
+
     def __init__(self, folder: Path):
         self.folder = folder
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
@@ -50,7 +52,8 @@ class ThumbnailCache:
         fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".thumb-", suffix=".jpg")
         try:
             with os.fdopen(fd, "wb") as handle:
-                image.save(handle, format="JPEG", quality=85)
+                # The colour profile goes along: a phone's wide-gamut photo keeps its colours.
+                image.save(handle, format="JPEG", quality=self.quality, icc_profile=image.info.get("icc_profile"))
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

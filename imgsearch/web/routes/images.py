@@ -1,4 +1,4 @@
-"""/api/images/{id}: one indexed picture's record, its thumbnail and its original file."""
+"""/api/images/{id}: one indexed picture's record, its thumbnail, its full-size view and its original file."""
 
 from __future__ import annotations
 
@@ -6,25 +6,27 @@ import mimetypes
 from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ...errors import ConfigError, ImageLoadError
+from ..renditions import DEFAULT_VIEW_SIZE, VIEW_SIZES, RenditionCache, browser_type
 from ..served import Served
-from ..thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES
+from ..thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
 
 _HEX = frozenset("0123456789abcdef")
 
 
 def image_links(image_id: str) -> dict[str, str]:
-    """The API addresses of one picture's record, thumbnail and file."""
+    """The API addresses of one picture's record, thumbnail, full-size view and file."""
     base = f"/api/images/{image_id}"
-    return {"record": base, "thumbnail": f"{base}/thumbnail", "file": f"{base}/file"}
+    return {"record": base, "thumbnail": f"{base}/thumbnail", "view": f"{base}/view", "file": f"{base}/file"}
 
 
 def router(served: Served) -> APIRouter:
     routes = APIRouter()
     engine, guard = served.engine, served.guard
+    renditions = RenditionCache(engine.settings.data_dir / "renditions")
 
     def row_for(image_id: str) -> dict[str, Any]:
         # Ids are hex digests; anything else (a path, "../", an encoded trick) is simply unknown.
@@ -47,22 +49,45 @@ def router(served: Served) -> APIRouter:
     ) -> FileResponse:
         if size not in THUMBNAIL_SIZES:
             raise ConfigError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
+        return cached_jpeg(served.thumbnails, image_id, row_for(image_id), size)
+
+    @routes.get(
+        "/api/images/{image_id}/view", summary="The picture as a browser shows it",
+        description="JPEG, PNG, GIF and WebP pictures come as they are; others (HEIC, AVIF, TIFF, RAW) "
+        "as an upright JPEG at most size pixels on its longest side.",
+    )
+    def image_view(
+        image_id: str, size: int = Query(DEFAULT_VIEW_SIZE, description=f"One of {VIEW_SIZES}.")
+    ) -> Response:
+        if size not in VIEW_SIZES:
+            raise ConfigError(f"size must be one of {', '.join(map(str, VIEW_SIZES))}")
         row = row_for(image_id)
+        shown_as = browser_type(row)
+        if shown_as is not None:
+            return original(row, shown_as)
+        return cached_jpeg(renditions, image_id, row, size)
+
+    @routes.get("/api/images/{image_id}/file", summary="The original picture file")
+    def image_file(image_id: str) -> StreamingResponse:
+        return original(row_for(image_id), None)
+
+    def cached_jpeg(cache: ThumbnailCache, image_id: str, row: dict[str, Any], size: int) -> FileResponse:
         source = guard.real_path(row)
         if source is None:
             raise HTTPException(404, "this picture's file cannot be served")
         try:
-            thumbnail = served.thumbnails.get(image_id, str(row.get("content_hash") or ""), size, source)
+            made = cache.get(image_id, str(row.get("content_hash") or ""), size, source)
         except ImageLoadError as exc:
             raise HTTPException(404, f"this picture cannot be shown: {exc}") from None
-        return FileResponse(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+        return FileResponse(made, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
-    @routes.get("/api/images/{image_id}/file", summary="The original picture file")
-    def image_file(image_id: str) -> StreamingResponse:
-        opened = guard.open(row_for(image_id))
+    def original(row: dict[str, Any], media_type: str | None) -> StreamingResponse:
+        """The file itself; media_type None: guessed from its name."""
+        opened = guard.open(row)
         if opened is None:
             raise HTTPException(404, "this picture's file cannot be served")
-        media_type = mimetypes.guess_type(opened.path.name)[0] or "application/octet-stream"
+        if media_type is None:
+            media_type = mimetypes.guess_type(opened.path.name)[0] or "application/octet-stream"
         if not media_type.startswith("image/"):
             media_type = "application/octet-stream"
         return StreamingResponse(

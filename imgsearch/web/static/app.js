@@ -40,7 +40,10 @@ function card(hit) {
 
 async function openViewer(hit) {
   const record = await getJSON(hit.record).catch(() => hit);
-  $("viewer-image").src = record.file || hit.file;
+  // The view is what a browser can show (HEIC and RAW come as JPEG); the link keeps the original.
+  $("viewer-image").src = record.view || hit.view || record.file || hit.file;
+  $("viewer-original").href = record.file || hit.file;
+  $("viewer-original").download = String(record.path || "").split("/").pop();
   $("viewer-image").alt = record.caption;
   $("viewer-caption").textContent = record.caption;
   $("viewer-ocr").textContent = record.ocr_text || "";
