@@ -67,10 +67,17 @@ class ImageSearch:
         if settings is not None and overrides:
             raise ConfigError("pass either a Settings object or keyword overrides, not both")
         self.settings = settings or load_settings(overrides)
+        # As given: self.settings may take the index's recorded models (follow_recorded_models).
+        self._asked_settings = self.settings
         self._captioner = captioner
         self._embedder = embedder
         # A cluster rebuilds the captioner and embedder from settings: objects cannot go there.
         self._parts_given = captioner is not None or embedder is not None
+        self._captioner_given = captioner is not None
+        self._embedder_given = embedder is not None
+        # Whether the index's recorded embedder and captioner were looked up (follow_recorded_models).
+        self._followed_embedding = self._embedder_given
+        self._followed_captioning = self._captioner_given
         self._store = store
         self._cache: CaptionCache | None = None
         self._text_reader: TextReader | None = None
@@ -91,8 +98,30 @@ class ImageSearch:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
+            self.follow_recorded_models()
             self._embedder = build_embedder(self.settings)
         return self._embedder
+
+    def follow_recorded_models(self, captioning: bool = False) -> list[str]:
+        """Take the embedder the index was built with (and with captioning, the captioner of its last
+        run, with its options) where the settings name none of their own; returns one line for each
+        model so taken. Done once per engine, before the model is built; see recorded_models.py."""
+        from .recorded_models import CAPTIONING_SETTINGS, models_to_use
+
+        embedding = not self._followed_embedding
+        captioning = captioning and not self._followed_captioning
+        if not (embedding or captioning):
+            return []
+        store = self.store
+        chosen = models_to_use(
+            self.settings, store.properties() if store.exists() else {}, embedding=embedding, captioning=captioning
+        )
+        self._followed_embedding |= embedding
+        self._followed_captioning |= captioning
+        if any(getattr(chosen.settings, name) != getattr(self.settings, name) for name in CAPTIONING_SETTINGS):
+            self._captioner = None  # built from the settings before (describe): build it anew
+        self.settings = chosen.settings
+        return list(chosen.notes)
 
     @property
     def visual(self) -> VisualEmbedder | None:
@@ -200,6 +229,9 @@ class ImageSearch:
         from .indexer import Indexer
 
         roots = _roots(paths)
+        # The index's own embedder and captioner unless the settings name others, read before a rebuild moves it.
+        self.follow_recorded_models(captioning=not cached_captions_only)
+        recorded = self._recorded_captioning()
         if rebuild:
             if self.visual is not None:
                 self.store.check_image_vectors_supported()  # before the old index is moved aside
@@ -228,7 +260,24 @@ class ImageSearch:
                 f"nothing captioned{left_out})"
             ))
         remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
+        self._record_models(recorded if cached_captions_only or self._captioner_given else None)
         return report
+
+    def _recorded_captioning(self) -> dict[str, Any]:
+        from .recorded_models import recorded_captioning
+
+        store = self.store
+        return recorded_captioning(store.properties()) if store.exists() else {}
+
+    def _record_models(self, captioning: dict[str, Any] | None) -> None:
+        """Record in the index the settings of its embedder, and captioning's (None: this engine's
+        captioner settings), for the next command to reuse; a rebuilt collection gets them again."""
+        from .recorded_models import captioning_of, record_models
+
+        record_models(
+            self.store, self.settings, embedder_id=None if self._embedder_given else self.embedder.id,
+            captioning=captioning_of(self.settings) if captioning is None else captioning,
+        )
 
     def _add_image_vectors(
         self, progress: IndexProgress | None, stop: threading.Event | None
@@ -300,9 +349,21 @@ class ImageSearch:
         The collection is rebuilt beside the old one and swapped in when complete, so a
         stopped run leaves the index as it was.
         """
+        import dataclasses
+
+        from .recorded_models import EMBEDDING_SETTINGS
         from .reembed import reembed
 
-        return reembed(self.store, self.embedder, progress)
+        # The embedder asked for, not the one the index records: re-embedding is how that changes.
+        if not self._embedder_given:
+            asked = {name: getattr(self._asked_settings, name) for name in EMBEDDING_SETTINGS}
+            if any(getattr(self.settings, name) != value for name, value in asked.items()):
+                self.settings, self._embedder = dataclasses.replace(self.settings, **asked), None
+            self._followed_embedding = True
+        recorded = self._recorded_captioning()
+        report = reembed(self.store, self.embedder, progress)
+        self._record_models(recorded)
+        return report
 
     def watch(
         self,
@@ -343,6 +404,7 @@ class ImageSearch:
         mode: str | None = None,
         filters: SearchFilters | None = None,
         min_score: float | None = None,
+        sort: str = "score",
     ) -> list[SearchHit]:
         """The k pictures that best match text, best first.
 
@@ -350,12 +412,15 @@ class ImageSearch:
         file and folder names) or "hybrid" (both, blended); default from settings.
         filters: conditions every hit must meet (folder, file type, date taken, camera, size).
         min_score: drop hits scoring below this; an empty list means no good match.
+        sort: "score" (best first) or "date": the same hits, newest taken first (date taken,
+        else the file's modification time; hits with neither last).
         """
-        from .search import check_min_score, query_text
+        from .search import check_min_score, check_sort, ordered_hits, query_text
 
         # NUL and other control characters are no words; a query of nothing else is empty.
         text = query_text(text or "")
         min_score = check_min_score(min_score)
+        sort = check_sort(sort)
         self._check_k(k)
         mode = check_mode(mode or self.settings.search_mode)
         expression = filters.expression() if filters else ""
@@ -368,7 +433,7 @@ class ImageSearch:
             self.store, plan, text, lambda: self.embedder.embed_query(text), k, expression,
             visual_vector=(lambda: visual.encode_query(text)) if visual is not None else None,
         )
-        return self._above(rows, min_score)
+        return ordered_hits(self._above(rows, min_score), sort)
 
     def query_image(
         self,
@@ -377,13 +442,16 @@ class ImageSearch:
         *,
         filters: SearchFilters | None = None,
         min_score: float | None = None,
+        sort: str = "score",
     ) -> list[SearchHit]:
         """Search by picture: the k indexed pictures whose image vectors are closest to image's
-        (a file, indexed or not, or a PIL image). Needs an index built with a visual model."""
+        (a file, indexed or not, or a PIL image). Needs an index built with a visual model.
+        sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
         from .images import load_rgb
-        from .search import check_min_score
+        from .search import check_min_score, check_sort, ordered_hits
 
         min_score = check_min_score(min_score)
+        sort = check_sort(sort)
         self._check_k(k)
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         visual = self._visual_of_index()
@@ -401,7 +469,7 @@ class ImageSearch:
             pixels = image.convert("RGB")
         [vector] = visual.encode_images([pixels])
         expression = filters.expression() if filters else ""
-        return self._above(self.store.search(vector, k, expression, field="visual"), min_score)
+        return ordered_hits(self._above(self.store.search(vector, k, expression, field="visual"), min_score), sort)
 
     def duplicates(self, threshold: float = DUPLICATE_THRESHOLD, folder: str | Path | None = None) -> list[list[str]]:
         """Groups of indexed pictures that are the same picture: the same bytes, or (in an index
@@ -414,12 +482,20 @@ class ImageSearch:
         return find_duplicates(self.store, threshold, folder)
 
     def similar(
-        self, path: str | Path, k: int = 10, *, filters: SearchFilters | None = None, min_score: float | None = None
+        self,
+        path: str | Path,
+        k: int = 10,
+        *,
+        filters: SearchFilters | None = None,
+        min_score: float | None = None,
+        sort: str = "score",
     ) -> list[SearchHit]:
-        """More like this: the k indexed pictures whose captions are closest to path's caption."""
-        from .search import check_min_score
+        """More like this: the k indexed pictures whose captions are closest to path's caption.
+        sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
+        from .search import check_min_score, check_sort, ordered_hits
 
         min_score = check_min_score(min_score)
+        sort = check_sort(sort)
         self._check_k(k)
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         target = root_path(path)
@@ -431,7 +507,7 @@ class ImageSearch:
             raise ConfigError(f"{display_path(target)} is not in the index: run `imgsearch index` on its folder first")
         expression = filters.expression() if filters else ""
         rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
-        return self._above(rows, min_score)
+        return ordered_hits(self._above(rows, min_score), sort)
 
     def _above(self, rows: list[dict[str, Any]], min_score: float | None) -> list[SearchHit]:
         floor = self.settings.min_score if min_score is None else min_score

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -15,9 +15,12 @@ from .picture_facts import normalize_folder
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .results import SearchHit
     from .store import MilvusStore
 
 SEARCH_MODES = ("dense", "keyword", "hybrid")
+# The orders hits can come in: best match first, or newest taken first.
+SORT_ORDERS = ("score", "date")
 # Image vectors only, for an index built with a visual model.
 VISUAL_MODE = "visual"
 # How many candidates each half of a hybrid search brings to the fusion.
@@ -121,6 +124,42 @@ def check_mode(mode: str) -> str:
     if mode not in (*SEARCH_MODES, VISUAL_MODE):
         raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join((*SEARCH_MODES, VISUAL_MODE))}")
     return mode
+
+
+def check_sort(sort: str | None) -> str:
+    """A known order for hits: "score" (best match first, the default) or "date" (newest first)."""
+    if sort is None:
+        return "score"
+    if sort not in SORT_ORDERS:
+        raise ConfigError(f"unknown sort {sort!r}: use score (best match first) or date (newest taken first)")
+    return sort
+
+
+def ordered_hits(hits: list[SearchHit], sort: str | None) -> list[SearchHit]:
+    """hits (best first) in the order sort asks for; "date" puts the newest taken first.
+
+    A hit's date is its date taken, else its file's modification time; hits with neither go
+    last. Hits of the same date, and the undated ones, keep their order by score.
+    """
+    if check_sort(sort) == "score":
+        return list(hits)
+    dated = [(moment, hit) for hit in hits if (moment := _moment(hit.metadata)) is not None]
+    undated = [hit for hit in hits if _moment(hit.metadata) is None]
+    # Python's sort is stable, reversed too: equal dates stay in score order.
+    dated.sort(key=lambda pair: pair[0], reverse=True)
+    return [hit for _, hit in dated] + undated
+
+
+def _moment(metadata: Mapping[str, Any]) -> float | None:
+    """The Unix time a hit was taken (or its file last changed); None for a row without either.
+
+    0 is what rows written before a field existed hold in it: no date, not 1 January 1970.
+    """
+    for name in ("taken_at", "mtime"):
+        value = metadata.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value != 0:
+            return float(value)
+    return None
 
 
 def is_keyword_like(text: str) -> bool:

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from dated_pictures import NEWEST_FIRST, PICTURES, QUERY, dated_engine, dated_folder
 from served_coco import GIRAFFE, running_server
 from served_visual import PHOTOS, clip_indexed_engine, indexed_engine, photo_folder, serving
 
@@ -169,3 +170,52 @@ def test_without_image_vectors_the_page_offers_no_picture_search(page_photos, em
         engine.close()
     assert problems == []
     assert server.url + "api/search" not in requested
+
+
+def _card_names(page):
+    return page.evaluate("() => [...document.querySelectorAll('.card')].map((card) => card.dataset.path.split('/').pop())")
+
+
+def _cards_become(page, expected):
+    page.wait_for_function(
+        "names => JSON.stringify([...document.querySelectorAll('.card')].map((c) => c.dataset.path.split('/').pop()))"
+        " === JSON.stringify(names)",
+        arg=expected,
+    )
+
+
+@pytest.mark.slow
+def test_the_sort_toggle_and_the_score_floor_change_the_results(embedder, chromium, tmp_path_factory):
+    base = tmp_path_factory.mktemp("page-dated")
+    folder = dated_folder(base)
+    engine = dated_engine(folder, embedder, base / "data")
+    by_score = [hit.path.rsplit("/", 1)[-1] for hit in engine.query(QUERY, k=24, min_score=-1)]
+    assert by_score != NEWEST_FIRST  # otherwise the toggle could not be seen to do anything
+    floor = sum(hit.score for hit in engine.query(QUERY, k=3, min_score=-1)[1:3]) / 2  # the best two pass
+    problems, requested = [], []
+    try:
+        with serving(engine, [folder]) as server:
+            page = _watched_page(chromium, problems, requested)
+            page.goto(server.url)
+            page.wait_for_selector(f"text={len(PICTURES)} pictures indexed")
+            page.fill("#min-score", "-1")
+            page.fill("#q", QUERY)
+            page.press("#q", "Enter")
+            _cards_become(page, by_score)
+
+            page.locator(".toggle label", has_text="newest").click()  # searches again at once
+            _cards_become(page, NEWEST_FIRST)
+            page.fill("#min-score", f"{floor:.4f}")
+            page.press("#min-score", "Enter")
+            _cards_become(page, [name for name in NEWEST_FIRST if name in by_score[:2]])
+            assert page.locator("#status").inner_text().startswith("2 pictures in ")
+            page.locator(".toggle label", has_text="best match").click()
+            _cards_become(page, by_score[:2])
+            assert _card_names(page) == by_score[:2]
+            page.close()
+    finally:
+        engine.close()
+    assert problems == []
+    searches = [url for url in requested if "/api/search?" in url]
+    assert len(searches) == 4 and "sort=date" in searches[1] and "min_score=" in searches[2]
+    assert "sort=" not in searches[3]  # best match is the server's own order

@@ -38,6 +38,9 @@ def query(
     image: Annotated[
         Optional[Path], typer.Option(help="Search by picture: any picture file, indexed or not (needs an index built with --visual-model).")
     ] = None,
+    sort: Annotated[
+        str, typer.Option(help="score (best match first) or date (the same results, newest taken first).")
+    ] = "score",
     folder: Annotated[Optional[str], typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")] = None,
     file_type: Annotated[
         Optional[list[str]], typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters")
@@ -57,11 +60,14 @@ def query(
     options: Options,
     as_json: JsonOut = False,
 ) -> None:
-    """Show the pictures that best match TEXT (or are most like --like PATH or --image FILE), best first."""
+    """Show the pictures that best match TEXT (or are most like --like PATH or --image FILE), best first
+    (newest first with --sort date)."""
     if sum(given is not None for given in (text, like, image)) != 1:
         fail("give either TEXT to search for, --like PATH or --image FILE", EXIT_USAGE)
     from ..kept_index import ask_keeper
-    from ..search import SearchFilters
+    from ..search import SearchFilters, check_sort, ordered_hits
+
+    call(lambda: check_sort(sort))
 
     filters = SearchFilters(
         folder=folder, file_types=tuple(file_type or ()), taken_after=taken_after, taken_before=taken_before,
@@ -77,6 +83,8 @@ def query(
     hits = call(lambda: ask_keeper(settings, request))
     if hits is None:
         hits = _search_here(settings, text, like, image, k, mode, filters, min_score)
+    # Ordered here, not by the engine, so hits from the process keeping the index loaded are too.
+    hits = ordered_hits(hits, sort)
     if as_json:
         out.print_json(json.dumps([hit.to_dict() for hit in hits]))
         return

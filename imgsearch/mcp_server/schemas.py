@@ -27,6 +27,11 @@ Mode = Annotated[
           "hybrid (both; the usual default), visual (image vectors only, for an index built with one)."),
 ]
 MinScore = Annotated[Optional[Finite], Field(description="Drop results scoring below this; none left means no good match.")]
+Sort = Annotated[
+    Literal["score", "date"],
+    Field(description="score (best match first) or date (the same results, newest taken first; "
+          "the file's modification time where no date taken is known)."),
+]
 Picture = Annotated[
     str,
     Field(min_length=1, max_length=MAX_PATH_CHARS,
@@ -72,17 +77,20 @@ class PictureHit(BaseModel):
 
 
 class SearchResults(BaseModel):
-    """The pictures that best match the words, best first."""
+    """The pictures that best match the words, best first (newest first when sort is "date")."""
 
     query: str
+    sort: Literal["score", "date"] = "score"
     results: list[PictureHit]
 
 
 class SimilarResults(BaseModel):
-    """The indexed pictures closest to one indexed picture, best first (the picture itself left out)."""
+    """The indexed pictures closest to one indexed picture, best first or newest first as sort says
+    (the picture itself left out)."""
 
     like_id: str
     like_path: str
+    sort: Literal["score", "date"] = "score"
     results: list[PictureHit]
 
 

@@ -39,6 +39,7 @@ from .schemas import (
     SearchResults,
     ServerStatus,
     SimilarResults,
+    Sort,
     Thumbnails,
     ThumbnailSize,
     TopK,
@@ -90,20 +91,23 @@ class PictureTools:
         mode: Mode = None,
         filters: Optional[Filters] = None,
         min_score: MinScore = None,
+        sort: Sort = "score",
         thumbnails: Thumbnails = 4,
         thumbnail_size: ThumbnailSize = 320,
     ) -> Annotated[CallToolResult, SearchResults]:
-        """Search the indexed pictures with plain words ("dog on a beach", "receipt from March"), best match first.
+        """Search the indexed pictures with plain words ("dog on a beach", "receipt from March"), best match first
+        (or, with sort "date", the same matches newest first).
 
-        Each result has the picture's path, caption, text read in it, score and stored metadata; the best ones
+        Each result has the picture's path, caption, text read in it, score and stored metadata; the first ones
         come with a thumbnail to look at.
         """
         with _library_errors():
             hits = self.engine.query(
-                query, k=k, mode=mode, filters=filters.search_filters() if filters else None, min_score=min_score
+                query, k=k, mode=mode, filters=filters.search_filters() if filters else None, min_score=min_score,
+                sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
-        return _answer(SearchResults(query=query, results=found), images)
+        return _answer(SearchResults(query=query, sort=sort, results=found), images)
 
     def similar_pictures(
         self,
@@ -111,17 +115,20 @@ class PictureTools:
         k: TopK = 10,
         filters: Optional[Filters] = None,
         min_score: MinScore = None,
+        sort: Sort = "score",
         thumbnails: Thumbnails = 4,
         thumbnail_size: ThumbnailSize = 320,
     ) -> Annotated[CallToolResult, SimilarResults]:
-        """More like this: the indexed pictures closest to an indexed picture (by id or path), best first."""
+        """More like this: the indexed pictures closest to an indexed picture (by id or path), best first
+        (or, with sort "date", newest first)."""
         with _library_errors():
             picture_id, row = self.pictures.find(picture)
             hits = self.engine.similar(
-                row["path"], k=k, filters=filters.search_filters() if filters else None, min_score=min_score
+                row["path"], k=k, filters=filters.search_filters() if filters else None, min_score=min_score,
+                sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
-        return _answer(SimilarResults(like_id=picture_id, like_path=row["path"], results=found), images)
+        return _answer(SimilarResults(like_id=picture_id, like_path=row["path"], sort=sort, results=found), images)
 
     def describe_picture(self, picture: Picture, thumbnail_size: ThumbnailSize = 320) -> Annotated[CallToolResult, PictureDescription]:
         """Caption an indexed picture (by id or path) anew with the server's captioner; the index is not changed."""

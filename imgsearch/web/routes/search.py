@@ -1,4 +1,4 @@
-"""/api/search: ranked pictures for words, with the engine's modes, score floor and filters."""
+"""/api/search: ranked pictures for words, with the engine's modes, score floor, filters and order."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from ...errors import ConfigError
 from ...files import path_key
+from ...search import check_sort
 from ..served import Served
 from .images import image_links
 
@@ -37,24 +38,26 @@ PICTURE_FORM = {
 
 
 class SearchRequest(BaseModel):
-    """A search: words, how many results, and optionally mode, score floor and filters."""
+    """A search: words, how many results, and optionally mode, score floor, filters and order."""
 
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=12, ge=1)
     mode: Optional[str] = Field(default=None, max_length=20)
     min_score: Optional[float] = Field(default=None, allow_inf_nan=False)
     filters: dict[str, Any] = Field(default_factory=dict, description="Any of the engine's search filters, by name.")
+    sort: Optional[str] = Field(default=None, max_length=20, description="score (best first, the default) or date (newest first).")
 
 
 def router(served: Served) -> APIRouter:
     routes = APIRouter()
-    named = ("q", "k", "mode", "min_score")
+    named = ("q", "k", "mode", "min_score", "sort")
 
     def search(
-        text: str, k: int, mode: str | None, min_score: float | None, filters: Mapping[str, Any]
+        text: str, k: int, mode: str | None, min_score: float | None, filters: Mapping[str, Any], sort: str | None
     ) -> dict[str, Any]:
         if k > served.options.max_k:
             raise ConfigError(f"k must be between 1 and {served.options.max_k}, got {k}")
+        sort = check_sort(sort)
         extra: dict[str, Any] = {}
         if mode:
             extra["mode"] = mode
@@ -62,9 +65,9 @@ def router(served: Served) -> APIRouter:
             extra["min_score"] = min_score
         if filters:
             extra["filters"] = search_filters(filters)
-        hits = served.engine.query(text, k=k, **extra)
+        hits = served.engine.query(text, k=k, sort=sort, **extra)
         served.searches += 1
-        return {"query": text, "k": k, "results": [hit_json(hit) for hit in hits]}
+        return {"query": text, "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits]}
 
     @routes.get("/api/search", summary="Search with words")
     def search_get(
@@ -73,10 +76,11 @@ def router(served: Served) -> APIRouter:
         k: int = Query(12, ge=1, description="How many results (bounded by the server)."),
         mode: Optional[str] = Query(None, max_length=20, description="Search mode, when the engine has several."),
         min_score: Optional[float] = Query(None, allow_inf_nan=False, description="Drop results scoring below this."),
+        sort: Optional[str] = Query(None, max_length=20, description="score (best first, the default) or date (newest first)."),
     ) -> dict[str, Any]:
         """Ranked pictures for q. Other query parameters are search filters, by name."""
         filters = {name: value for name, value in request.query_params.items() if name not in named}
-        return search(q, k, mode, min_score, filters)
+        return search(q, k, mode, min_score, filters, sort)
 
     @routes.post("/api/search", summary="Search with words (JSON body) or by picture (form upload)",
                  openapi_extra=PICTURE_FORM)
@@ -84,7 +88,7 @@ def router(served: Served) -> APIRouter:
         """A JSON body searches with words. A multipart/form-data body with a picture in the field
         `image` searches by picture (an index built with --visual-model); its other fields are
         k, min_score and search filters by name."""
-        return search(body.text, body.k, body.mode, body.min_score, body.filters)
+        return search(body.text, body.k, body.mode, body.min_score, body.filters, body.sort)
 
     return routes
 

@@ -52,11 +52,27 @@ async function openViewer(hit) {
   $("viewer").showModal();
 }
 
+// The search controls' values by /api/search parameter name, left out where not set; only the
+// filters and the score floor (data-filter) when searching by picture.
+function controlValues(forPicture) {
+  const chosen = [];
+  const controls = document.querySelectorAll(forPicture ? ".controls [data-filter]" : ".controls [name]");
+  for (const control of controls) {
+    if (control.type === "radio" && !control.checked) continue;
+    const value = control.value.trim();
+    if (value) chosen.push([control.name, value]);
+  }
+  return chosen;
+}
+
 async function search(event) {
   event.preventDefault();
   const text = $("q").value.trim();
   if (!text) return;
   const params = new URLSearchParams({ q: text, k: $("k").value });
+  for (const [name, value] of controlValues(false)) {
+    if (!(name === "sort" && value === "score")) params.set(name, value);
+  }
   showQueryPicture(null);
   $("status").textContent = "searching…";
   try {
@@ -89,6 +105,7 @@ async function searchByPicture(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   form.append("k", $("k").value);
+  for (const [name, value] of controlValues(true)) form.append(name, value);
   showQueryPicture(file);
   $("status").textContent = "searching…";
   try {
@@ -143,6 +160,9 @@ async function loadStatus(showSize) {
   try {
     const status = await getJSON("/api/status");
     pictureSearch = Boolean(status.index.visual_model);
+    // Searching by looks alone needs the index's image vectors.
+    const visualMode = document.querySelector('#mode option[value="visual"]');
+    visualMode.hidden = visualMode.disabled = !pictureSearch;
     maxUploadBytes = status.server.max_upload_bytes || 0;
     $("picture-search").hidden = !pictureSearch;
     if (showSize) $("status").textContent = `${status.index.images} pictures indexed`;
@@ -153,6 +173,10 @@ async function loadStatus(showSize) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("search").addEventListener("submit", search);
+  // A new order or mode shows the current words' results again at once; typed filters wait for Enter.
+  for (const control of document.querySelectorAll('.controls input[name="sort"], #mode')) {
+    control.addEventListener("change", () => { if ($("q").value.trim()) $("search").requestSubmit(); });
+  }
   acceptDroppedPictures();
   const initial = new URLSearchParams(location.search).get("q");
   loadStatus(!initial);
