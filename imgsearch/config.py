@@ -88,6 +88,9 @@ class Settings:
     serve_token: str = field(default="", repr=False)
     serve_folders: str = ""  # several separated by os.pathsep (":" on Linux and macOS)
     config_file: Path | None = None
+    # Which settings the config file, the environment or arguments gave (see is_explicit): a
+    # setting left at its default may give way to what the index records (recorded_models.py).
+    explicitly_set: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def resolved_milvus_uri(self) -> str:
@@ -108,6 +111,8 @@ class Settings:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+# Fields no config file, environment variable or argument sets as a setting.
+_NOT_SETTINGS = {"config_file", "explicitly_set"}
 _SECRET_FIELDS = {"api_key", "serve_token"}
 
 
@@ -152,8 +157,8 @@ def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in _FIELD_TYPES or name == "config_file":
-            known = ", ".join(sorted(n for n in _FIELD_TYPES if n != "config_file"))
+        if name not in _FIELD_TYPES or name in _NOT_SETTINGS:
+            known = ", ".join(sorted(n for n in _FIELD_TYPES if n not in _NOT_SETTINGS))
             raise ConfigError(f"{source}: unknown setting {key!r} (known: {known})")
         out[name] = _coerce(name, value, source)
     return out
@@ -162,7 +167,7 @@ def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     values = {}
     for name in _FIELD_TYPES:
-        if name == "config_file":
+        if name in _NOT_SETTINGS:
             continue
         key = ENV_PREFIX + name.upper()
         if env.get(key, "") != "":
@@ -203,4 +208,17 @@ def load_settings(
     values.update(_from_env(env))
     clean = {k: v for k, v in (overrides or {}).items() if v is not None}
     values.update(_from_mapping(clean, "argument"))
-    return dataclasses.replace(Settings(), **values)
+    given = tuple(sorted(name for name in values if name not in _NOT_SETTINGS))
+    return dataclasses.replace(Settings(), **values, explicitly_set=given)
+
+
+def is_explicit(settings: Settings, name: str) -> bool:
+    """Whether setting name was given (config file, environment, argument) rather than left at its default.
+
+    A Settings made directly, not by load_settings, records nothing given: a value other than
+    the default counts as given there.
+    """
+    if name in settings.explicitly_set:
+        return True
+    default = next(f.default for f in fields(Settings) if f.name == name)
+    return default is not dataclasses.MISSING and getattr(settings, name) != default

@@ -38,6 +38,7 @@ def index(
 
     engine = call(lambda: engine_from(options))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
+        print_notes(call(lambda: engine.follow_recorded_models(captioning=True)))
         report = call(lambda: engine.index(
             paths, progress=progress, stop=stop, keep_missing=keep_missing, rebuild=rebuild,
         ))
@@ -83,6 +84,7 @@ def watch(
         err.print(f"waiting: {escape(message)}", highlight=False)
 
     with engine, stop_on_signals(_stopping_notice) as stop:
+        print_notes(call(lambda: engine.follow_recorded_models(captioning=True)))
         err.print(f"watching {escape(', '.join(str(p) for p in paths))} (Ctrl-C to stop)", highlight=False)
         call(lambda: engine.watch(
             paths, stop, show, progress=lambda: RichIndexProgress(err), on_busy=busy, debounce=debounce,
@@ -90,11 +92,11 @@ def watch(
     err.print("stopped watching")
 
 
-# One picture and no index: no options for batches, parallel requests, a captions file or Milvus.
+# One picture and no index: no options for batches, parallel requests or Milvus.
 @with_options(
     CAPTIONER.only(
-        "captioner", "caption_model", "caption_preset", "caption_prompt", "max_new_tokens", "num_beams", "dtype",
-        "api_base_url", "request_timeout", "ocr",
+        "captioner", "caption_model", "caption_preset", "caption_prompt", "captions_file", "max_new_tokens",
+        "num_beams", "dtype", "api_base_url", "request_timeout", "ocr",
     ),
     EMBEDDER.only("device"),
     STORE.only("data_dir"),
@@ -128,6 +130,12 @@ def _this_command() -> str:
     import shlex
 
     return shlex.join(["imgsearch", *sys.argv[1:]])
+
+
+def print_notes(notes: "list[str]") -> None:
+    """Lines saying which of the index's recorded models a command took."""
+    for note in notes:
+        err.print(escape(note), highlight=False)
 
 
 def print_warnings(warnings: "list[str]") -> None:

@@ -13,10 +13,11 @@ from rich.markup import escape
 
 from .application import call, err, out
 from .option_groups import Options, with_options
-from .options import CONFIG, EMBEDDER, STORE, JsonOut, settings_from
+from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 
 
-@with_options(EMBEDDER, STORE, CONFIG)
+# The captioner options are for indexing from the web page (by default, the index's recorded captioner).
+@with_options(CAPTIONER, EMBEDDER, STORE, CONFIG)
 def serve(
     folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) (env IMGSEARCH_SERVE_FOLDERS).", show_default=False)] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default: 127.0.0.1; env IMGSEARCH_SERVE_HOST).", show_default=False)] = None,

@@ -1,4 +1,5 @@
-"""An index's facts: what is recorded about it (model, dimension, layout, captioners) and whether an embedder fits."""
+"""An index's facts: what is recorded about it (models and the settings that chose them, dimension, layout,
+captioners) and whether an embedder fits."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from .schema import (
 
 # The fact naming the Milvus collection that holds the index; the rest describe its rows.
 COLLECTION_KEY = "collection"
+# The settings that built the index's vectors and its last run's captions (JSON), so that a
+# later command reuses them (see imgsearch/recorded_models.py).
+PROP_EMBEDDING = "imgsearch.embedding"
+PROP_CAPTIONING = "imgsearch.captioning"
 
 
 def new_index_facts(
@@ -78,6 +83,20 @@ def captioners_in(facts: dict[str, Any]) -> list[str]:
         return list(json.loads(facts.get(PROP_CAPTIONERS, "[]")))
     except ValueError:
         return []
+
+
+def recorded_settings(facts: dict[str, Any], key: str) -> dict[str, Any]:
+    """The settings recorded under key (PROP_EMBEDDING, PROP_CAPTIONING); empty when none or unreadable."""
+    try:
+        recorded = json.loads(facts.get(key) or "{}")
+    except ValueError:
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def with_recorded_settings(facts: dict[str, Any], key: str, values: dict[str, Any]) -> dict[str, Any]:
+    """facts with values recorded under key."""
+    return {**facts, key: json.dumps(values, sort_keys=True)}
 
 
 def check_embedder(facts: dict[str, Any], embedder_id: str, collection: str, uri: str) -> None:

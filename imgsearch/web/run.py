@@ -71,7 +71,8 @@ def build_server(
     except ImportError:
         raise MissingDependencyError(f"the server needs the serve extra: {install_hint('serve')}") from None
     from ..engine import ImageSearch
-    from ..factory import build_embedder
+    from ..factory import build_embedder, build_store
+    from ..recorded_models import settings_for_index
     from .app import DEFAULT_MAX_K, ServeOptions, create_app
     from .connections import bounded_protocol
     from .jobs import SerializedEmbedder
@@ -87,9 +88,12 @@ def build_server(
     )
     sock = bind(host, port)
     owns_engine = engine is None
-    if engine is None:
-        engine = ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)))
     try:
+        if engine is None:
+            # The shared embedder is built here, so the index's recorded one is looked up first.
+            store = build_store(settings)
+            settings = settings_for_index(settings, store)
+            engine = ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)), store=store)
         # Load the embedding model now: a model that cannot load is one clear error here,
         # not a failed start inside uvicorn, and no request ever waits for the load.
         engine.embedder.dimension  # noqa: B018
