@@ -61,7 +61,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-COCO_MINI = Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_data import coco_mini_folder, coco_mini_or_exit  # noqa: E402
 
 MODELS = ("blip", "smolvlm", "florence2")
 SOURCE_IDS = {
@@ -383,9 +384,7 @@ def load_photos(count: int):
 
     from imgsearch.captioners.base import CaptionInput
 
-    paths = sorted((COCO_MINI / "images").glob("*.jpg"))
-    if not paths:
-        sys.exit(f"no photos in {COCO_MINI / 'images'} (set IMGSEARCH_COCO_MINI)")
+    paths = sorted((coco_mini_or_exit() / "images").glob("*.jpg"))
     inputs = []
     for i in range(count):
         path = paths[i % len(paths)]
@@ -545,7 +544,7 @@ def header(info: dict, args) -> str:
         ),
         (
             f"threads: torch.set_num_threads({', '.join(map(str, args.threads))}); {args.tokens} new tokens "
-            f"per caption, greedy; photos from {COCO_MINI}"
+            f"per caption, greedy; photos from {coco_mini_folder()}"
         ),
     ]
     load = info["load_average_1min"]
@@ -639,6 +638,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.worker_dtype, json.loads(args.worker_cells), args.tokens)))
         return
+
+    coco_mini_or_exit()  # here, not in a worker: a missing set ends the run with its one line
 
     def numbers(text: str | None) -> list[int] | None:
         return [int(x) for x in text.split(",") if x.strip()] if text else None

@@ -60,7 +60,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-COCO_MINI = Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
+from demo_data import coco_mini_folder, coco_mini_or_exit  # noqa: E402
 
 ENCODERS = ("siglip2", "clip", "metaclip2", "metaclip2-s16")
 MODELS = (*ENCODERS, "blip")
@@ -272,9 +272,7 @@ def load_photos(count: int) -> list:
     """The first `count` coco-mini photos (repeated if there are fewer), decoded to RGB now."""
     from PIL import Image
 
-    paths = sorted((COCO_MINI / "images").glob("*.jpg"))
-    if not paths:
-        raise SystemExit(f"no photos in {COCO_MINI / 'images'}: set IMGSEARCH_COCO_MINI to a folder with images/*.jpg")
+    paths = sorted((coco_mini_or_exit() / "images").glob("*.jpg"))
     photos = []
     for i in range(count):
         path = paths[i % len(paths)]
@@ -386,7 +384,7 @@ def header(info: dict, args) -> str:
             f"transformers {info['transformers']}"
         ),
         f"device: {info['device']}" + (f" ({info['gpu']})" if info.get("gpu") else "")
-        + f"; image processors: {info['image_processors']}; photos from {COCO_MINI}",
+        + f"; image processors: {info['image_processors']}; photos from {coco_mini_folder()}",
         f"blip: captioning, {CAPTION_TOKENS} new tokens a caption, greedy",
     ]
     load = info["load_average_1min"]
@@ -432,6 +430,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args()
 
+    coco_mini_or_exit()  # before torch loads: a missing set ends the run with its one line
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     try:

@@ -43,7 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-COCO = Path(os.environ.get("IMGSEARCH_COCO_MINI", Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"))
+from demo_data import coco_mini_or_exit  # noqa: E402
+
 SIDE = (4000, 3000)
 
 
@@ -62,9 +63,7 @@ def make_photos(folder: Path, count: int, size: tuple[int, int] | None) -> list[
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    sources = sorted((COCO / "images").glob("*.jpg"))
-    if not sources:
-        raise SystemExit(f"no photos in {COCO / 'images'}: set IMGSEARCH_COCO_MINI to a folder with images/*.jpg")
+    sources = sorted((coco_mini_or_exit() / "images").glob("*.jpg"))
     encoded: dict[Path, bytes] = {}
     made = []
     for i in range(count):
@@ -154,6 +153,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="captioner-bound measurements, taking turns; the best counts")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the model runs (default: torch's own)")
     args = parser.parse_args()
+    coco_mini_or_exit()  # before any work: without the photos there is nothing to measure
     if args.threads:
         import torch
 

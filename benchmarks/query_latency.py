@@ -1,7 +1,7 @@
 """Query latency: warm in-process queries (dense, keyword, hybrid) and cold `imgsearch query` runs.
 
 Usage: python benchmarks/query_latency.py [--sizes 10000 100000] [--queries 200] [--uri URI | --server]
-                                          [--cold-runs 5] [--no-cold]
+                                          [--cold-runs 5] [--no-cold] [--visual-dim 512]
 
 Rows look like a real index: every vector is a real caption embedding of a coco-mini
 picture (../shared/data/coco-mini) plus noise (cosine ~0.75 to it, the spread of five
@@ -19,6 +19,15 @@ tests/milvus_server.py) and measures it the same way: memory is the summed RSS o
 group, and the first query follows a release of the collection (a new engine loads it back,
 as after a server restart or a release of an idle collection). Milvus 2.3 has no BM25, so its
 keyword and hybrid cells read n/a. Cold command-line runs are for the embedded file only.
+
+--visual-dim N also gives every row an image vector (a random unit vector of N dimensions), as
+an index built with --visual-model holds, and times warm hybrid with both meaning channels and
+BM25 in every query (caption dense + image vectors + keywords: keyword share 0.5 for sentences
+too, so all three searches run) and image vectors alone, on a second line per size. The query's
+image-space vector is a random unit vector as well: the image–text model's text encoder is not
+timed (no such model is loaded), only the searches and their fusion, planned and run by
+search.py as engine.query does. Cold command-line runs are skipped then (no model to encode
+a query in image space).
 
 Cold runs start a new `imgsearch query` process each time (models already on disk):
   - "kept loaded": the default, the index stays loaded in its background process;
@@ -43,7 +52,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-COCO_MINI = Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
 QUERIES = [
     "dog in park", "a red car parked on the street", "people eating pizza at a table",
     "sunset over the ocean", "a cat sleeping on a sofa", "children playing football",
@@ -51,21 +59,25 @@ QUERIES = [
     "giraffe", "train station", "two zebras grazing in a field", "a kitchen with a stove", "surfer",
 ]
 NOISE = 0.045  # per dimension: cosine to the caption's own vector ~0.75 at 384 dimensions
+# BM25's share for sentences in the all-channels hybrid: the default (0) leaves BM25 to short queries.
+BOTH_KEYWORD_WEIGHT = 0.5
 
 
 def caption_pool() -> list[str]:
-    source = COCO_MINI / "captions.jsonl"
-    if not source.is_file():
-        sys.exit(f"query_latency: no coco-mini captions at {source}; set IMGSEARCH_COCO_MINI to the coco-mini folder")
-    lines = source.read_text().splitlines()
+    from demo_data import coco_mini_or_exit
+
+    lines = (coco_mini_or_exit() / "captions.jsonl").read_text().splitlines()
     return [caption for line in lines if line.strip() for caption in json.loads(line)["captions"]]
 
 
-def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed: int = 0):
-    """Write rows near real caption vectors; returns (seconds, all vectors as a float32 array)."""
+def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed: int = 0, visual_dim: int = 0):
+    """Write rows near real caption vectors (and, with visual_dim, a random unit image vector
+    each); returns (seconds, all caption vectors as a float32 array)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    # Its own stream: the caption vectors are the same with and without image vectors.
+    visual_rng = np.random.default_rng(seed + 1)
     vectors = np.empty((rows, centers.shape[1]), dtype=np.float32)
     started = time.perf_counter()
     for start in range(0, rows, batch):
@@ -74,6 +86,7 @@ def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed:
         chunk = centers[which] + rng.normal(0, NOISE, (stop - start, centers.shape[1])).astype(np.float32)
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         vectors[start:stop] = chunk
+        seen = unit_vectors(visual_rng, stop - start, visual_dim) if visual_dim else None
         records = []
         for offset, (i, caption_index) in enumerate(zip(range(start, stop), which)):
             folder = f"/photos/{2000 + i % 25}/{i // 1000:04d}"
@@ -86,11 +99,21 @@ def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed:
                 "file_name": name, "file_type": "jpeg", "folders": ["/photos", folder.rsplit("/", 1)[0], folder],
                 "taken_at": 1.6e9 + i, "keywords": f"{caption} IMG {i:07d} jpg photos {2000 + i % 25}",
             })
+            if seen is not None:
+                records[-1]["visual"] = seen[offset].tolist()
         store.upsert_rows(records)
         if rows >= 200_000 and stop * 10 // rows > start * 10 // rows:  # a line per tenth: a slow rate shows early
             rate = stop / (time.perf_counter() - started)
             print(f"  filled {stop}/{rows} rows, {rate:.0f} rows/s", file=sys.stderr, flush=True)
     return time.perf_counter() - started, vectors
+
+
+def unit_vectors(rng, count: int, dimension: int):
+    """count random unit vectors (float32 rows), spread evenly over the sphere."""
+    import numpy as np
+
+    drawn = rng.normal(0, 1, (count, dimension)).astype(np.float32)
+    return drawn / np.linalg.norm(drawn, axis=1, keepdims=True)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -111,10 +134,42 @@ def bench_mode(engine, mode: str, count: int) -> tuple[float, float] | None:
     for text in QUERIES[:3]:  # warm-up: model and collection in memory
         engine.query(text, k=10, mode=mode)
     samples = []
-    for i in range(count):
-        text = QUERIES[i % len(QUERIES)] + (f" {i}" if i >= len(QUERIES) and mode != "keyword" else "")
+    for text in query_texts(mode, count):
         started = time.perf_counter()
         engine.query(text, k=10, mode=mode)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples), percentile(samples, 0.95)
+
+
+def query_texts(mode: str, count: int) -> list[str]:
+    """The timed queries: the typed ones, then numbered variants (new texts, which no cache answers)."""
+    return [QUERIES[i % len(QUERIES)] + (f" {i}" if i >= len(QUERIES) and mode != "keyword" else "") for i in range(count)]
+
+
+def bench_plan(engine, mode: str, count: int, seen_queries=None, settings=None):
+    """Median and p95 ms of count queries planned and run as engine.query does (search.py's
+    plan_query and run_plan), without an image–text model: with seen_queries (one image-space
+    vector a query, not timed) the index's image vectors are searched too. settings: the
+    engine's unless given. None where there is no BM25."""
+    from imgsearch.search import plan_query, run_plan
+
+    store, embedder = engine.store, engine.embedder
+    if mode in ("keyword", "hybrid") and not store.keyword_search_enabled:
+        return None
+    settings = settings or engine.settings
+    visual = seen_queries is not None
+
+    def run(number: int, text: str) -> None:
+        plan = plan_query(text, 10, mode, settings, store.keyword_search_enabled, store.uri, visual)
+        seen = (lambda: seen_queries[number % len(seen_queries)]) if visual else None
+        run_plan(store, plan, text, lambda: embedder.embed_query(text), 10, "", visual_vector=seen)
+
+    for number, text in enumerate(QUERIES[:3]):  # warm-up: model and collection in memory
+        run(number, text)
+    samples = []
+    for number, text in enumerate(query_texts(mode, count)):
+        started = time.perf_counter()
+        run(number, text)
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples), percentile(samples, 0.95)
 
@@ -243,9 +298,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="rows per upsert while filling")
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--no-cold", action="store_true", help="skip the cold command-line runs")
+    parser.add_argument(
+        "--visual-dim", type=int, default=0, metavar="N",
+        help="also give every row an N-d image vector (random, unit length) and time hybrid with both channels and visual",
+    )
     args = parser.parse_args()
     if args.server and args.uri:
         parser.error("--server starts its own server: leave out --uri")
+    if args.visual_dim < 0:
+        parser.error("--visual-dim must be a positive number of dimensions (0: no image vectors)")
 
     from imgsearch.store.lite_keeper import stop_keeper
 
@@ -308,8 +369,10 @@ def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_querie
     engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
     centers = np.asarray(engine.embedder.embed(captions), dtype=np.float32)
     engine.store.drop()
-    engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension)
-    fill, vectors = fill_store(engine.store, rows, centers, captions, args.batch)
+    # Recorded as the index's image–text model; no such model exists, so none is ever loaded.
+    visual = (f"visual:bench-random-{args.visual_dim}", lambda: args.visual_dim) if args.visual_dim else None
+    engine.store.open(engine.embedder.id, lambda: engine.embedder.dimension, visual=visual)
+    fill, vectors = fill_store(engine.store, rows, centers, captions, args.batch, visual_dim=args.visual_dim)
     engine.store.flush()
     engine.close()
     # Queries through a new engine, as a server or an app that only searches runs them:
@@ -320,7 +383,11 @@ def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_querie
     recall = recall_at_10(engine, vectors, QUERIES)
     near_recall = recall_at_10(engine, vectors, near_queries)
     del vectors
-    modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword", "hybrid")}
+    modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword")}
+    # On an index with image vectors engine.query's hybrid would encode the query with the
+    # index's image–text model: here hybrid is planned and run alike, on the captions alone.
+    modes["hybrid"] = bench_plan(engine, "hybrid", args.queries) if args.visual_dim else bench_mode(engine, "hybrid", args.queries)
+    with_images = bench_image_vectors(engine, args) if args.visual_dim else ""
     rss = held_rss_mb(args.uri, server)
     cells = " ".join(
         f"{timing[0]:>8.2f} / {timing[1]:<6.2f}" if timing else "n/a (server has no BM25)" for timing in modes.values()
@@ -333,12 +400,39 @@ def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_querie
     first = first_query_after_load(data_dir, args.uri, collection)
     print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>5.3f}/{near_recall:<5.3f} {cells} "
           f"{rss:>8.0f} {first:>13.2f}  (query embedder: {runtime})", flush=True)
+    if with_images:
+        print(f"  {with_images}", flush=True)
     if args.uri:
         print(f"  {waits}")
         print(f"  cold imgsearch query runs: skipped for a server ({rows} rows)")
         ImageSearch(milvus_uri=args.uri, collection=collection, data_dir=data_dir).store.drop()
+    elif args.visual_dim:
+        print("  cold imgsearch query runs: skipped with --visual-dim (no image–text model to encode a query with)")
     elif not args.no_cold:
         cold(data_dir, rows, args.cold_runs, stop_keeper, recall)
+
+
+def bench_image_vectors(engine, args) -> str:
+    """Warm hybrid with every channel in every query, and image vectors alone, as one line."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from imgsearch.search import plan_query
+
+    seen_queries = [vector.tolist() for vector in unit_vectors(np.random.default_rng(11), args.queries, args.visual_dim)]
+    settings = replace(engine.settings, keyword_weight=BOTH_KEYWORD_WEIGHT)
+    store = engine.store
+    both = plan_query(QUERIES[1], 10, "hybrid", settings, store.keyword_search_enabled, store.uri, visual=True)
+    if not (both.searches_dense and both.searches_visual and both.searches_keywords):
+        return f"with {args.visual_dim}-d image vectors: this index cannot run all three searches in one query ({both})"
+    hybrid = bench_plan(engine, "hybrid", args.queries, seen_queries, settings)
+    visual = bench_plan(engine, "visual", args.queries, seen_queries)
+    return (
+        f"with {args.visual_dim}-d image vectors: hybrid, caption dense + image vectors + BM25 in every query, "
+        f"p50/p95 {hybrid[0]:.2f} / {hybrid[1]:.2f} ms; visual alone {visual[0]:.2f} / {visual[1]:.2f} ms "
+        f"(the image-space query vector is given, not encoded)"
+    )
 
 
 def consistency_waits(store, count: int) -> str:

@@ -31,7 +31,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 DIMENSION = 384
 
 
@@ -40,14 +39,17 @@ def make_photos(folder: Path, copies: int) -> int:
     marker, each with its first COCO caption in a sidecar .txt file."""
     import json
 
+    from demo_data import coco_mini_or_exit
+
+    coco = coco_mini_or_exit()
     captions = {
         record["image"]: record["captions"][0]
-        for record in map(json.loads, filter(None, (COCO / "captions.jsonl").read_text().splitlines()))
+        for record in map(json.loads, filter(None, (coco / "captions.jsonl").read_text().splitlines()))
     }
     folder.mkdir(parents=True, exist_ok=True)
     count = 0
     for copy in range(copies):
-        for source in sorted((COCO / "images").glob("*.jpg")):
+        for source in sorted((coco / "images").glob("*.jpg")):
             target = folder / f"{source.stem}_{copy}.jpg"
             if not target.exists():
                 target.write_bytes(source.read_bytes() + f"copy {copy}".encode())

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -75,9 +74,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--dataset", type=Path, default=Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared/data/coco-mini")))
+    parser.add_argument("--dataset", type=Path, help="a folder with images/ and captions.jsonl (default: coco-mini)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    if args.dataset is None:
+        from demo_data import coco_mini_or_exit
+
+        args.dataset = coco_mini_or_exit()
     records = [json.loads(line) for line in (args.dataset / "captions.jsonl").read_text().splitlines() if line.strip()]
     queries = [caption for record in records for caption in record["captions"][1:]]
 

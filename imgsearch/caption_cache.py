@@ -254,6 +254,12 @@ class CaptionCache:
 
         return self._guarded("read", read)
 
+    def replace_damaged(self) -> None:
+        """Set the file aside as damaged and carry what it still holds into a fresh cache, as a
+        query that meets the damage does (`check --repair` finds damage no query may reach)."""
+        with self._lock:
+            self._replace_damaged()
+
     def take_warnings(self) -> list[str]:
         """The warnings since the last call, then start afresh (each is shown once per run)."""
         taken, self.warnings = self.warnings, []

@@ -1,8 +1,9 @@
 """`imgsearch check`: read the whole index and the caption cache, and say what is wrong with them.
 
-Run on demand (never on the query path). Repair writes the captions the index holds and
-the cache lacks back into the cache, and rebuilds a damaged index from the caption cache
-without captioning, keeping the damaged copy aside.
+Run on demand (never on the query path). Repair sets a damaged caption cache aside, carrying
+what it still holds into a fresh one, writes the captions the index holds and the cache lacks
+back into the cache, and rebuilds a damaged index from the caption cache without captioning,
+keeping the damaged copy aside.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -34,6 +36,8 @@ _LISTED = 5
 FOLDERS_FILE = "indexed-folders.json"
 # How every problem with the caption cache starts (the rest are the index's).
 CACHE_PROBLEM = "the caption cache"
+# SQLite's integrity check heads its findings with the database they are in.
+_SQLITE_SECTION = re.compile(r"\*\*\* in database \w+ \*\*\*")
 
 
 def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
@@ -54,8 +58,18 @@ def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
 def _check_cache(path: Path) -> tuple[int, list[str]]:
     count, damage = inspect_cache_file(path)
     if damage:
-        return count, [f"the caption cache {path} is damaged: {'; '.join(damage[:3])}"]
+        return count, [f"{CACHE_PROBLEM} {path} is damaged: {_summary(damage)}"]
     return count, []
+
+
+def _summary(damage: list[str]) -> str:
+    """SQLite's findings (one per bad cell, a page of them for one bad page) as one short line."""
+    findings = [
+        line.strip() for entry in damage for line in entry.splitlines()
+        if line.strip() and not _SQLITE_SECTION.fullmatch(line.strip())
+    ] or ["SQLite's integrity check failed"]
+    more = len(findings) - 1
+    return findings[0] + (f" (and {more} more finding{'s' if more > 1 else ''} of SQLite's integrity check)" if more else "")
 
 
 def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
@@ -190,16 +204,23 @@ def indexed_folders(data_dir: Path) -> list[str]:
 
 
 def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
-    """Write the captions the index holds and the cache lacks back into the cache.
+    """Set a damaged cache aside, carrying what it still holds into a fresh one, then write the
+    captions the index holds and the cache lacks back into it.
 
     Done before any rebuild of the index: the readable rows are the only copy of those captions.
     """
     from .caption_refill import write_back_captions
 
+    cache = engine.cache
+    # Opening the cache replaces it only when the damage lies on the way; some never is.
+    if inspect_cache_file(cache.path)[1]:
+        cache.replace_damaged()
+    written = 0
     try:
-        written = write_back_captions(engine.store, engine.cache)
+        written = write_back_captions(engine.store, cache)
     except ImgsearchError:
-        return  # an index that cannot be read gives nothing back; its rebuild goes on
+        pass  # an index that cannot be read gives nothing back; its rebuild goes on
+    report.repairs.extend(cache.take_warnings())
     if written:
         report.repairs.append(f"the captions of {written} indexed pictures were written back into the caption cache")
 

@@ -94,7 +94,19 @@ def _print_check(report: "CheckReport") -> None:
     if report.ok:
         err.print("[green]no problems found[/]")
     elif not report.repairs:
-        err.print("run `imgsearch check --repair` to rebuild the index from the caption cache (nothing is captioned)")
+        err.print(_repair_hint(report.problems), highlight=False)
+
+
+def _repair_hint(problems: list[str]) -> str:
+    """What `check --repair` would do about these problems, said once after them."""
+    from ..checking import CACHE_PROBLEM
+
+    does = []
+    if any(problem.startswith(CACHE_PROBLEM) for problem in problems):
+        does.append("mends the caption cache (a damaged one is set aside and what it still holds carried into a fresh one)")
+    if any(not problem.startswith(CACHE_PROBLEM) for problem in problems):
+        does.append("rebuilds the index from the caption cache (nothing is captioned)")
+    return f"run `imgsearch check --repair`: it {' and '.join(does)}"
 
 
 @with_options(STORE, CONFIG)
