@@ -68,6 +68,8 @@ class Indexer:
         self.row_captioner = row_maker(captioner.id, text_reader is not None)
         # Content hashes of the rows this run added, to tell a move from a deletion.
         self._added_hashes: list[str] = []
+        # Whether this run has listed row_captioner among the index's captioners.
+        self._captioner_recorded = False
 
     def run(
         self,
@@ -87,12 +89,16 @@ class Indexer:
         tally = RunTally(report, self.progress)
         roots = [root_path(root) for root in roots]
         index_is_new = not self.store.exists()
+        if index_is_new:
+            # The embedder and visual model load before the index is made (for its dimensions),
+            # the captioner after: an unavailable one would leave an empty index behind.
+            self._check_captioner_available()
         visual = self.visual
         self.store.open(
             self.embedder.id, lambda: self.embedder.dimension,
             visual=(visual.id, lambda: visual.dimension) if visual is not None else None,
         )
-        self.store.record_captioner(self.row_captioner)
+        self._captioner_recorded = False
         files: list[FoundFile] = []
         present_keys: set[str] = set()
         for found in walk_images(roots):
@@ -121,6 +127,21 @@ class Indexer:
         report.warnings.extend(self.cache.take_warnings())
         report.seconds = time.monotonic() - started
         return report
+
+    def _check_captioner_available(self) -> None:
+        """Fail now, in one line, when the local captioner's model can be neither found nor fetched.
+
+        Not when the caption cache holds this captioner's captions: a rebuild may need no captioning.
+        """
+        check = getattr(self.captioner, "check_model_available", None)
+        if self.caption_service is None and check is not None and self.cache.newest_prompt(self.captioner.id) is None:
+            check()
+
+    def _record_captioner(self) -> None:
+        """List the row captioner among the index's captioners once, as its first rows go in."""
+        if not self._captioner_recorded:
+            self.store.record_captioner(self.row_captioner)
+            self._captioner_recorded = True
 
     def _changed_files(self, files: list[FoundFile], tally: RunTally) -> list[Picture]:
         """The files whose row is missing or out of date; an unchanged file costs a stat (and a
@@ -187,22 +208,28 @@ class Indexer:
                         captioned = stage.take(picture)
                     # Stored at once: a caption's row follows it closely, whatever the batch size.
                     if captioned or len(ready) >= stage.write_batch:
-                        writer.put(ready + captioned)
+                        self._put_rows(writer, ready + captioned)
                         ready = []
                     if stop is not None and stop.is_set():
                         report.interrupted = True
                         break
-            writer.put(ready)
+            self._put_rows(writer, ready)
             if not report.interrupted:
                 with contextlib.closing(stage.finish()) as rest:
                     for captioned in rest:
-                        writer.put(captioned)
+                        self._put_rows(writer, captioned)
                         if stop is not None and stop.is_set():
                             report.interrupted = True
                             break
         finally:
             # Every caption committed to the cache gets its row, even when the run stops.
             writer.close()
+
+    def _put_rows(self, writer: RowWriter, pictures: list[Picture]) -> None:
+        """Hand pictures to the writer; the index lists the captioner before its first row is written."""
+        if pictures:
+            self._record_captioner()
+        writer.put(pictures)
 
     def _stored_by(self, tally: RunTally):
         """What the writer thread calls once a batch's rows are in the store."""

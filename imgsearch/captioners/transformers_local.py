@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import CaptionerError, ConfigError, MissingDependencyError, install_hint
+from ..model_fetch import ensure_model_available
 from .base import CaptionFailure, CaptionInput, Captioner
 from .prompts import DEFAULT_PRESET, PRESETS, resolve_prompt
 
@@ -160,10 +164,15 @@ class TransformersCaptioner(Captioner):
         """Whether generation hands back the prompt before the answer (known once loaded)."""
         return self._decoder_only
 
+    def check_model_available(self) -> None:
+        """Fail in one line, before anything loads, when the model is neither local nor to be had."""
+        ensure_model_available(self.model_id, "captioning model", CaptionerError)
+
     def load(self) -> None:
         """Load the model and processor once (from a local path, the cache, or the hub)."""
         if self._model is not None:
             return
+        self.check_model_available()
         try:
             import torch  # noqa: F401
             from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -191,7 +200,8 @@ class TransformersCaptioner(Captioner):
         except ImportError as exc:
             raise MissingDependencyError(_missing_package_hint(self.model_id, exc)) from None
         try:
-            processor = AutoProcessor.from_pretrained(source)
+            with quiet_pil_fallback():
+                processor = AutoProcessor.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise CaptionerError(load_hint(self.model_id, exc, "its processor")) from None
         except ImportError as exc:
@@ -257,6 +267,26 @@ class TransformersCaptioner(Captioner):
             # Decoder-only models return the prompt followed by the answer; keep the answer.
             output = output[:, inputs["input_ids"].shape[1] :]
         return list(self._processor.batch_decode(output, skip_special_tokens=True))
+
+
+class _PilFallbackFilter(logging.Filter):
+    """Drops transformers' notice that an image processor runs on PIL for want of torchvision."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_pil_fallback() -> Iterator[None]:
+    """While processors load: PIL is the processors' intended backend here, not a degraded one,
+    so transformers' advice to install torchvision is noise to an imgsearch user."""
+    logger = logging.getLogger("transformers.utils.import_utils")
+    quiet = _PilFallbackFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def processor_image_side(processor: Any, fallback: int = 2048) -> int:

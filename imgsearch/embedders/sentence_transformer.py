@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_EMBED_MODEL
 from ..errors import EmbedderError
+from ..model_fetch import ensure_model_available
 from .base import Embedder
 from .fast_path import FastPath
 
@@ -81,7 +82,12 @@ class SentenceTransformerEmbedder(Embedder):
             self._export_for_next_time()
         return self._model
 
+    def check_model_available(self) -> None:
+        """Fail in one line, before anything loads, when the model is neither local nor to be had."""
+        ensure_model_available(resolve_model_source(self.model_name), "embedding model", EmbedderError)
+
     def _load(self) -> Any:
+        self.check_model_available()  # before the slow import: a missing model fails at once
         from sentence_transformers import SentenceTransformer
 
         source = resolve_model_source(self.model_name)

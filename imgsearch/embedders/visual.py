@@ -162,8 +162,10 @@ class VisualEmbedder:
             from transformers import AutoConfig, AutoModel, AutoProcessor
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise MissingDependencyError(f"visual models need {exc.name}") from None
-        from ..captioners.transformers_local import load_hint, pick_device, pick_dtype
+        from ..captioners.transformers_local import load_hint, pick_device, pick_dtype, quiet_pil_fallback
+        from ..model_fetch import ensure_model_available
 
+        ensure_model_available(self.model_name, "visual model", EmbedderError)
         source = os.path.expanduser(self.model_name)
         try:
             config = AutoConfig.from_pretrained(source)
@@ -177,7 +179,8 @@ class VisualEmbedder:
         self.device = pick_device(self.requested_device)
         try:
             model = AutoModel.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype))
-            processor = AutoProcessor.from_pretrained(source)
+            with quiet_pil_fallback():
+                processor = AutoProcessor.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
