@@ -6,6 +6,7 @@ before it fails; one short probe tells the same in seconds, in one line that say
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -80,9 +81,30 @@ def _is_cached(model_id: str) -> bool:
 
     config = try_to_load_from_cache(model_id, "config.json")
     if not isinstance(config, str):
+        config = _cached_module_config(model_id)
+    if not isinstance(config, str):
         return False
     snapshot = Path(config).parent
     return any(path.name.endswith(_WEIGHT_SUFFIXES) for path in snapshot.iterdir())
+
+
+def _cached_module_config(model_id: str) -> str | None:
+    """The cached config of a sentence-transformers CLIP's module folder (its model is there)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from .embedders.sentence_transformers_clip import MODULES_FILE, clip_folder_listed
+
+    listing = try_to_load_from_cache(model_id, MODULES_FILE)
+    if not isinstance(listing, str):
+        return None
+    try:
+        module = clip_folder_listed(json.loads(Path(listing).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+    if not module:
+        return None
+    config = try_to_load_from_cache(model_id, f"{module}/config.json")
+    return config if isinstance(config, str) else None
 
 
 def _hub_problem(model_id: str, endpoint: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Image–text models (CLIP, SigLIP, SigLIP 2, MetaCLIP 2): pictures and words in one vector space.
+"""Image–text models (CLIP, SigLIP, SigLIP 2, MetaCLIP 2, sentence-transformers CLIP models):
+pictures and words in one vector space.
 
 The picture tower embeds each indexed picture; the text tower embeds queries, in any language
 the model was trained on. Loaded with transformers' Auto classes, by hub id or local folder.
@@ -164,13 +165,26 @@ class VisualEmbedder:
             raise MissingDependencyError(f"visual models need {exc.name}") from None
         from ..captioners.transformers_local import load_hint, pick_device, pick_dtype, quiet_pil_fallback
         from ..model_fetch import ensure_model_available
+        from .sentence_transformers_clip import clip_module_folder
 
         ensure_model_available(self.model_name, "visual model", EmbedderError)
         source = os.path.expanduser(self.model_name)
+        where: dict[str, str] = {}
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
-            raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
+            # A sentence-transformers CLIP keeps its transformers model in a module folder.
+            module = clip_module_folder(self.model_name)
+            if not module:
+                raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
+            if os.path.isdir(source):
+                source = os.path.join(source, module)
+            else:
+                where = {"subfolder": module}
+            try:
+                config = AutoConfig.from_pretrained(source, **where)
+            except (OSError, ValueError) as exc:
+                raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
         if getattr(config, "vision_config", None) is None or getattr(config, "text_config", None) is None:
             raise ConfigError(
                 f"{self.model_name} is a {config.model_type!r} model, not an image–text embedding model; "
@@ -178,9 +192,9 @@ class VisualEmbedder:
             )
         self.device = pick_device(self.requested_device)
         try:
-            model = AutoModel.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype))
+            model = AutoModel.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype), **where)
             with quiet_pil_fallback():
-                processor = AutoProcessor.from_pretrained(source)
+                processor = AutoProcessor.from_pretrained(source, **where)
         except (OSError, ValueError) as exc:
             raise EmbedderError(load_hint(self.model_name, exc, kind="visual model")) from None
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
