@@ -617,6 +617,9 @@ def run_benchmark(args, matrix: dict[tuple[str, str], list[int]], say) -> tuple[
 
 
 def main() -> None:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: blip,smolvlm,florence2")
     parser.add_argument("--batch-sizes", help="comma-separated, e.g. 1,4,8,16 (default: the trimmed matrix)")

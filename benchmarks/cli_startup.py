@@ -74,6 +74,9 @@ def module_import_ms(module: str, runs: int) -> float:
 
 
 def main() -> None:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=20, help="How many modules to list by cumulative import time.")

@@ -56,6 +56,9 @@ def peak(env: dict[str, str], *command: str) -> tuple[float, float]:
 
 
 def main() -> int:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--uri", default="", help="a Milvus server URI instead of a Milvus Lite file")

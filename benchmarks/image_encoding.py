@@ -418,6 +418,9 @@ def table(rows: list[dict], built: dict[str, dict]) -> str:
 
 
 def main() -> int:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated: {','.join(MODELS)}")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32,bfloat16 (float16 on GPUs)")

@@ -139,6 +139,9 @@ def index(engine, folder: Path, progress: object = None):
 
 
 def main() -> int:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=150, help="12-megapixel JPEGs in the first-run test")
     parser.add_argument("--big", type=int, default=10_000, help="small pictures in the re-run and memory test")

@@ -290,6 +290,9 @@ def import_breakdown(command: list[str], env: dict[str, str], top: int = 8) -> s
 
 
 def main() -> None:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)

@@ -327,6 +327,9 @@ def _row(i: int, vector: list[float]) -> dict:
 
 
 def main() -> int:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=2, help="copies of the 159 coco-mini photos")
     parser.add_argument("--address", default="", help="a running Ray cluster (default: a local instance)")

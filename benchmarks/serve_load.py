@@ -71,6 +71,9 @@ async def run_clients(url: str, clients: int, seconds: float, make_path) -> dict
 
 
 def main() -> int:
+    from machine import announce_cpu
+
+    announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=15.0)
