@@ -152,6 +152,19 @@ def test_an_upload_needs_the_token(visual_engine, photos):
         assert bearer.status_code == 200
 
 
+def test_an_upload_can_be_sorted_by_date(visual_engine, photos):
+    picture = sorted(photos.glob("*.jpg"))[3].read_bytes()
+    with serving(visual_engine, [photos]) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        by_score = _upload(client, picture, fields={"k": "6"}).json()
+        by_date = _upload(client, picture, fields={"k": "6", "sort": "date"}).json()
+        assert (by_score["sort"], by_date["sort"]) == ("score", "date")
+        assert {hit["path"] for hit in by_date["results"]} == {hit["path"] for hit in by_score["results"]}
+        newest_first = [hit.path for hit in visual_engine.query_image(Image.open(BytesIO(picture)), k=6, sort="date")]
+        assert [hit["path"] for hit in by_date["results"]] == newest_first
+        bad = _upload(client, picture, fields={"sort": "newest"})
+        assert bad.status_code == 400 and "unknown sort 'newest'" in _one_line_error(bad)
+
+
 def test_uploads_are_bounded_in_size(visual_engine, photos):
     picture = sorted(photos.glob("*.jpg"))[2].read_bytes()
     limits = ServeLimits(max_upload_bytes=len(picture) + 4096)

@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from ...errors import ConfigError, ImageLoadError
 from ...files import RAW_SUFFIXES
+from ...search import check_sort
 from ..forms import FormError, FormPart, is_form, parse_form
 from ..served import Served
 from .search import hit_json, search_filters
@@ -54,10 +55,11 @@ def router(served: Served) -> APIRouter:
         if not 1 <= k <= served.options.max_k:
             raise ConfigError(f"k must be between 1 and {served.options.max_k}, got {k}")
         min_score = _finite_number("min_score", values.pop("min_score", ""))
+        sort = check_sort(values.pop("sort", "") or None)
         filters = search_filters(values) if values else None
-        hits = served.engine.query_image(_decoded(picture), k=k, filters=filters, min_score=min_score)
+        hits = served.engine.query_image(_decoded(picture), k=k, filters=filters, min_score=min_score, sort=sort)
         served.searches += 1
-        return {"image": picture.filename or "", "k": k, "results": [hit_json(hit) for hit in hits]}
+        return {"image": picture.filename or "", "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits]}
 
     # Before the JSON search route: the first route that matches a request serves it.
     routes.add_api_route(

@@ -106,6 +106,8 @@ async function searchByPicture(file) {
   form.append("image", file, file.name);
   form.append("k", $("k").value);
   for (const [name, value] of controlValues(true)) form.append(name, value);
+  const sort = document.querySelector('.controls input[name="sort"]:checked');
+  if (sort && sort.value !== "score") form.append("sort", sort.value);
   showQueryPicture(file);
   $("status").textContent = "searching…";
   try {
