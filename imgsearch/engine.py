@@ -112,6 +112,10 @@ class ImageSearch:
         captioning = captioning and not self._followed_captioning
         if not (embedding or captioning):
             return []
+        if captioning:
+            # An index run's caption cache first: a disk too full for it is then told as the
+            # cache's problem, not as a Milvus Lite file that failed to open.
+            self.cache  # noqa: B018
         store = self.store
         chosen = models_to_use(
             self.settings, store.properties() if store.exists() else {}, embedding=embedding, captioning=captioning
