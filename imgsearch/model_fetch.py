@@ -52,7 +52,7 @@ def ensure_model_available(model_id: str, kind: str, error: type[ImgsearchError]
     fetch = f"`{prefetch_command(model_id)}`"
     if constants.HF_HUB_OFFLINE:
         raise error(
-            f"{what}: it is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it; "
+            f"{what}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1) forbids downloading it; "
             f"fetch it once while online ({fetch}), or give a local model folder instead of the id"
         )
     problem = _hub_problem(model_id, constants.ENDPOINT)
