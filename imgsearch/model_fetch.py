@@ -113,6 +113,7 @@ def _hub_problem(model_id: str, endpoint: str) -> str | None:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     fetch = f"`{prefetch_command(model_id)}`"
+    not_found = f"the Hugging Face hub at {endpoint} has no model by that id (or it is private); check the spelling"
     try:
         HfApi(endpoint=endpoint).model_info(model_id, timeout=PROBE_TIMEOUT)
     except GatedRepoError:
@@ -121,11 +122,11 @@ def _hub_problem(model_id: str, endpoint: str) -> str | None:
             "and log in with `hf auth login`, or give a local model folder instead of the id"
         )
     except RepositoryNotFoundError:
-        return f"the Hugging Face hub at {endpoint} has no model by that id (or it is private); check the spelling"
+        return not_found
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         if status in (401, 404):
-            return f"the Hugging Face hub at {endpoint} has no model by that id (or it is private); check the spelling"
+            return not_found
         return (
             f"it is not cached and the Hugging Face hub at {endpoint} answered HTTP {status}; "
             f"try again later, fetch it with {fetch}, or give a local model folder instead of the id"

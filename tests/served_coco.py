@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,3 +69,12 @@ def running_server(served: ServedIndex, *, folders=None, token: str = "", max_k:
         yield server
     finally:
         server.stop()
+
+
+def finished_index_job(client, timeout: float = 120) -> dict:
+    """The web server's index run once it is no longer running (its last progress)."""
+    deadline = time.monotonic() + timeout
+    while (progress := client.get("/api/index").json())["state"] == "running":
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.2)
+    return progress

@@ -6,7 +6,6 @@ Real Milvus Lite, the real all-MiniLM-L6-v2, a tiny random-weight second embedde
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from imgsearch.store import PROP_EMBEDDER
 from imgsearch.store.index_facts import PROP_CAPTIONING, PROP_EMBEDDING
 
 from conftest import make_image
+from served_coco import finished_index_job
 
 runner = CliRunner()
 REUSE_LINE = "reusing captioner 'captions' (captions.jsonl) recorded in the index; pass --captioner to change"
@@ -182,10 +182,7 @@ def test_serve_takes_captioner_options_and_its_reindex_uses_the_recorded_caption
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.post("/api/index", json={}).status_code == 202
-            deadline = time.monotonic() + 120
-            while (progress := client.get("/api/index").json())["state"] == "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            progress = finished_index_job(client)
             assert progress["state"] == "finished", progress["error"]
             assert (progress["report"]["new"], progress["report"]["failed"]) == (1, []), progress
             hit = client.get("/api/search", params={"q": "a sailing boat on a lake", "k": 1}).json()["results"][0]

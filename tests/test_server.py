@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from served_coco import DOG_TRUCK, GIRAFFE, running_server
+from served_coco import DOG_TRUCK, GIRAFFE, finished_index_job, running_server
 from subprocess_helpers import IMGSEARCH, run_imgsearch
 
 
@@ -274,10 +274,7 @@ def test_index_trigger_runs_on_a_configured_folder(served_index, coco_mini):
             assert started.status_code == 202 and started.json()["state"] == "running"
             again = client.post("/api/index", json={})
             assert again.status_code in (202, 409)  # 409 while the first run still goes
-            deadline = time.monotonic() + 120
-            while (progress := client.get("/api/index").json())["state"] == "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            progress = finished_index_job(client)
             assert progress["state"] == "finished", progress["error"]
             totals = client.get("/api/status").json()
             assert totals["index"]["images"] == 162
@@ -367,10 +364,7 @@ def test_serve_against_a_milvus_server(milvus_server, captioned_folder, embedder
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.post("/api/index", json={}).status_code == 202
-            deadline = time.monotonic() + 120
-            while (progress := client.get("/api/index").json())["state"] == "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            progress = finished_index_job(client)
             assert progress["state"] == "finished" and progress["report"]["new"] == 3, progress
             status = client.get("/api/status").json()["index"]
             assert status["uri"] == milvus_server.uri and status["images"] == 3

@@ -35,21 +35,14 @@ def mcp(
         fail("--host, --port and --new-token are for --http; over stdio the client starts the server itself", EXIT_USAGE)
     import secrets
 
-    from ..engine import ImageSearch
-    from ..factory import build_embedder, build_store
     from ..mcp_server import DEFAULT_HOST, DEFAULT_PORT, ImageSearchMcp, require_sdk, stdout_on_stderr
-    from ..recorded_models import settings_for_index
-    from ..web.jobs import SerializedEmbedder
+    from ..web.jobs import shared_engine
     from ..web.run import check_token, is_loopback
 
     call(require_sdk)
     settings = call(lambda: settings_from(options))
     token = call(lambda: check_token(secrets.token_urlsafe(24) if new_token else settings.serve_token))
-    # Searches and an index run share one embedder, which takes one caller at a time; it is the
-    # one the index records unless the settings name another.
-    store = build_store(settings)
-    settings = call(lambda: settings_for_index(settings, store))
-    engine = ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)), store=store)
+    engine = call(lambda: shared_engine(settings))
     with engine:
         server = call(lambda: ImageSearchMcp(engine, folders or ()))
         # Loaded now, once: a model that cannot load is one clear error here, and no call waits for it.

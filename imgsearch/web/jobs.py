@@ -12,7 +12,21 @@ from ..embedders.base import Embedder
 from ..results import FailedFile
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..engine import ImageSearch
+
+
+def shared_engine(settings: Settings) -> ImageSearch:
+    """The engine a server runs on: searches and an index run share its one embedder (the one
+    the index records unless the settings name another), which takes one caller at a time."""
+    from ..engine import ImageSearch
+    from ..factory import build_embedder, build_store
+    from ..recorded_models import settings_for_index
+
+    # The shared embedder is built before the engine, so the index's recorded one is looked up first.
+    store = build_store(settings)
+    settings = settings_for_index(settings, store)
+    return ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)), store=store)
 
 
 class SerializedEmbedder(Embedder):

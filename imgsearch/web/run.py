@@ -70,12 +70,9 @@ def build_server(
         import uvicorn
     except ImportError:
         raise MissingDependencyError(f"the server needs the serve extra: {install_hint('serve')}") from None
-    from ..engine import ImageSearch
-    from ..factory import build_embedder, build_store
-    from ..recorded_models import settings_for_index
     from .app import DEFAULT_MAX_K, ServeOptions, create_app
     from .connections import bounded_protocol
-    from .jobs import SerializedEmbedder
+    from .jobs import shared_engine
 
     missing = [str(f) for f in folders if not Path(f).expanduser().is_dir()]
     if missing:
@@ -90,10 +87,7 @@ def build_server(
     owns_engine = engine is None
     try:
         if engine is None:
-            # The shared embedder is built here, so the index's recorded one is looked up first.
-            store = build_store(settings)
-            settings = settings_for_index(settings, store)
-            engine = ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)), store=store)
+            engine = shared_engine(settings)
         # Load the embedding model now: a model that cannot load is one clear error here,
         # not a failed start inside uvicorn, and no request ever waits for the load.
         engine.embedder.dimension  # noqa: B018
