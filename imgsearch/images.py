@@ -54,6 +54,12 @@ def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
         return _decoded(image, (max_side, max_side), max_side)
 
 
+def load_rgb_from(handle: BinaryIO, path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
+    """load_rgb for a file already opened (and checked) by the caller; path names it, for its kind."""
+    with _open(path, handle=handle) as image:
+        return _decoded(image, (max_side, max_side), max_side)
+
+
 def inspect_picture(data: bytes, path: Path, need_side: int | None) -> tuple[ImageHeader, Image.Image | None]:
     """The header of a picture read into memory, and its pixels when need_side is given.
 
@@ -131,16 +137,19 @@ def _decoded(image: Image.Image, draft_box: tuple[int, int], max_side: int) -> I
 
 
 @contextmanager
-def _open(path: Path, data: bytes | None = None) -> Iterator[Image.Image]:
-    """The picture at path (or in data, read from path), opened lazily (header only).
+def _open(path: Path, data: bytes | None = None, handle: BinaryIO | None = None) -> Iterator[Image.Image]:
+    """The picture at path (or in data read from it, or on a handle opened on it), opened lazily (header only).
 
     Camera RAW files (told by their suffix) go to LibRaw, everything else to Pillow.
     """
     raw_kind = raw_format(path)
     if raw_kind is not None:
-        if data is None:
-            with _regular_file(path) as handle:
-                data = _read_all(handle)  # LibRaw parses from memory
+        # LibRaw parses from memory.
+        if data is None and handle is not None:
+            data = _read_all(handle)
+        elif data is None:
+            with _regular_file(path) as opened:
+                data = _read_all(opened)
         with opened_raw(data, raw_kind) as image:
             _refuse_too_many_pixels(image)
             yield image
@@ -149,7 +158,11 @@ def _open(path: Path, data: bytes | None = None) -> Iterator[Image.Image]:
         with _opened_image(io.BytesIO(data)) as image:
             yield image
         return
-    with _regular_file(path) as handle, _opened_image(handle) as image:
+    if handle is not None:
+        with _opened_image(handle) as image:
+            yield image
+        return
+    with _regular_file(path) as opened, _opened_image(opened) as image:
         yield image
 
 

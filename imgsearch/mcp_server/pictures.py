@@ -51,11 +51,12 @@ class IndexedPictures:
 
     def jpeg(self, picture_id: str, row: dict[str, Any], size: int) -> bytes | None:
         """A JPEG of the picture at most size pixels on its longest side; None when it may not be shown."""
-        source = self.guard.real_path(row)
+        source = self.guard.open(row)
         if source is None:
             return None
         try:
-            made = self.thumbnails.get(picture_id, str(row.get("content_hash") or ""), size, source)
+            with source:
+                made = self.thumbnails.get(picture_id, str(row.get("content_hash") or ""), size, source)
             return made.read_bytes()
         except (ImageLoadError, OSError) as exc:
             # A picture that cannot be shown still counts as a result; it comes without its thumbnail.

@@ -7,6 +7,10 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .guard import ServableFile
 
 THUMBNAIL_SIZES = (160, 320, 640)
 DEFAULT_THUMBNAIL_SIZE = 320
@@ -29,8 +33,8 @@ class ThumbnailCache:
         # The content hash is in the name: an edited picture gets a new thumbnail, never a stale one.
         return self.folder / f"{row_id}-{content_hash[:16]}-{size}.jpg"
 
-    def get(self, row_id: str, content_hash: str, size: int, source: Path) -> Path:
-        """The cached thumbnail's path, making it from source first if needed."""
+    def get(self, row_id: str, content_hash: str, size: int, source: ServableFile) -> Path:
+        """The cached thumbnail's path, making it from source (opened and checked by a FileGuard) first if needed."""
         target = self.path_for(row_id, content_hash, size)
         if target.is_file():
             return target
@@ -42,10 +46,11 @@ class ThumbnailCache:
             self.made += 1
         return target
 
-    def _make(self, source: Path, target: Path, size: int) -> None:
-        from ..images import load_rgb
+    def _make(self, source: ServableFile, target: Path, size: int) -> None:
+        from ..images import load_rgb_from
 
-        image = load_rgb(source, max_side=size)
+        # Read from the file the guard opened, never by its path again: the path may lead elsewhere by now.
+        image = load_rgb_from(source.handle, source.path, max_side=size)
         self.folder.mkdir(parents=True, exist_ok=True)
         # Written beside the target and renamed into place: readers (in any process) see a
         # whole file or none.

@@ -72,11 +72,13 @@ def router(served: Served) -> APIRouter:
         return original(row_for(image_id), None)
 
     def cached_jpeg(cache: ThumbnailCache, image_id: str, row: dict[str, Any], size: int) -> FileResponse:
-        source = guard.real_path(row)
+        # Opened even when the JPEG is cached: a picture no longer servable is not shown from the cache either.
+        source = guard.open(row)
         if source is None:
             raise HTTPException(404, "this picture's file cannot be served")
         try:
-            made = cache.get(image_id, str(row.get("content_hash") or ""), size, source)
+            with source:
+                made = cache.get(image_id, str(row.get("content_hash") or ""), size, source)
         except ImageLoadError as exc:
             raise HTTPException(404, f"this picture cannot be shown: {exc}") from None
         return FileResponse(made, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
