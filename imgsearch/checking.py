@@ -47,6 +47,8 @@ def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
     report.cache_captions, cache_problems = _check_cache(engine.settings.caption_cache_path)
     report.problems.extend(cache_problems)
     try:
+        # The file as it is on disk, not the copy a keeper loaded before it was damaged.
+        engine.store.read_from_disk()
         _check_index(engine, report, sample)
     except ImgsearchError as exc:
         report.index_readable = False
@@ -226,7 +228,8 @@ def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
 
 
 def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> CheckReport:
-    """Rebuild the index from the caption cache, captioning nothing; the damaged index is kept aside.
+    """Rebuild the index from the caption cache, captioning nothing, beside the damaged one,
+    which is kept aside once the new one is complete (a stopped repair leaves it as it was).
 
     Pictures with no cached caption are reported as failed (`imgsearch index` captions them).
     """
@@ -237,10 +240,9 @@ def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> Ch
         raise ConfigError(
             "no record of which folders this index was built from: run `imgsearch index FOLDER --rebuild`"
         )
-    kept = set_aside(engine)
-    if kept:
-        report.repairs.append(f"the damaged index was kept aside as {kept}")
-    report.rebuilt = engine.index(folders, progress, cached_captions_only=True)
+    report.rebuilt = engine.rebuild_from_cache(folders, progress)
+    if report.rebuilt.replaced:
+        report.repairs.append(f"the damaged index was kept aside as {report.rebuilt.replaced}")
     report.repairs.append(
         f"the index was rebuilt from the caption cache: {report.rebuilt.new} pictures, nothing captioned"
         + (f", {len(report.rebuilt.failed)} without a cached caption (`imgsearch index` captions them)"
@@ -248,48 +250,3 @@ def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> Ch
     )
     report.repairs.extend(report.rebuilt.warnings)
     return report
-
-
-def set_aside(engine: ImageSearch) -> str:
-    """Move the current index out of the way (kept for the user); returns where it went."""
-    from .store.lite_keeper import stop_keeper
-
-    store = engine.store
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    if store.is_embedded:
-        store.close()
-        path = Path(store.uri).expanduser().absolute()
-        stop_keeper(path)
-        if not path.exists():
-            return ""
-        aside = path.with_name(f"{path.name}.damaged-{stamp}")
-        path.rename(aside)
-        return str(aside)
-    # A server: the old collection stays under another index name, out of the way.
-    aside_name = f"{store.collection}__damaged_{stamp.replace('-', '_')}"
-    store.set_aside(aside_name)
-    return f"collection index {aside_name!r} at {store.uri}"
-
-
-class CachedCaptionsOnly:
-    """A captioner that captions nothing (a repair reuses cached captions only): every
-    picture it is asked about fails. Nothing is loaded, so a repair works offline."""
-
-    id = "cached"
-    prompt = ""
-    needs_pixels = False
-    cleans_captions = False
-    captions_follow_files = False
-    batch_size = 256
-
-    def caption(self, items: list[Any], on_batch: Any = None) -> list[Any]:
-        from .captioners.base import CaptionFailure
-
-        if on_batch:
-            on_batch(len(items))
-        return [CaptionFailure("no cached caption; `imgsearch index` will caption it") for _ in items]
-
-    def take_usage(self) -> Any:
-        from .results import CaptionUsage
-
-        return CaptionUsage()

@@ -229,24 +229,93 @@ class ImageSearch:
         "auto" or an address (HOST:PORT, ray://HOST:PORT); default: the ray setting.
         The pictures must be readable at the same paths on every node.
         """
-        from .checking import CachedCaptionsOnly, remember_folders, set_aside
+        roots = _roots(paths)
+        # The index's own embedder and captioner unless the settings name others.
+        self._follow_for_indexing(cached_captions_only)
+        # One writer at a time (the next waits); queries go on answering meanwhile.
+        with self.store.writing():
+            if not rebuild:
+                return self._index(roots, progress, stop, keep_missing, gone, cached_captions_only, ray)
+            return self._rebuild(roots, progress, stop, keep_missing, gone, cached_captions_only, ray, "replaced")
+
+    def rebuild_from_cache(self, paths: Iterable[str | Path], progress: IndexProgress | None = None) -> IndexReport:
+        """Rebuild the index of paths from cached captions only, beside the current one (damaged),
+        which is kept aside as damaged once the new one is complete; used by repair."""
+        roots = _roots(paths)
+        self._follow_for_indexing(cached_captions_only=True)
+        with self.store.writing():
+            return self._rebuild(roots, progress, None, False, (), True, None, "damaged")
+
+    def _follow_for_indexing(self, cached_captions_only: bool) -> None:
+        """Take the index's recorded models; a repair (cached_captions_only) takes its captioner's
+        identity too, so rebuilt rows keep it, but needs none of its files."""
+        if not cached_captions_only:
+            self.follow_recorded_models(captioning=True)
+            return
+        try:
+            self.follow_recorded_models(captioning=True)
+        except ConfigError:  # its captions file is gone: the cache still holds the captions
+            self.follow_recorded_models()
+
+    def _rebuild(
+        self,
+        roots: list[Path],
+        progress: IndexProgress | None,
+        stop: threading.Event | None,
+        keep_missing: bool,
+        gone: Iterable[str | Path],
+        cached_captions_only: bool,
+        ray: str | bool | None,
+        why: str,
+    ) -> IndexReport:
+        """Index roots into a new index beside the current one, which it replaces only once complete."""
+        from .rebuilding import Rebuild
+
+        if self.visual is not None:
+            self.store.check_image_vectors_supported()  # before anything is built
+        recorded = self._recorded_captioning()
+        rebuild = Rebuild(self.store, why)
+        self._store = rebuild.target
+        try:
+            report = self._index(roots, progress, stop, keep_missing, gone, cached_captions_only, ray, recorded)
+        except BaseException:
+            rebuild.abandon()
+            raise
+        finally:
+            self._store = rebuild.current
+        if report.interrupted:
+            rebuild.abandon()
+            report.warnings.append("the rebuild was stopped before it was complete: the index is as it was")
+            return report
+        kept = rebuild.finish()
+        if kept:
+            report.replaced = kept
+        return report
+
+    def _index(
+        self,
+        roots: list[Path],
+        progress: IndexProgress | None,
+        stop: threading.Event | None,
+        keep_missing: bool,
+        gone: Iterable[str | Path],
+        cached_captions_only: bool,
+        ray: str | bool | None,
+        recorded: dict[str, Any] | None = None,
+    ) -> IndexReport:
+        from .captioners.cached_only import CachedCaptionsOnly
+        from .checking import remember_folders
         from .indexer import Indexer
 
-        roots = _roots(paths)
-        # The index's own embedder and captioner unless the settings name others, read before a rebuild moves it.
-        self.follow_recorded_models(captioning=not cached_captions_only)
-        recorded = self._recorded_captioning()
-        if rebuild:
-            if self.visual is not None:
-                self.store.check_image_vectors_supported()  # before the old index is moved aside
-            set_aside(self)
+        if recorded is None:
+            recorded = self._recorded_captioning()
         # Nothing is captioned from cached captions only, so no cluster is needed for it.
         cluster = None if cached_captions_only else self._cluster_for(self.settings.ray if ray is None else ray)
         added = self._add_image_vectors(progress, stop)
         if added is not None and added.stopped:
             return IndexReport(interrupted=True)
         if cached_captions_only:
-            captioner: Any = CachedCaptionsOnly()
+            captioner: Captioner = CachedCaptionsOnly(self._recorded_captioner())
         else:
             captioner = cluster.captioner if cluster else self.captioner
         indexer = Indexer(
@@ -266,6 +335,16 @@ class ImageSearch:
         remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
         self._record_models(recorded if cached_captions_only or self._captioner_given else None)
         return report
+
+    def _recorded_captioner(self) -> Captioner | None:
+        """The captioner the settings (with the index's recorded ones) name, built but not loaded;
+        None when it cannot even be built here (a missing key, a missing plugin)."""
+        from .errors import ImgsearchError
+
+        try:
+            return self.captioner
+        except ImgsearchError:
+            return None
 
     def _recorded_captioning(self) -> dict[str, Any]:
         from .recorded_models import recorded_captioning
@@ -321,7 +400,9 @@ class ImageSearch:
         """
         from .checking import check
 
-        return check(self, sample)
+        # After any index run under way: the file is then read as it is on disk.
+        with self.store.writing():
+            return check(self, sample)
 
     def repair(self, progress: IndexProgress | None = None) -> CheckReport:
         """Check, and if anything is wrong with the index, rebuild it from the caption cache.
@@ -332,20 +413,22 @@ class ImageSearch:
         """
         from .checking import CACHE_PROBLEM, check, refill_cache, repair
 
-        report = check(self)
-        if any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
-            self.cache.count()  # opening a damaged cache keeps it aside and salvages what it can
-            report.repairs.extend(self.cache.take_warnings())
-            refill_cache(self, report)
-        if any(not problem.startswith(CACHE_PROBLEM) for problem in report.problems):
-            repair(self, report, progress)
+        with self.store.writing():
+            report = check(self)
+            if any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
+                self.cache.count()  # opening a damaged cache keeps it aside and salvages what it can
+                report.repairs.extend(self.cache.take_warnings())
+                refill_cache(self, report)
+            if any(not problem.startswith(CACHE_PROBLEM) for problem in report.problems):
+                repair(self, report, progress)
         return report
 
     def prune(self, paths: Iterable[str | Path] | None = None) -> PruneReport:
         """Remove the rows whose picture file is gone (under paths, or anywhere); no captioning."""
         from .pruning import prune
 
-        return prune(self.store, None if paths is None else _roots(paths))
+        with self.store.writing():
+            return prune(self.store, None if paths is None else _roots(paths))
 
     def reembed(self, progress: Any = None) -> ReembedReport:
         """Give every stored caption a vector from this engine's embedder, captioning nothing.
@@ -364,9 +447,10 @@ class ImageSearch:
             if any(getattr(self.settings, name) != value for name, value in asked.items()):
                 self.settings, self._embedder = dataclasses.replace(self.settings, **asked), None
             self._followed_embedding = True
-        recorded = self._recorded_captioning()
-        report = reembed(self.store, self.embedder, progress)
-        self._record_models(recorded)
+        with self.store.writing():
+            recorded = self._recorded_captioning()
+            report = reembed(self.store, self.embedder, progress)
+            self._record_models(recorded)
         return report
 
     def watch(

@@ -7,7 +7,8 @@ in the same private folder as the index's socket, and answers one JSON request p
 the command's settings and its query in, the hits (or the library error) out. The answer is
 what ImageSearch.query or .similar returns in the command's own process: the same engine code
 runs, in the same folder, with the same settings, and takes the index's lock for each answer
-like any other command.
+like any other reading command: it never waits for an index run, which writes through the same
+server.
 
 Anything short of an answer (no keeper, another file, a broken connection) sends the command
 the ordinary way; an error from the library comes back as that error.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .store.connection import lite_file
 from .store.lite_keeper import mark_used, read_note, serve
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ def ask_keeper(settings: Settings, request: dict[str, Any]) -> list[SearchHit] |
     """
     if not settings.uses_embedded_store or settings.keep_loaded <= 0:
         return None
-    db_path = Path(os.path.expanduser(settings.resolved_milvus_uri)).absolute()
+    db_path = lite_file(settings.resolved_milvus_uri)
     note = read_note(db_path)
     if note is None or not note.answers or not note.serves(db_path) or not note.process_alive():
         return None
@@ -86,7 +88,7 @@ class QueryAnswerer:
         self.server = server
         self.path = server.folder / "queries.sock"
         self._engines: dict[str, ImageSearch] = {}
-        # One answer at a time: each takes the index's lock, as every command does.
+        # One answer at a time: an engine (and its embedder) serves one caller.
         self._answering = threading.Lock()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.path))
@@ -125,7 +127,7 @@ class QueryAnswerer:
         with self._answering:
             try:
                 settings = _settings_from_json(request["settings"])
-                if Path(os.path.expanduser(settings.resolved_milvus_uri)).absolute() != self.db_path:
+                if lite_file(settings.resolved_milvus_uri) != self.db_path:
                     return {"unavailable": "another index"}
                 # Relative paths in the query (--like, --folder) mean what they mean to the command.
                 os.chdir(request["cwd"])
@@ -140,7 +142,7 @@ class QueryAnswerer:
             except Exception as exc:  # noqa: BLE001
                 return {"unavailable": f"{type(exc).__name__}: {exc}"}
             finally:
-                # Closing releases the index's lock for the next command; the embedder stays loaded.
+                # The connection is closed after each answer; the embedder stays loaded.
                 with contextlib.suppress(Exception):
                     engine.close()
             return {"hits": [hit.to_dict() for hit in hits]}
@@ -216,7 +218,7 @@ def _read_all(connection: socket.socket, limit: int = 1 << 30) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    db_path = Path(argv[0]).absolute()
+    db_path = lite_file(argv[0])
 
     def answer_queries(server: LiteServer) -> tuple[str, Any]:
         answerer = QueryAnswerer(db_path, server)

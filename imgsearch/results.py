@@ -88,6 +88,8 @@ class IndexReport:
     usage: CaptionUsage = field(default_factory=CaptionUsage)
     # Things the user should know that failed no file, one line each.
     warnings: list[str] = field(default_factory=list)
+    # Where a rebuild kept the index it replaced ("" when it replaced none).
+    replaced: str = ""
 
     @property
     def ok(self) -> bool:

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -119,25 +120,55 @@ def test_unreachable_server_is_one_line_error():
     assert "127.0.0.1:9" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_second_imgsearch_process_is_told_who_holds_the_index(tmp_path):
+def test_a_reader_is_answered_while_another_process_writes_and_a_second_writer_waits_its_turn(tmp_path):
     db = tmp_path / "held.db"
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import time
+            import sys, time
             from imgsearch.store import MilvusStore
-            store = MilvusStore({str(db)!r}, "x"); store.exists(); print("open", flush=True); time.sleep(60)
+            store = MilvusStore({str(db)!r}, "x")
+            with store.writing():
+                store.open("model", lambda: 8)
+                print("writing", flush=True)
+                sys.stdin.readline()
+            store.close()
         """)],
-        stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
+    writer = None
     try:
-        assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(IndexBusyError, match=rf"in use by pid {holder.pid} .*Milvus server"):
-            MilvusStore(str(db), "x").exists()
+        assert holder.stdout.readline().strip() == "writing"
+        # A reader in this process is answered through the writer's own server, at once.
+        reader = MilvusStore(str(db), "x")
+        assert reader.exists() is True
+        reader.close()
+        writer = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                from imgsearch.store import MilvusStore
+                store = MilvusStore({str(db)!r}, "x")
+                with store.writing():
+                    store.open("model", lambda: 8)
+                    print("wrote", flush=True)
+                store.close()
+            """)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        # The second writer says whom it waits for, and waits.
+        line = writer.stderr.readline()
+        assert f"waiting for pid {holder.pid} " in line and str(db) in line, line
+        time.sleep(1.0)
+        assert writer.poll() is None
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0 and out.strip() == "wrote", err
     finally:
-        holder.kill()
-        holder.wait()
-    # Once the holder is gone, the index opens again.
-    assert MilvusStore(str(db), "x").exists() is False
+        for process in (holder, writer):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert MilvusStore(str(db), "x").exists() is True
 
 
 def test_second_process_on_embedded_file_gets_busy_error(tmp_path):

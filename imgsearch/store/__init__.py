@@ -1,6 +1,8 @@
 """The Milvus store: the only package that talks to pymilvus (Milvus Lite file, server or cluster).
 
-schema: the collection's fields and indexes · connection: clients and the Lite file's lock ·
+schema: the collection's fields and indexes · connection: clients · lock: a Lite file's writers'
+lock and hosting lock · lite_host: which process serves a Lite file · lite_keeper, lite_server:
+the process keeping it loaded, and its server · lite_damage: a damaged Lite file never served ·
 disk, writes: a full disk, a read-only folder or a damaged Lite file, said in one line ·
 catalog: which collection holds each index · index_facts: what is recorded about an index ·
 link: one URI's client and catalog · collection_life: making, opening, swapping, dropping ·

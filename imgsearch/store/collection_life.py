@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, StoreError
-from .connection import DAMAGE_HINT
+from .connection import lite_file
+from .catalog import read_catalog_copy
+from .lite_damage import damage_error, mark_damaged
 from .index_facts import (
     COLLECTION_KEY,
     captioners_in,
@@ -20,6 +22,7 @@ from .index_facts import (
     properties_in,
 )
 from .link import StoreLink
+from .writes import signals_damage
 from .schema import (
     PROP_CAPTIONERS,
     PROP_DIMENSION,
@@ -48,6 +51,12 @@ class CollectionLife:
         # The image–text model of the index's image vectors, and their length ("" and 0: none).
         self.visual_model = ""
         self.visual_dimension = 0
+        link.on_reconnect(self._load_again)
+
+    def _load_again(self) -> None:
+        """A new host of the file serves this process now: the opened collection is loaded there too."""
+        if self._physical is not None:
+            self.load()
 
     # -- the opened state -------------------------------------------------------------------
 
@@ -74,6 +83,14 @@ class CollectionLife:
 
     def facts(self) -> dict[str, Any] | None:
         """What the catalog records for this index; None when there is no usable index."""
+        if self.link.lite_file_missing():
+            return None  # no file, no index: and asking would make an empty one
+        if self.link.is_embedded and (damaged := damage_error(lite_file(self.link.uri))) is not None:
+            # What a damaged file recorded, for its repair; using the index itself says it is damaged.
+            copied = read_catalog_copy(self.link.uri)
+            if not copied:
+                raise damaged
+            return copied.get(self.collection)
         facts = self.link.catalog.get(self.collection)
         if facts is not None:
             return facts if self._has(str(facts.get(COLLECTION_KEY, ""))) else None
@@ -149,8 +166,10 @@ class CollectionLife:
         try:
             self.link.call("load collection", self.link.client.load_collection, self.physical)
         except StoreError as exc:
-            hint = DAMAGE_HINT if self.link.is_embedded and DAMAGE_HINT not in str(exc) else ""
-            raise StoreError(f"{exc}{hint}") from None
+            if self.link.is_embedded and signals_damage(exc):
+                # A collection whose load failed is never served: every command says so from now on.
+                raise mark_damaged(lite_file(self.link.uri), f"loading it failed: {reason_of(exc)}") from None
+            raise
 
     def _use(self, facts: dict[str, Any]) -> None:
         self._physical = str(facts[COLLECTION_KEY])
@@ -223,12 +242,14 @@ class CollectionLife:
 
     # -- swapping, setting aside, dropping --------------------------------------------------
 
-    def replace_with(self, other: CollectionLife) -> None:
+    def replace_with(self, other: CollectionLife, keep_as: str = "") -> None:
         facts = other.facts()
         if facts is None:
             raise StoreError(f"cannot switch {self.collection!r} to {other.collection!r}: it has no index")
         catalog = self.link.catalog
         old = catalog.get(self.collection)
+        if old and keep_as:
+            catalog.put(keep_as, old)  # listed under another name, the old collection is not dropped
         # The switch: before this one row, this index is unchanged; after it, the new collection serves.
         catalog.put(self.collection, facts)
         other.link.catalog.remove(other.collection)
@@ -284,3 +305,8 @@ class CollectionLife:
     def _facts_in_collection(self, physical: str) -> dict[str, Any]:
         described = self.link.call("describe collection", self.link.client.describe_collection, physical)
         return facts_in_description(described, physical)
+
+
+def reason_of(exc: StoreError) -> str:
+    """What Milvus said, without the failed call's preamble."""
+    return str(exc).split(": ", 1)[-1][:200]

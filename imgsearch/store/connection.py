@@ -1,4 +1,4 @@
-"""Opening and closing a Milvus client: a Milvus Lite file (with its lock) or a server URI."""
+"""Opening and closing a Milvus client: a Milvus Lite file (through its host) or a server URI."""
 
 from __future__ import annotations
 
@@ -10,32 +10,39 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError, StoreError
-from .lite_keeper import ensure_keeper, mark_used, retire_stale_keeper, running_socket
-from .lite_server import LiteServer, quiet_lite_import, start_quiet_server
-from .lock import EmbeddedIndexLock, busy_message, lite_file_locked
+from .lite_host import HostUse, release_host, use_host
+from .lite_keeper import mark_used
+from .lite_server import quiet_lite_import
+from .lock import busy_message
 
 # pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
-# This process's own Milvus Lite servers (when no keeper hosts the file), by file path.
-_lite_servers: dict[str, LiteServer] = {}
-# Said when a Milvus Lite file cannot be opened or loaded, which is what a damaged file does.
+# Said when a Milvus Lite file cannot be loaded as a damaged file does.
 DAMAGE_HINT = (
     "; if the index file is damaged, `imgsearch check --repair` rebuilds it from the caption cache"
 )
 # What Milvus Lite accepts as a file name.
 _LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
+# Hosts tried in turn when the one found stops answering as it is reached (a keeper killed).
+_HOST_TRIES = 3
 
 
 def is_embedded(uri: str) -> bool:
     return "://" not in uri
 
 
+def lite_file(uri: str) -> Path:
+    """The Milvus Lite file a URI names, by its real path: whatever symlink reaches it, one file
+    has one host, one keeper and one writers' lock."""
+    return Path(os.path.realpath(os.path.expanduser(uri)))
+
+
 _LITE_CHANNEL = {"grpc.keepalive_time_ms": 600_000, "grpc.keepalive_permit_without_calls": False}
 
 
 class Connection:
-    """A client for one URI; for a Milvus Lite file it also holds the file's lock."""
+    """A client for one URI; for a Milvus Lite file, a client of the file's host (lite_host)."""
 
     def __init__(self, uri: str, token: str = "", keep_loaded: float = 0.0, hosted_at: str = ""):
         self.uri = uri
@@ -44,37 +51,50 @@ class Connection:
         self.keep_loaded = keep_loaded
         # The socket of this process's own server for the file (the keeper answering a query).
         self.hosted_at = hosted_at
-        self._kept: Path | None = None
+        self._host: HostUse | None = None
         self._last_used = 0.0
-        self._lock: EmbeddedIndexLock | None = None
         # Set when an index in an older on-disk format was found and moved out of the way.
         self.moved_aside: Path | None = None
         self.client = self._connect()
 
+    @property
+    def lite_path(self) -> Path:
+        return lite_file(self.uri)
+
     def _connect(self) -> Any:
-        if is_embedded(self.uri):
-            path = self._prepare_lite_file()
-            self._lock = EmbeddedIndexLock.acquire(path)
-            if self.hosted_at:
-                self._kept = path
-                return self._client_for(self.hosted_at)
-            kept = running_socket(path)
-            if kept is None and self._lock.first:
-                # A keeper left serving a deleted or replaced file still holds this path's lock.
-                retire_stale_keeper(path)
-                # Checked before Milvus Lite tries: its failed attempt deletes the holder's lock file.
-                if lite_file_locked(path):
-                    self.release_lock()
-                    raise IndexBusyError(busy_message(self.uri, "another program"))
-            # A keeper is for an index that exists: a command that finds none starts none.
-            if kept is None and self.keep_loaded > 0 and path.is_file() and path.stat().st_size > 0:
-                kept = ensure_keeper(path, self.keep_loaded)
-            if kept is not None:
-                self._kept = path
-                mark_used(path)
-                return self._client_for(kept)
-            return self._client_for(_start_lite_server(path) or str(path))
-        return self._client_for(self.uri)
+        if not is_embedded(self.uri):
+            return self._client_for(self.uri)
+        path = self._prepare_lite_file()
+        if self.hosted_at:
+            return self._client_for(self.hosted_at)
+        for attempt in range(_HOST_TRIES):
+            host = use_host(path, self.keep_loaded)
+            try:
+                client = self._client_for(host.uri)
+            except StoreError:
+                release_host(host)
+                if attempt + 1 < _HOST_TRIES and not host.alive():
+                    continue  # it went as this process reached it: find or become the next one
+                raise
+            self._host = host
+            return client
+        raise StoreError(f"cannot connect to Milvus at {self.uri}")  # pragma: no cover - the loop raises
+
+    def host_lost(self) -> bool:
+        """Whether the Milvus Lite server this connection talks to has gone (a keeper killed or
+        stopped, a host process ended, the file replaced): reconnecting finds or becomes the next."""
+        return self._host is not None and not self._host.alive()
+
+    def reconnect(self) -> None:
+        """A new client for the file's host, after host_lost()."""
+        old, self._host = self._host, None
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - a client of a server that is gone may fail to close
+            pass
+        if old is not None:
+            release_host(old)
+        self.client = self._connect()
 
     def _client_for(self, address: str) -> Any:
         quiet_lite_import()
@@ -94,22 +114,21 @@ class Connection:
                 return MilvusClient(uri=address, token=self.token or "", grpc_options=_LITE_CHANNEL)
             return MilvusClient(uri=address, token=self.token or "")
         except Exception as exc:
-            first = self._lock is not None and self._lock.first
-            self.release_lock()
-            if is_embedded(self.uri) and (_is_lock_error(exc) or (first and lite_file_locked(Path(self.uri).expanduser()))):
+            if is_embedded(self.uri) and _is_lock_error(exc):
                 raise IndexBusyError(busy_message(self.uri, "another program")) from None
-            hint = DAMAGE_HINT if is_embedded(self.uri) else ""
-            raise StoreError(f"cannot connect to Milvus at {self.uri}: {reason(exc)}{hint}") from None
+            raise StoreError(f"cannot connect to Milvus at {self.uri}: {reason(exc)}") from None
         finally:
             root.setLevel(level)
 
     def _prepare_lite_file(self) -> Path:
-        path = Path(os.path.expanduser(self.uri)).absolute()
-        if not _LITE_NAME.match(path.name):
-            raise StoreError(
-                f"{self.uri}: a Milvus Lite file name must end in .db, use only letters, digits, '.', '-' "
-                "and '_', and be at most 36 characters"
-            )
+        given = Path(os.path.expanduser(self.uri)).absolute()
+        path = lite_file(self.uri)
+        for name in {given.name, path.name}:
+            if not _LITE_NAME.match(name):
+                raise StoreError(
+                    f"{self.uri}: a Milvus Lite file name must end in .db, use only letters, digits, '.', '-' "
+                    "and '_', and be at most 36 characters"
+                )
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             # Milvus Lite 3 kept an index as a folder; this Milvus Lite cannot read it.
@@ -122,43 +141,17 @@ class Connection:
     def mark_used(self) -> None:
         """Keep a kept index loaded while this process uses it (at most one touch a second)."""
         now = time.monotonic()
-        if self._kept is not None and now - self._last_used > 1.0:
+        if self._host is not None and self._host.kind == "keeper" and now - self._last_used > 1.0:
             self._last_used = now
-            mark_used(self._kept)
-
-    def release_lock(self) -> None:
-        if self._lock is not None:
-            if self._lock.release() and self._kept is None:
-                stop_lite_server(self.uri)
-            self._lock = None
+            mark_used(self._host.db_path)
 
     def close(self) -> None:
         try:
             self.client.close()
         finally:
-            if self._kept is not None:
-                mark_used(self._kept)
-            self.release_lock()
-
-
-def _start_lite_server(path: Path) -> str | None:
-    """Start this process's Milvus Lite server for path; its socket URI, or None if it failed."""
-    key = str(path.absolute().resolve())
-    server = _lite_servers.get(key)
-    if server is None:
-        server = start_quiet_server(path)
-        if server is None:
-            return None
-        _lite_servers[key] = server
-    return server.uri
-
-
-def stop_lite_server(uri: str) -> None:
-    """Shut this process's Milvus Lite server for a file, which otherwise keeps the file
-    locked until this process exits, after the client is closed."""
-    server = _lite_servers.pop(str(Path(os.path.expanduser(uri)).absolute().resolve()), None)
-    if server is not None:
-        server.stop()
+            host, self._host = self._host, None
+            if host is not None:
+                release_host(host)
 
 
 def call(uri: str, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:

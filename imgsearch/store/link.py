@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from .catalog import Catalog
-from .connection import Connection, call, is_embedded
+from .connection import Connection, call, is_embedded, lite_file
 from .disk import unwritable_index_error
+from .lock import EmbeddedIndexLock
 from .writes import with_damage_hint, write
 
 
@@ -29,6 +31,10 @@ class StoreLink:
         self._lender = lender
         self._connection: Connection | None = None
         self._catalog: Catalog | None = None
+        # The writers' lock of a Milvus Lite file, while this link writes.
+        self._lock: EmbeddedIndexLock | None = None
+        # Called after a reconnection to another host of the file (the collection is loaded again).
+        self._on_reconnect: list[Callable[[], None]] = []
 
     def lend(self) -> StoreLink:
         """A link for another index at this URI that uses this link's connection (and lock)."""
@@ -61,8 +67,55 @@ class StoreLink:
         if self._lender is not None:
             return self._lender.catalog
         if self._catalog is None:
-            self._catalog = Catalog(self.client, self.uri)
+            self._catalog = Catalog(self)
         return self._catalog
+
+    def lite_file_missing(self) -> bool:
+        """Whether this is a Milvus Lite file that does not exist (or is empty): no index, and
+        a reading command must not make one by connecting."""
+        if not self.is_embedded or self._connected():
+            return False
+        try:
+            return os.stat(lite_file(self.uri)).st_size == 0
+        except OSError:
+            return True
+
+    def _connected(self) -> bool:
+        return self._lender._connected() if self._lender is not None else self._connection is not None
+
+    def hold_for_writing(self) -> bool:
+        """Take the writers' lock of a Milvus Lite file, waiting for another writer; True when this
+        call took it (end_writing then lets it go), False when it was held already (or for a
+        server, where Milvus orders writes itself). Readers never take it."""
+        if self._lender is not None:
+            return self._lender.hold_for_writing()
+        if not self.is_embedded or self._lock is not None or self.hosted_at:
+            return False
+        self._lock = EmbeddedIndexLock.acquire(lite_file(self.uri))
+        return True
+
+    def end_writing(self) -> None:
+        """Let the next writer in."""
+        if self._lender is not None:
+            return self._lender.end_writing()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def disconnect(self) -> None:
+        """Close the client but keep the writers' lock: the next use connects again (to a
+        host that loads the file anew, once the keeper is stopped)."""
+        if self._lender is not None:
+            return self._lender.disconnect()
+        connection, self._connection, self._catalog = self._connection, None, None
+        if connection is not None:
+            connection.close()
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        if self._lender is not None:
+            self._lender.on_reconnect(callback)
+        else:
+            self._on_reconnect.append(callback)
 
     @property
     def moved_aside(self) -> Path | None:
@@ -72,19 +125,51 @@ class StoreLink:
     def close(self) -> None:
         if self._lender is not None:
             return
-        connection, self._connection, self._catalog = self._connection, None, None
-        if connection is not None:
-            connection.close()
+        try:
+            self.disconnect()
+        finally:
+            self.end_writing()
 
     def call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """A pymilvus read, its failure one line (with the repair hint where the file looks damaged)."""
+        """A pymilvus read, its failure one line (with the repair hint where the file looks damaged).
+
+        func is looked up again on the client after a reconnection: pass the client's bound
+        method, it is called by name."""
         self.connection.mark_used()
         try:
-            return call(self.uri, what, func, *args, **kwargs)
+            return self._retrying(call, what, func, *args, **kwargs)
         except StoreError as exc:
             raise with_damage_hint(self.uri, exc) from None
 
     def write(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """A pymilvus write, said at once when a full disk or a damaged file refuses it."""
+        """A pymilvus write, said at once when a full disk or a damaged file refuses it; a Milvus
+        Lite write is made by the writer holding the writers' lock (taken here if not yet)."""
+        if self.is_embedded:
+            self.hold_for_writing()
         self.connection.mark_used()
-        return write(self.uri, what, func, *args, **kwargs)
+        return self._retrying(write, what, func, *args, **kwargs)
+
+    def _retrying(self, run: Callable[..., Any], what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """run the call; when a Milvus Lite host went away under it (a keeper stopped or killed,
+        the process hosting the file ended), once more through the next host."""
+        try:
+            return run(self.uri, what, func, *args, **kwargs)
+        except StoreError:
+            connection = self.connection
+            if not self.is_embedded or not connection.host_lost():
+                raise
+            connection.reconnect()
+            lender = self._lender or self
+            if lender._catalog is not None:
+                lender._catalog.reopen()
+            for callback in lender._on_reconnect:
+                callback()
+            return run(self.uri, what, _rebound(func, connection.client), *args, **kwargs)
+
+
+def _rebound(func: Any, client: Any) -> Any:
+    """The same call on a new client: a method of the old client is taken by name from the new one."""
+    owner = getattr(func, "__self__", None)
+    if owner is not None and owner.__class__ is client.__class__:
+        return getattr(client, func.__name__)
+    return func

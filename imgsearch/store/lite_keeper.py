@@ -4,8 +4,8 @@ Milvus Lite loads a whole collection into memory when a process opens it: second
 pictures, paid again by every `imgsearch query` in a new process. Instead the Milvus Lite
 server runs in a small background process (this module's main) that outlives the command
 and stops after `keep_loaded` seconds with no command using it, or when its file is gone or
-replaced. Commands still take the index one at a time (EmbeddedIndexLock); the keeper only
-hosts it.
+replaced. Every command that uses the file talks to it: readers at any time, writers one at a
+time (EmbeddedIndexLock); the keeper only hosts it (see lite_host for who hosts when none runs).
 
 A keeper serves exactly one file, known by its path and its device and inode: a file deleted
 and made anew, restored from a backup, or a data folder copied with its keeper's note, is a
@@ -27,12 +27,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .lite_server import LiteServer, start_quiet_server
+from .lock import hosting_lock
 
 _START_TIMEOUT = 30.0
 _POLL = 0.02
@@ -66,7 +68,7 @@ class KeeperNote:
         return (now.st_dev, now.st_ino) == (self.device, self.inode)
 
     def process_alive(self) -> bool:
-        return _start_time(self.pid) == self.started if self.started else _alive(self.pid)
+        return start_time(self.pid) == self.started if self.started else _alive(self.pid)
 
     def socket_answers(self) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -88,10 +90,11 @@ def used_path(db_path: Path) -> Path:
     return db_path.with_name(f".{db_path.name}.used")
 
 
-def read_note(db_path: Path) -> KeeperNote | None:
-    """The note beside db_path, if this user wrote one (another user's note is never trusted)."""
+def read_note(db_path: Path, note_path: Path | None = None) -> KeeperNote | None:
+    """The keeper's note beside db_path (or another host's, at note_path), if this user wrote it
+    (another user's note is never trusted)."""
     try:
-        with open(info_path(db_path), "rb") as handle:
+        with open(note_path or info_path(db_path), "rb") as handle:
             if os.fstat(handle.fileno()).st_uid != os.getuid():
                 return None
             fields = json.loads(handle.read())
@@ -165,9 +168,25 @@ def stop_keeper(db_path: Path, timeout: float = 10.0) -> bool:
 def mark_used(db_path: Path) -> None:
     """Reset the keeper's idle clock (commands call this as they use the index)."""
     try:
-        used_path(db_path).touch()
+        os.close(os.open(used_path(db_path), os.O_WRONLY | os.O_CREAT, 0o600))
+        os.utime(used_path(db_path))
     except OSError:  # a full disk or a read-only folder: the keeper just stops sooner
         pass
+
+
+def keep_loaded_while_running(db_path: Path, idle_seconds: float) -> threading.Event:
+    """For a process that serves searches for as long as it runs (the web and MCP servers):
+    keep its index's keeper from stopping when idle, by using the index every so often from a
+    background thread. Setting the returned event stops that."""
+    stop = threading.Event()
+    every = min(max(idle_seconds / 4, 0.25), 30.0)
+
+    def use() -> None:
+        while not stop.wait(every):
+            mark_used(db_path)
+
+    threading.Thread(target=use, name="keeping the index loaded", daemon=True).start()
+    return stop
 
 
 def _stop(note: KeeperNote, timeout: float) -> bool:
@@ -205,7 +224,7 @@ def _runs_keeper_of(pid: int, db_path: Path) -> bool:
     return b"lite_keeper" in b" ".join(arguments) and os.fsencode(str(db_path.absolute())) in arguments
 
 
-def _start_time(pid: int) -> str:
+def start_time(pid: int) -> str:
     """The start time of a live process (not a zombie), from /proc; "" when it is gone or
     /proc is not there (then a pid that answers a signal is taken as alive)."""
     try:
@@ -218,16 +237,16 @@ def _start_time(pid: int) -> str:
     return fields[19].decode()
 
 
-def _write_note(db_path: Path, note: KeeperNote) -> None:
+def write_note(note_path: Path, note: KeeperNote) -> None:
     """Written to a side file (0600 whatever the umask) and moved into place in one step."""
-    partial = info_path(db_path).with_name(f"{info_path(db_path).name}.{os.getpid()}")
+    partial = note_path.with_name(f"{note_path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(json.dumps(asdict(note)))
-    partial.replace(info_path(db_path))
+    partial.replace(note_path)
 
 
 def serve(
@@ -259,26 +278,43 @@ def serve(
             answers, stop_answering = on_serving(server)
         served = os.stat(db_path)
         pid = os.getpid()
-        note = KeeperNote(pid, server.uri, str(db_path), served.st_dev, served.st_ino, _start_time(pid), answers)
-        _write_note(db_path, note)
+        note = KeeperNote(pid, server.uri, str(db_path), served.st_dev, served.st_ino, start_time(pid), answers)
+        write_note(info_path(db_path), note)
         mark_used(db_path)
         while not stopping and server.running() and note.serves(db_path):
-            try:
-                idle = time.time() - used_path(db_path).stat().st_mtime
-            except OSError:
-                idle = idle_seconds
-            if idle >= idle_seconds:
-                break
+            if _idle_for(db_path) >= idle_seconds:
+                # Looked at again under the hosting lock: a command may just have found this keeper.
+                with hosting_lock(db_path, timeout=1.0):
+                    if _idle_for(db_path) >= idle_seconds:
+                        _stop_serving(db_path, note, stop_answering, server)
+                        return 0
             time.sleep(_WATCH)
     except OSError:
         return 1
     finally:
-        with contextlib.suppress(OSError):
-            if note is not None and read_note(db_path) == note:
-                info_path(db_path).unlink()
-        stop_answering()
-        server.stop()
+        if server.running():
+            # No command connects to a server on its way out (one that stops a stale keeper
+            # holds the lock itself, so this waits only a moment for it).
+            with contextlib.suppress(OSError), hosting_lock(db_path, timeout=1.0):
+                _stop_serving(db_path, note, stop_answering, server)
     return 0
+
+
+def _idle_for(db_path: Path) -> float:
+    try:
+        return time.time() - used_path(db_path).stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _stop_serving(db_path: Path, note: KeeperNote | None, stop_answering: Callable[[], None], server: LiteServer) -> None:
+    with contextlib.suppress(OSError):
+        if note is not None and read_note(db_path) == note:
+            info_path(db_path).unlink()
+    try:
+        stop_answering()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

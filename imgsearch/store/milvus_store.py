@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -79,6 +80,30 @@ class MilvusStore:
         self.forget_opened()
         self._link.close()
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the index for writing while the block runs: one writer at a time on a Milvus Lite
+        file (the next one waits, told for whom); readers are never held up. A write outside
+        such a block takes the hold until the store is closed."""
+        took = self._link.hold_for_writing() if self.is_embedded else False
+        try:
+            yield
+        finally:
+            if took:
+                self._link.end_writing()
+
+    def read_from_disk(self) -> None:
+        """Make the next use read a Milvus Lite file as it is on disk, not a copy a keeper loaded
+        earlier (which a file damaged since would not show): the keeper is stopped."""
+        if not self.is_embedded:
+            return
+        from .connection import lite_file
+        from .lite_keeper import stop_keeper
+
+        self.forget_opened()
+        self._link.disconnect()
+        stop_keeper(lite_file(self.uri))
+
     # -- the collection's life --------------------------------------------------------------
 
     @property
@@ -145,13 +170,14 @@ class MilvusStore:
         """Load the collection into memory (needed after every reopen before reading)."""
         self._life.load()
 
-    def replace_with(self, other: MilvusStore) -> None:
-        """Make this index use other's collection, and drop its own.
+    def replace_with(self, other: MilvusStore, keep_as: str = "") -> None:
+        """Make this index use other's collection, and drop its own (or, with keep_as, keep it
+        as the index of that name).
 
         The switch is one catalog row: stopped before it, this index is unchanged; after
         it, the new collection serves. Collections left behind are dropped later.
         """
-        self._life.replace_with(other._life)
+        self._life.replace_with(other._life, keep_as)
 
     def set_aside(self, name: str) -> None:
         """Keep this index's collection under another index name; this name then has no index."""

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 def shared_engine(settings: Settings) -> ImageSearch:
     """The engine a server runs on: searches and an index run share its one embedder (the one
-    the index records unless the settings name another), which takes one caller at a time."""
+    the index records unless the settings name another), which takes one caller at a time; an
+    embedded index stays loaded for as long as the server runs."""
     from ..engine import ImageSearch
     from ..factory import build_embedder, build_store
     from ..recorded_models import settings_for_index
@@ -26,6 +27,12 @@ def shared_engine(settings: Settings) -> ImageSearch:
     # The shared embedder is built before the engine, so the index's recorded one is looked up first.
     store = build_store(settings)
     settings = settings_for_index(settings, store)
+    if settings.uses_embedded_store and settings.keep_loaded > 0:
+        # A server answers for its whole life, however long it is left quiet.
+        from ..store.connection import lite_file
+        from ..store.lite_keeper import keep_loaded_while_running
+
+        keep_loaded_while_running(lite_file(settings.resolved_milvus_uri), settings.keep_loaded)
     return ImageSearch(settings, embedder=SerializedEmbedder(build_embedder(settings)), store=store)
 
 
