@@ -22,6 +22,7 @@ def serve(
     folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) (env IMGSEARCH_SERVE_FOLDERS).", show_default=False)] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default: 127.0.0.1; env IMGSEARCH_SERVE_HOST).", show_default=False)] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default: 8000; env IMGSEARCH_SERVE_PORT).", show_default=False)] = None,
+    allow_hosts: Annotated[Optional[list[str]], typer.Option("--allow-host", metavar="NAME", envvar="IMGSEARCH_SERVE_ALLOW_HOSTS", show_envvar=False, help="A host name the server answers to besides its address and localhost, e.g. this machine's name on your network (repeatable; * for any) (env IMGSEARCH_SERVE_ALLOW_HOSTS, names separated by spaces).", show_default=False)] = None,
     new_token: Annotated[bool, typer.Option("--new-token", help="Require a freshly made access token and print the URL that carries it.")] = False,
     max_k: Annotated[int, typer.Option("--max-k", help="Most results one search may ask for.", min=1, max=1000)] = 100,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
@@ -40,7 +41,7 @@ def serve(
     served = [Path(f) for f in settings.serve_folders.split(os.pathsep) if f]
     server = call(lambda: build_server(
         settings, host=settings.serve_host, port=settings.serve_port, folders=served,
-        token=access_token, max_k=max_k, access_log=access_log,
+        token=access_token, max_k=max_k, access_log=access_log, allow_hosts=allow_hosts or (),
     ))
     if as_json:
         out.print_json(json.dumps({"url": server.url, "token_required": bool(access_token), "folders": [str(f) for f in served]}))
@@ -48,4 +49,6 @@ def serve(
     err.print(f"serving at {escape(opening)} (Ctrl-C to stop)")
     if not is_loopback(settings.serve_host) and not access_token:
         err.print("[yellow]warning:[/] listening beyond this machine with no access token; set IMGSEARCH_SERVE_TOKEN")
+    if settings.serve_host in ("0.0.0.0", "::") and not allow_hosts:
+        err.print("other machines reach it by this machine's IP address; for a name, add --allow-host NAME")
     call(server.run)

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .error_handlers import add_error_handlers
 from .limits import RequestLimits
+from .origin_gate import AllowedHosts, OriginGate
 from .routes import ROUTERS
 from .routes.page import STATIC
 from .served import DEFAULT_MAX_K, Served, ServeOptions
@@ -44,6 +45,8 @@ def create_app(engine: ImageSearch, options: ServeOptions | None = None) -> Fast
         lifespan=lifespan,
     )
     app.add_middleware(RequestLimits, token=served.options.token, limits=served.options.limits)
+    # Added last, so it runs first: a request for another site's name learns nothing, not even the token's need.
+    app.add_middleware(OriginGate, hosts=AllowedHosts.for_server(served.options.host, served.options.allow_hosts))
     add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in ROUTERS:

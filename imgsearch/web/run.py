@@ -59,12 +59,15 @@ def build_server(
     access_log: bool = False,
     engine: Any = None,
     limits: ServeLimits | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> Server:
     """The server for settings, its port already bound (so a busy port fails here, clearly).
 
     engine: an ImageSearch to serve instead of a new one built from settings (its embedder
     should be a SerializedEmbedder when an index run and searches may overlap).
     limits: bounds on requests and connections other than the defaults (tests, load checks).
+    allow_hosts: host names the server answers to besides its address and the loopback
+    names (and, bound to every interface, any IP address); "*" for any name.
     """
     try:
         import uvicorn
@@ -73,6 +76,7 @@ def build_server(
     from .app import DEFAULT_MAX_K, ServeOptions, create_app
     from .connections import bounded_protocol
     from .jobs import shared_engine
+    from .origin_gate import AllowedHosts
 
     missing = [str(f) for f in folders if not Path(f).expanduser().is_dir()]
     if missing:
@@ -82,7 +86,10 @@ def build_server(
         token=check_token(token),
         max_k=max_k or DEFAULT_MAX_K,
         limits=limits or ServeLimits(),
+        host=host,
+        allow_hosts=list(allow_hosts),
     )
+    AllowedHosts.for_server(host, allow_hosts)  # a name that is no host name fails before the port is taken
     sock = bind(host, port)
     owns_engine = engine is None
     try:

@@ -20,12 +20,15 @@ DEFAULT_MAX_K = 100
 
 @dataclass
 class ServeOptions:
-    """How the server behaves: served folders, access token, result count and request bounds."""
+    """How the server behaves: served folders, access token, result count, request bounds, and the
+    address it is bound to with the host names it answers to besides (allow_hosts)."""
 
     folders: list[Path] = field(default_factory=list)
     token: str = field(default="", repr=False)
     max_k: int = DEFAULT_MAX_K
     limits: ServeLimits = field(default_factory=ServeLimits)
+    host: str = "127.0.0.1"
+    allow_hosts: list[str] = field(default_factory=list)
 
 
 @dataclass
