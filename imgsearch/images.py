@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from .errors import ImageLoadError
@@ -85,6 +85,22 @@ def inspect_picture(data: bytes, path: Path, need_side: int | None) -> tuple[Ima
         return header, _decoded(image, (side, side), MAX_DECODE_SIDE)
 
 
+def pixels_to_decode(data: bytes, path: Path, need_side: int) -> int:
+    """How many pixels decoding a picture read into memory at need_side (as inspect_picture does)
+    holds at once, told from its header alone.
+
+    A baseline JPEG decodes at its reduced scale, a HEIF from an embedded thumbnail when one is
+    large enough; anything else is decoded whole before it shrinks (a progressive JPEG too: its
+    decoder keeps the coefficients of the full size).
+    """
+    with _open(path, data) as image:
+        side = max(1, min(need_side, MAX_DECODE_SIDE))
+        if image.format == "HEIF" or (image.format == "JPEG" and not image.info.get("progressive")):
+            image.draft("RGB", (side, side))
+        width, height = image.size
+    return width * height
+
+
 def _jpeg_is_whole(data: bytes) -> bool:
     """Whether a JPEG's first scan is followed by an end-of-image marker.
 
@@ -124,16 +140,58 @@ def _decoded(image: Image.Image, draft_box: tuple[int, int], max_side: int) -> I
             image.draft("RGB", draft_box)
         image.seek(0)  # animated GIF/WebP: the first frame stands for the file
         image.load()
-        if image.mode in ("RGB", "L", "CMYK") and max(image.size) > max_side:
-            # Shrunk before the copies below, so the peak is one decode, not three.
-            image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        upright = ImageOps.exif_transpose(image)
-        rgb = _to_rgb(upright)
+        orientation = _orientation(image)  # read before shrinking: a smaller copy carries no EXIF
+        # Shrunk before the copies below (upright, RGB), so the peak is one decode, not three.
+        shrunk = _shrunk(image, max_side)
+        rgb = _to_rgb(_upright(shrunk, orientation))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"cannot decode image: {_reason(exc)}") from None
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return rgb
+
+
+# Pixels of a full-size picture converted and reduced at a time (see _shrunk).
+_STRIP_PIXELS = 1_000_000
+# EXIF orientation -> the turn that makes the picture upright.
+_UPRIGHT_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
+    """image brought near max_side on its long side, straight after decoding, before any copy.
+
+    Reduced by a whole factor, a strip at a time, into a new image (the full-size one is left to
+    its owner to close): Pillow would otherwise make full-size copies of a transparent, palette
+    or 16-bit picture (premultiplied, converted) before shrinking it, and a half-size one of any other.
+    """
+    factor = max(image.size) // max_side
+    if factor < 2:
+        return image
+    # Modes without a whole-factor reduction are converted to one that has it, strip by strip.
+    if image.mode == "P":
+        mode = "RGBA" if "transparency" in image.info else "RGB"
+    else:
+        mode = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}.get(image.mode, image.mode)
+    width, height = image.size
+    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    rows = factor * max(1, _STRIP_PIXELS // (width * factor))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(top + rows, height)))
+        reduced.paste(strip.convert(mode).reduce(factor), (0, top // factor))
+    return reduced
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    turn = _UPRIGHT_TURNS.get(orientation)
+    return image.transpose(turn) if turn is not None else image
 
 
 @contextmanager
@@ -201,8 +259,13 @@ def _opened_image(handle: BinaryIO) -> Iterator[Image.Image]:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageLoadError(f"not a readable image: {_reason(exc)}") from None
     with image:
-        _refuse_too_many_pixels(image)
-        yield image
+        try:
+            _refuse_too_many_pixels(image)
+            yield image
+        finally:
+            # The decoded pixels go now, not whenever the garbage collector finds the image;
+            # the file (the caller's) stays open: only the base class's close, which frees pixels.
+            Image.Image.close(image)
 
 
 def _refuse_too_many_pixels(image: Image.Image) -> None:
@@ -212,11 +275,16 @@ def _refuse_too_many_pixels(image: Image.Image) -> None:
 
 
 def _exif_swaps_sides(image: Image.Image) -> bool:
+    return _orientation(image) in (5, 6, 7, 8)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1, upright as stored, when there is none)."""
     try:
         orientation = image.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block must not make the file unreadable
-        return False
-    return orientation in (5, 6, 7, 8)
+        return 1
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _exif_facts(image: Image.Image) -> tuple[float | None, str]:

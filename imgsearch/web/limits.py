@@ -37,6 +37,9 @@ class ServeLimits:
     max_upload_bytes: a picture uploaded to search by (multipart/form-data to POST /api/search).
     max_uploads_in_flight: uploads received or worked on at once, each held whole in memory;
       more are answered 503 at once.
+    max_upload_pixels: pixels of an uploaded picture that is decoded whole (all but a baseline
+      JPEG, which decodes at reduced scale); more are refused (413), far below what an index takes.
+    upload_pixels_at_once: pixels decoded at once across uploads; a decode past it waits its turn.
     max_in_flight: requests worked on at once; more are answered 503 at once, not queued.
     max_connections: open connections; past it, the longest-waiting idle ones are closed.
     request_timeout: seconds a client has to send one whole request, from its first byte
@@ -48,6 +51,8 @@ class ServeLimits:
     max_body_bytes: int = 64 * 1024
     max_upload_bytes: int = 20 * 1024 * 1024
     max_uploads_in_flight: int = 4
+    max_upload_pixels: int = 40_000_000
+    upload_pixels_at_once: int = 40_000_000
     max_in_flight: int = 128
     max_connections: int = 512
     request_timeout: float = 10.0

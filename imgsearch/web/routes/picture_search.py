@@ -4,7 +4,6 @@ vectors are closest to it. Needs an index built with --visual-model."""
 from __future__ import annotations
 
 import math
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,11 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from ...errors import ConfigError, ImageLoadError
-from ...files import RAW_SUFFIXES
+from ...errors import ConfigError
 from ...search import check_sort
 from ..forms import FormError, FormPart, is_form, parse_form
 from ..served import Served
+from ..upload_decoding import UploadDecoder
 from .search import hit_json, search_filters
 
 IMAGE_FIELD = "image"
@@ -38,6 +37,8 @@ class FormRoute(APIRoute):
 
 def router(served: Served) -> APIRouter:
     routes = APIRouter()
+    limits = served.options.limits
+    decoder = UploadDecoder(limits.max_upload_pixels, limits.upload_pixels_at_once)
 
     async def search_by_picture(request: Request) -> dict[str, Any]:
         """The indexed pictures that look most like the uploaded one."""
@@ -57,7 +58,8 @@ def router(served: Served) -> APIRouter:
         min_score = _finite_number("min_score", values.pop("min_score", ""))
         sort = check_sort(values.pop("sort", "") or None)
         filters = search_filters(values) if values else None
-        hits = served.engine.query_image(_decoded(picture), k=k, filters=filters, min_score=min_score, sort=sort)
+        pixels = decoder.decode(picture.data, picture.filename or "")
+        hits = served.engine.query_image(pixels, k=k, filters=filters, min_score=min_score, sort=sort)
         served.searches += 1
         return {"image": picture.filename or "", "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits]}
 
@@ -84,22 +86,6 @@ def _split_fields(fields: list[FormPart]) -> tuple[FormPart, dict[str, str]]:
             raise FormError(f"the form field {field.name!r} is given twice")
         values[field.name] = field.text()
     return pictures[0], values
-
-
-def _decoded(picture: FormPart) -> Any:
-    """The uploaded picture's pixels, read as safely as an indexed file's."""
-    from ...images import MAX_DECODE_SIDE, inspect_picture
-
-    if not picture.data:
-        raise HTTPException(400, "the uploaded picture is empty")
-    # The sent file name only picks a reader (camera RAW files are told by their suffix).
-    suffix = PurePosixPath(picture.filename or "").suffix.lower()
-    name = Path("upload" + (suffix if suffix in RAW_SUFFIXES else ""))  # never opened: the bytes are read
-    try:
-        _, pixels = inspect_picture(picture.data, name, MAX_DECODE_SIDE)
-    except ImageLoadError as exc:
-        raise HTTPException(400, f"the uploaded picture cannot be read: {exc}") from None
-    return pixels
 
 
 def _whole_number(name: str, text: str, default: int) -> int:
