@@ -91,7 +91,12 @@ class StoreLink:
             return self._lender.hold_for_writing()
         if not self.is_embedded or self._lock is not None or self.hosted_at:
             return False
-        self._lock = EmbeddedIndexLock.acquire(lite_file(self.uri))
+        path = lite_file(self.uri)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # a writer makes the index's folder
+        except OSError as exc:
+            raise unwritable_index_error(path, exc) from None
+        self._lock = EmbeddedIndexLock.acquire(path)
         return True
 
     def end_writing(self) -> None:
@@ -120,7 +125,9 @@ class StoreLink:
     @property
     def moved_aside(self) -> Path | None:
         """Where an index in an older on-disk format was moved on connecting; a lent link never says."""
-        return self.connection.moved_aside if self._lender is None else None
+        if self._lender is not None or self._connection is None:
+            return None  # moved on connecting: a link that never connected moved nothing
+        return self._connection.moved_aside
 
     def close(self) -> None:
         if self._lender is not None:

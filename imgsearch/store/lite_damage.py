@@ -55,19 +55,23 @@ def mark_damaged(db_path: Path, reason: str) -> StoreError:
 def inspect_file(db_path: Path) -> str:
     """What SQLite's quick check finds wrong with the file ("" when nothing, or no file yet).
 
-    Run only while no server has the file open (before one starts), read-only."""
+    Run only while no server has the file open (before one starts)."""
     try:
         if os.stat(db_path).st_size == 0:
             return ""
     except OSError:
         return ""
     try:
-        connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error as exc:
-        return str(exc)
+        # Not read-only: a file left by a killed writer has its journal rolled back on opening,
+        # as Milvus Lite would do (no server has it open now).
+        connection = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, timeout=5)
+    except sqlite3.Error:
+        return ""  # cannot be opened to look (another program holds it): Milvus Lite tells
     try:
         found = [str(row[0]) for row in connection.execute("PRAGMA quick_check(20)")]
-    except sqlite3.Error as exc:
+    except sqlite3.OperationalError:
+        return ""  # locked, read-only, out of memory: nothing said about the file itself
+    except sqlite3.DatabaseError as exc:  # malformed, not a database
         return str(exc)
     finally:
         connection.close()
