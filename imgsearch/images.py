@@ -60,7 +60,9 @@ def load_rgb_from(handle: BinaryIO, path: Path, max_side: int = MAX_DECODE_SIDE)
         return _decoded(image, (max_side, max_side), max_side)
 
 
-def inspect_picture(data: bytes, path: Path, need_side: int | None) -> tuple[ImageHeader, Image.Image | None]:
+def inspect_picture(
+    data: bytes, path: Path, need_side: int | None, max_side: int = MAX_DECODE_SIDE
+) -> tuple[ImageHeader, Image.Image | None]:
     """The header of a picture read into memory, and its pixels when need_side is given.
 
     need_side 0 asks only for proof that the picture is whole, for a captioner that looks
@@ -68,8 +70,8 @@ def inspect_picture(data: bytes, path: Path, need_side: int | None) -> tuple[Ima
     after its scan), which costs microseconds where a decode costs tens of milliseconds;
     other formats are decoded. The pixels come upright, RGB, with both sides at least need_side where the picture has
     that many (a JPEG decodes at 1/2, 1/4 or 1/8 scale straight away, so a 12-megapixel
-    photo wanted at 384 pixels costs a fraction of a full decode), never above
-    MAX_DECODE_SIDE on the long side. path only names the file in errors and picks a reader.
+    photo wanted at 384 pixels costs a fraction of a full decode), never above max_side (at most
+    MAX_DECODE_SIDE) on the long side. path only names the file in errors and picks a reader.
     """
     with _open(path, data) as image:
         header = _header(image)
@@ -81,8 +83,9 @@ def inspect_picture(data: bytes, path: Path, need_side: int | None) -> tuple[Ima
             elif not _jpeg_is_whole(data):
                 raise ImageLoadError("cannot decode image: image file is truncated (no end-of-image marker)")
             return header, None
-        side = max(1, min(need_side, MAX_DECODE_SIDE))
-        return header, _decoded(image, (side, side), MAX_DECODE_SIDE)
+        longest = max(1, min(max_side, MAX_DECODE_SIDE))
+        side = min(need_side, longest)
+        return header, _decoded(image, (side, side), longest)
 
 
 def pixels_to_decode(data: bytes, path: Path, need_side: int) -> int:

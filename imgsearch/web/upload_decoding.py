@@ -26,8 +26,10 @@ if TYPE_CHECKING:  # Pillow loads with the first upload
     from PIL import Image
 
 # The most an image–text model here looks at (CLIP 224–336, SigLIP up to 512): a JPEG decodes at
-# 1/2, 1/4 or 1/8 scale keeping both sides at least this.
+# 1/2, 1/4 or 1/8 scale keeping both sides at least this, and no picture is kept longer than
+# twice that, which is all its model resizes from.
 UPLOAD_SIDE = 512
+UPLOAD_MAX_SIDE = 2 * UPLOAD_SIDE
 # Below this many pixels a decode's memory is too little to be worth handing back at once.
 _HAND_BACK_FROM_PIXELS = 4_000_000
 
@@ -63,8 +65,9 @@ class UploadDecoder:
         self.budget = PixelBudget(pixels_at_once)
 
     def decode(self, data: bytes, filename: str) -> Image.Image:
-        """The picture upright and RGB, about UPLOAD_SIDE on its short side; HTTP 400 when it cannot
-        be read, 413 when it would take more than max_pixels to decode."""
+        """The picture upright and RGB, at least UPLOAD_SIDE on its short side where it has that many
+        pixels and at most UPLOAD_MAX_SIDE on its long side; HTTP 400 when it cannot be read, 413
+        when it would take more than max_pixels to decode."""
         from ..images import inspect_picture, pixels_to_decode
 
         if not data:
@@ -83,7 +86,7 @@ class UploadDecoder:
                 )
             with self.budget.held(pixels):
                 try:
-                    _, decoded = inspect_picture(data, name, UPLOAD_SIDE)
+                    _, decoded = inspect_picture(data, name, UPLOAD_SIDE, UPLOAD_MAX_SIDE)
                 finally:
                     if pixels >= _HAND_BACK_FROM_PIXELS:
                         hand_back_memory()
