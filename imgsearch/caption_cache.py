@@ -28,6 +28,7 @@ from typing import TypeVar
 from .caption_cache_errors import cache_error, is_damage, os_error_advice, os_reason
 from .caption_cache_schema import IMAGE_VECTORS_SCHEMA, VERSION, ensure_version, inspect_cache_file, refuse_newer
 from .caption_salvage import salvage_captions
+from .private_files import create_private_file, private_folder
 from .errors import StoreError
 
 __all__ = ["FOR_FILE", "VERSION", "CaptionCache", "inspect_cache_file"]
@@ -58,7 +59,8 @@ class CaptionCache:
         # An index run reads the cache from its reader threads while it writes captions.
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Captions tell what is in someone's pictures: the folder and the file are its owner's alone.
+            private_folder(self.path.parent)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the folder of the caption cache {self.path}: {os_reason(exc)}{os_error_advice(exc.errno)}"
@@ -282,6 +284,10 @@ class CaptionCache:
         # Not pinned to the creating thread: a server runs successive index runs on worker
         # threads (one run at a time, so the connection is never used by two at once).
         made_new = not os.path.lexists(self.path)
+        # Made 0600 before SQLite opens it, which then gives its -wal and -shm files the same mode
+        # (SQLite's own new file would be 0644). A folder that refuses it: SQLite's attempt says why.
+        with contextlib.suppress(OSError):
+            create_private_file(self.path)
         db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         try:
             # Before anything is written: a newer imgsearch's file is left exactly as it is.

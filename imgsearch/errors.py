@@ -67,3 +67,7 @@ class ClusterError(ImgsearchError):
 
 class ImageLoadError(ImgsearchError):
     """A file is not a picture imgsearch can read."""
+
+
+class DataDirNotPrivateError(ConfigError):
+    """The data folder (or a folder imgsearch keeps in it) could be changed by another user."""

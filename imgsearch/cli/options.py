@@ -111,12 +111,16 @@ def settings_from(options: Options, **more: Any) -> Settings:
     more: settings a command sets from options of its own, by setting name (None = not given).
     """
     from ..config import load_settings
+    from ..private_files import check_data_dir
 
     overrides = {**options, **more}
     config_file = overrides.pop("config_file", None)
     # Settings hold file paths as text; a Path would be refused as a str setting.
     overrides = {name: str(value) if isinstance(value, Path) else value for name, value in overrides.items()}
-    return load_settings(overrides, config_file=config_file)
+    settings = load_settings(overrides, config_file=config_file)
+    # Before any command reads what the folder holds: a cache or model another user put there is not trusted.
+    check_data_dir(settings.data_dir)
+    return settings
 
 
 def engine_from(options: Options) -> ImageSearch:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..private_files import make_tree_private, not_private_reason, private_folder
 from .onnx_encoder import META_FILE, InvalidOnnxExportError, OnnxTextEncoder, read_meta
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,11 @@ class OnnxCache:
         folder = self.folder()
         if folder is None or not folder.is_dir():
             return None
+        refused = self._not_private()
+        if refused is not None:
+            # Another user could have swapped the model in: the full model computes what it would.
+            log.warning("not using the ONNX export of %s: %s", self.model_name, refused)
+            return None
         try:
             meta = read_meta(folder)
             if meta.get("status") == "unsupported":
@@ -146,7 +152,7 @@ class OnnxCache:
     def _publish(self, folder: Path, model: Any, export: Exporter | None) -> None:
         from .onnx_export import UnsupportedModelError, export_sentence_transformer
 
-        self.onnx_root.mkdir(parents=True, exist_ok=True)
+        private_folder(self.onnx_root)  # a model that runs on every query: no other user may replace it
         # Built in a temporary folder and renamed into place: a crash never leaves half an export.
         temp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=self.onnx_root))
         try:
@@ -162,6 +168,7 @@ class OnnxCache:
                 temp.mkdir()
                 meta = {"status": "unsupported", **labels, "reason": reason[:1000]}
                 (temp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+            make_tree_private(temp)  # the exporters write with the umask's permissions
             try:
                 os.rename(temp, folder)
             except OSError:
@@ -170,6 +177,14 @@ class OnnxCache:
                 # Another process published the same export first; theirs is as good as ours.
         finally:
             shutil.rmtree(temp, ignore_errors=True)
+
+    def _not_private(self) -> str | None:
+        """Why another user could change the exports' folder, or None."""
+        try:
+            reason = not_private_reason(self.onnx_root)
+        except OSError as exc:
+            return f"{self.onnx_root} cannot be looked at ({exc.strerror})"
+        return None if reason is None else f"{self.onnx_root}: {reason}"
 
     def _set_aside(self, folder: Path) -> None:
         # Renamed first so no other process opens a folder while it is being deleted.

@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..private_files import private_folder
+
 if TYPE_CHECKING:
     from .guard import ServableFile
 
@@ -51,7 +53,7 @@ class ThumbnailCache:
 
         # Read from the file the guard opened, never by its path again: the path may lead elsewhere by now.
         image = load_rgb_from(source.handle, source.path, max_side=size)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)  # a thumbnail shows what the picture shows: its owner's alone
         # Written beside the target and renamed into place: readers (in any process) see a
         # whole file or none.
         fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".thumb-", suffix=".jpg")
