@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .caption_cache import inspect_cache_file
 from .errors import ImgsearchError
 from .ocr import searchable_text
+from .private_files import write_private_text
 from .results import CheckReport
 
 if TYPE_CHECKING:
@@ -185,9 +186,8 @@ def remember_folders(data_dir: Path, folders: Iterable[Path]) -> None:
     if wanted == known:
         return
     try:
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(wanted, indent=1))
-        partial.replace(path)
+        # 0600: a repair rebuilds the index from this list, so no other user may change it.
+        write_private_text(path, json.dumps(wanted, indent=1))
     except OSError:  # a full disk: the index run itself goes on
         pass
 
