@@ -222,7 +222,8 @@ class ImageSearch:
         Rows of pictures that are gone from the folders are removed unless keep_missing;
         a picture moved or renamed keeps its caption. Setting stop ends the run after the
         current batch (report.interrupted); running it again resumes.
-        rebuild: set the current index aside (kept, not deleted) and build it anew; cached
+        rebuild: build the index anew beside the current one, which answers until the new one
+        is complete and is then kept aside (a stopped rebuild leaves it as it was); cached
         captions are reused. cached_captions_only: caption nothing; pictures without a
         cached caption are reported as failed.
         ray: caption and embed (and make image vectors) on a Ray cluster: True (a Ray instance on this machine),

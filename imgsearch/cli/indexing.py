@@ -24,7 +24,7 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (recursively).", show_default=False)],
     options: Options,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them).")] = False,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Set the current index aside (kept, not deleted) and build it anew; cached captions are reused.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the index anew beside the current one, which answers until the new one is complete (then kept as index.db.replaced-TIME); cached captions are reused.")] = False,
     as_json: JsonOut = False,
 ) -> None:
     """Caption, embed and store every picture under PATHS. Unchanged pictures are skipped.

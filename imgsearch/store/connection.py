@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError, StoreError
+from .disk import make_folders
 from .lite_host import HostUse, release_host, use_host
 from .lite_keeper import mark_used
 from .lite_server import quiet_lite_import
@@ -129,7 +130,7 @@ class Connection:
                     f"{self.uri}: a Milvus Lite file name must end in .db, use only letters, digits, '.', '-' "
                     "and '_', and be at most 36 characters"
                 )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(path.parent)
         if path.is_dir():
             # Milvus Lite 3 kept an index as a folder; this Milvus Lite cannot read it.
             # The captions live in the caption cache, so the index rebuilds without captioning.

@@ -47,6 +47,22 @@ def folder_refusal(folder: Path) -> OSError | None:
     return None
 
 
+def make_folders(folder: Path) -> None:
+    """folder and any missing folders above it, each made 0700 whatever the umask (an index
+    tells what is in someone's pictures); folders already there are left as they are."""
+    missing: list[Path] = []
+    current = folder
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for making in reversed(missing):
+        try:
+            os.mkdir(making, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(making, 0o700)
+
+
 def unwritable_index_error(db_path: Path, exc: OSError) -> StoreError:
     """The one-line error for an embedded index whose folder refused a file (exc), with what to do."""
     folder = db_path.parent

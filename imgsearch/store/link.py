@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import StoreError
 from .catalog import Catalog
 from .connection import Connection, call, is_embedded, lite_file
-from .disk import unwritable_index_error
+from .disk import make_folders, unwritable_index_error
 from .lock import EmbeddedIndexLock
 from .writes import with_damage_hint, write
 
@@ -93,7 +93,7 @@ class StoreLink:
             return False
         path = lite_file(self.uri)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)  # a writer makes the index's folder
+            make_folders(path.parent)  # a writer makes the index's folder
         except OSError as exc:
             raise unwritable_index_error(path, exc) from None
         self._lock = EmbeddedIndexLock.acquire(path)
