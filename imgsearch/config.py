@@ -62,6 +62,8 @@ class Settings:
     models_dir: str = ""
     # 0: the captioner's own batch size (8 for transformers, 256 for existing captions).
     batch_size: int = 0
+    # Which pictures an index run captions first, once all are stored: newest, oldest, path.
+    caption_order: str = "newest"
     # Captioning: prompt preset (search, alt-text), local generation, hosted APIs, OCR.
     caption_preset: str = ""
     num_beams: int = 1

@@ -21,7 +21,7 @@ from .files import display_path, path_key, root_path
 from .ocr import TextReader
 from .factory import build_captioner, build_embedder, build_store
 from .search import SearchFilters, check_mode, plan_query, run_plan
-from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit
+from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit, is_pending_row
 from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
 
 if TYPE_CHECKING:
@@ -324,6 +324,7 @@ class ImageSearch:
             reuse_any_caption=cached_captions_only, caption_service=cluster,
             # On a cluster, image vectors are made there: the model never loads here.
             visual=cluster.visual if cluster else self.visual,
+            caption_order=self.settings.caption_order,
         )
         report = indexer.run(roots, stop=stop, remove_missing=not keep_missing, gone=gone)
         if added is not None:
@@ -594,7 +595,16 @@ class ImageSearch:
         vector = self.store.get_vector(row_id, field)
         if vector is None:
             raise ConfigError(f"{display_path(target)} is not in the index: run `imgsearch index` on its folder first")
+        if field == "vector" and is_pending_row(self.store.get_rows([row_id]).get(row_id) or {}):
+            raise ConfigError(
+                f"{display_path(target)} is waiting for its caption (the index run captions it); "
+                "more like it once it has one"
+            )
         expression = filters.expression() if filters else ""
+        if field == "vector":
+            from .search import captioned_only
+
+            expression = captioned_only(expression)  # a picture waiting for its caption has no caption vector
         rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
         return ordered_hits(self._above(rows, min_score), sort)
 
@@ -613,11 +623,16 @@ class ImageSearch:
         exists = store.exists()
         props = store.properties() if exists else {}
         captioners: list[str] = []
-        images = 0
+        images = captioned = 0
         if exists:
+            from .search import CAPTIONED
+
             store.load()
             images = store.count()
+            captioned = store.count(CAPTIONED) if images else 0
             captioners = store.captioners()
+        from .run_progress import run_under_way
+
         return IndexStatus(
             uri=store.uri,
             collection=store.collection,
@@ -629,6 +644,10 @@ class ImageSearch:
             data_dir=str(self.settings.data_dir),
             config_file=str(self.settings.config_file) if self.settings.config_file else None,
             visual_model=props.get(PROP_VISUAL_MODEL, "").removeprefix("visual:") or None,
+            captioned=captioned,
+            # Every row of an index with image vectors has its own (a row is written with it).
+            with_image_vectors=images if PROP_VISUAL_MODEL in props else 0,
+            run=run_under_way(self.settings.data_dir),
         )
 
     def records(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:

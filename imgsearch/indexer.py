@@ -1,4 +1,9 @@
-"""The indexing pipeline: walk → identify → read → caption (or reuse) → embed → upsert."""
+"""The indexing pipeline: walk → identify → read → caption (or reuse) → embed → upsert.
+
+Where captioning is the slow step (a model), a run stores every picture first, at file speed,
+without its caption (file and folder names, dates, camera, size, its image vector), so that all
+of it is findable at once; the caption stage then goes through them newest first.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +21,13 @@ from .captioners.base import Captioner
 from .captioning_stage import CaptioningStage, CaptionService, LocalCaptioning, ServiceCaptioning
 from .embedders.base import Embedder
 from .embedders.visual import VisualEmbedder
+from .errors import ConfigError
 from .files import FoundFile, WalkProblem, file_is_gone, path_key, root_path, walk_images
 from .ocr import TextReader, row_maker
 from .picture_reader import Picture, PictureReader
 from .pruning import missing_rows
-from .results import IndexReport
+from .results import IndexReport, is_pending_row
+from .run_progress import RunProgressFile
 from .row_writer import RowWriter
 from .run_captions import RunCaptions
 from .run_image_vectors import RunImageVectors
@@ -31,6 +38,9 @@ __all__ = ["CAPTIONING", "READING", "STORING", "CaptionService", "IndexProgress"
 
 # Rows looked up per store query when telling unchanged files from changed ones.
 ROW_LOOKUP_CHUNK = 1000
+# The orders in which the caption stage takes pictures: by date taken (else the file's date),
+# newest or oldest first, or by path.
+CAPTION_ORDERS = ("newest", "oldest", "path")
 
 
 class Indexer:
@@ -52,6 +62,7 @@ class Indexer:
         reuse_any_caption: bool = False,
         caption_service: CaptionService | None = None,
         visual: VisualEmbedder | None = None,
+        caption_order: str = "newest",
     ):
         self.captioner = captioner
         # Captioning and embedding on a cluster; reading, the cache and the store stay here.
@@ -70,6 +81,8 @@ class Indexer:
         self._added_hashes: list[str] = []
         # Whether this run has listed row_captioner among the index's captioners.
         self._captioner_recorded = False
+        # Which pictures the caption stage takes first (CAPTION_ORDERS).
+        self.caption_order = check_caption_order(caption_order)
 
     def run(
         self,
@@ -86,7 +99,17 @@ class Indexer:
         """
         started = time.monotonic()
         report = IndexReport()
-        tally = RunTally(report, self.progress)
+        tally = RunTally(report, self.progress, RunProgressFile(self.cache.path.parent))
+        try:
+            return self._run(roots, stop, remove_missing, gone, report, tally, started)
+        finally:
+            if tally.kept is not None:
+                tally.kept.close()
+
+    def _run(
+        self, roots: Iterable[str | Path], stop: threading.Event | None, remove_missing: bool,
+        gone: Iterable[str | Path], report: IndexReport, tally: RunTally, started: float,
+    ) -> IndexReport:
         roots = [root_path(root) for root in roots]
         index_is_new = not self.store.exists()
         if index_is_new:
@@ -112,6 +135,12 @@ class Indexer:
             changed = self._changed_files(files, tally)
             if stop is not None and stop.is_set():
                 report.interrupted = True
+            elif changed and self._stores_first():
+                # Every picture findable at file speed; captions follow, newest first.
+                to_caption = self._store_first(changed, tally, stop)
+                if not report.interrupted and to_caption:
+                    tally.captioning(len(to_caption))
+                    self._index_changed(self._in_caption_order(to_caption), tally, stop)
             elif changed:
                 self._index_changed(changed, tally, stop)
         except KeyboardInterrupt:
@@ -127,6 +156,33 @@ class Indexer:
         report.warnings.extend(self.cache.take_warnings())
         report.seconds = time.monotonic() - started
         return report
+
+    def _stores_first(self) -> bool:
+        """Whether the run stores pictures before captioning them: when captioning is the slow
+        step (a model here; captions read from files are as quick as storing)."""
+        return self.caption_service is None and self.captioner.needs_pixels
+
+    def _store_first(self, changed: list[Picture], tally: RunTally, stop: threading.Event | None) -> list[Picture]:
+        """The first pass: store every changed picture with what costs no captioning (its file and
+        folder names, dates, camera, size, and its image vector in an index with them); a picture
+        whose caption is known gets its whole row. Returns those still to caption."""
+        waiting = [picture for picture in changed if picture.pending]  # stored so by a run that stopped
+        fresh = [picture for picture in changed if not picture.pending]
+        stage = DeferredCaptioning(tally)
+        if fresh:
+            self._index_changed(fresh, tally, stop, stage)
+        return [
+            Picture(
+                picture.file, picture.key, replaces_row=True, written_caption=picture.written_caption,
+                completes_pending=True, taken_at=picture.taken_at or _taken_at(picture),
+            )
+            for picture in [*waiting, *stage.deferred]
+        ]
+
+    def _in_caption_order(self, pictures: list[Picture]) -> list[Picture]:
+        if self.caption_order == "path":
+            return sorted(pictures, key=lambda picture: picture.key)
+        return sorted(pictures, key=lambda picture: picture.taken_at, reverse=self.caption_order == "newest")
 
     def _check_captioner_available(self) -> None:
         """Fail now, in one line, when the local captioner's model can be neither found nor fetched.
@@ -160,8 +216,17 @@ class Indexer:
                 current = bool(row) and row["captioner"] == self.row_captioner and (
                     written is None or stored_caption(written) == row["caption"]
                 )
-                if current and row["size"] == file.size and row["mtime"] == file.mtime:
+                same_file = bool(row) and row["size"] == file.size and row["mtime"] == file.mtime
+                if current and same_file:
                     unchanged += 1
+                    continue
+                if same_file and is_pending_row(row) and self._stores_first():
+                    # Stored by a run that stopped before its caption: captioned now, not read again first.
+                    unchanged += 1
+                    changed.append(Picture(
+                        file, key, replaces_row=True, written_caption=written, pending=True,
+                        completes_pending=True, taken_at=float(row.get("taken_at") or file.mtime),
+                    ))
                     continue
                 picture = Picture(file, key, replaces_row=row is not None, written_caption=written)
                 if current:
@@ -170,10 +235,14 @@ class Indexer:
             tally.unchanged(unchanged)
         return changed
 
-    def _index_changed(self, changed: list[Picture], tally: RunTally, stop: threading.Event | None) -> None:
+    def _index_changed(
+        self, changed: list[Picture], tally: RunTally, stop: threading.Event | None,
+        first_pass: DeferredCaptioning | None = None,
+    ) -> None:
         """Read, caption and store the changed pictures, each stage beside the others.
 
         Pictures whose caption is known (cached, or only touched) go straight to the writer.
+        In the first pass, the others are stored without their caption (first_pass keeps them).
         """
         local = self.caption_service is None
         # Vectors come back from a cluster: the embedder here then loads only if OCR adds words.
@@ -181,13 +250,20 @@ class Indexer:
             self.embedder, self.store, self.cache, self.row_captioner, tally.report,
             self._stored_by(tally), self.text_reader, warm_up=local, visual=self.visual,
         )
-        tally.stages_sized(len(changed))
+        if first_pass is None:
+            tally.stages_sized(len(changed))
+        else:
+            tally.stage(READING, total=len(changed))
+            tally.stage(STORING, total=len(changed))
         stage: CaptioningStage = (
-            LocalCaptioning(self.captioner, self.captions, tally, writer.wait_until_ready) if local
+            first_pass if first_pass is not None
+            else LocalCaptioning(self.captioner, self.captions, tally, writer.wait_until_ready) if local
             else ServiceCaptioning(self.caption_service, self.captions, tally)  # type: ignore[arg-type]
         )
+        # The first pass decodes only to check a picture is whole (and for its image vector).
+        need_side = (lambda: 0) if first_pass is not None else self.captions.image_side
         reader = PictureReader(
-            self.captions.cached_one, self.captions.image_side, lambda: tally.stage(READING, done=1),
+            self.captions.cached_one, need_side, lambda: tally.stage(READING, done=1),
             decode=stage.decodes,
             visual=RunImageVectors(self.visual, self.cache) if self.visual is not None else None,
         )
@@ -283,6 +359,49 @@ class Indexer:
                 report.new -= 1
             else:
                 report.removed += 1
+
+
+class DeferredCaptioning:
+    """The first pass's captioning stage: a picture that needs a caption is stored without one
+    (a "caption pending" row, in batches), and kept for the caption stage that follows."""
+
+    decodes = True
+    write_batch = 64
+
+    def __init__(self, tally: RunTally):
+        self.tally = tally
+        self.deferred: list[Picture] = []
+        self._batch: list[Picture] = []
+
+    def read_ahead(self, readers: int) -> int:
+        return readers * 4
+
+    def take(self, picture: Picture) -> list[Picture]:
+        picture.pending = True
+        picture.taken_at = _taken_at(picture)
+        self.deferred.append(picture)
+        self._batch.append(picture)
+        if len(self._batch) < self.write_batch:
+            return []
+        batch, self._batch = self._batch, []
+        return batch
+
+    def finish(self) -> Iterator[list[Picture]]:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            yield batch
+
+
+def _taken_at(picture: Picture) -> float:
+    """When the picture was taken, else the file's modification time."""
+    taken = picture.header.taken_at if picture.header is not None else None
+    return float(taken) if taken else picture.file.mtime
+
+
+def check_caption_order(order: str) -> str:
+    if order not in CAPTION_ORDERS:
+        raise ConfigError(f"caption order must be one of {', '.join(CAPTION_ORDERS)}, got {order!r}")
+    return order
 
 
 def _moved_away(row: dict[str, Any]) -> bool:

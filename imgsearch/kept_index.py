@@ -77,7 +77,8 @@ def ask_keeper(settings: Settings, request: dict[str, Any]) -> list[SearchHit] |
         return None
     from .results import SearchHit
 
-    return [SearchHit(**hit) for hit in answer["hits"]]
+    # caption_pending is said by to_dict() and derived from the metadata, not a field.
+    return [SearchHit(**{name: value for name, value in hit.items() if name != "caption_pending"}) for hit in answer["hits"]]
 
 
 class QueryAnswerer:

@@ -49,6 +49,12 @@ class Picture:
     # For an index with image vectors: the cached one, else encoded by the writer from image.
     visual_vector: list[float] | None = None
     needs_visual: bool = False
+    # Stored by the first pass without its caption (a "caption pending" row), captioned after.
+    pending: bool = False
+    # Its caption replaces a row stored without one: not a new or an updated picture again.
+    completes_pending: bool = False
+    # When it was taken (else the file's modification time): the caption stage goes newest first.
+    taken_at: float = 0.0
 
     @property
     def width(self) -> int:

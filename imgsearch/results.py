@@ -16,12 +16,27 @@ class SearchHit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "caption_pending": self.caption_pending}
 
     @property
     def ocr_text(self) -> str:
         """Text read from the picture by the OCR step ('' when none was found or OCR was off)."""
         return str(self.metadata.get("ocr_text") or "")
+
+    @property
+    def caption_pending(self) -> bool:
+        """Whether the picture is stored but not captioned yet (an index run's first pass): it was
+        found by its file and folder names, its dates and camera, or its image vector."""
+        return is_pending_row(self.metadata)
+
+
+# The captioner a row stored by an index run's first pass names until its caption is in.
+PENDING_CAPTIONER = ""
+
+
+def is_pending_row(row: dict[str, Any]) -> bool:
+    """Whether a stored row (or a hit's metadata) waits for its caption."""
+    return "captioner" in row and row["captioner"] == PENDING_CAPTIONER
 
 
 @dataclass
@@ -147,9 +162,18 @@ class IndexStatus:
     config_file: str | None
     # The image–text model of the index's image vectors; None when it has none.
     visual_model: str | None = None
+    # Of images: how many have their caption (the rest wait for it), and an image vector.
+    captioned: int = 0
+    with_image_vectors: int = 0
+    # The index run under way, if any (IndexRunProgress.to_dict()): found, stored, captioned, rate, ETA.
+    run: dict[str, Any] | None = None
+
+    @property
+    def caption_pending(self) -> int:
+        return self.images - self.captioned
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "caption_pending": self.caption_pending}
 
 
 @dataclass

@@ -17,7 +17,7 @@ from .images import ImageHeader, load_rgb
 from .ocr import TextReader, searchable_text
 from .picture_facts import file_facts, keyword_text
 from .picture_reader import Picture
-from .results import IndexReport
+from .results import PENDING_CAPTIONER, IndexReport
 from .store import MilvusStore
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class RowWriter:
         # The image–text model: pictures without a cached image vector are encoded here.
         self.visual = visual
         self._batches: queue.Queue[list[Picture] | None] = queue.Queue(QUEUED_BATCHES)
+        self._unit: list[float] | None = None
         self._error: BaseException | None = None
         # The embedder loads on this thread while the captioner loads on others.
         self._warm_up = warm_up
@@ -124,12 +125,16 @@ class RowWriter:
 
     def _store(self, ready: list[Picture]) -> None:
         if self.text_reader is not None:
-            texts = self._read_texts(ready)
+            # Text in a picture is read with its caption (the second stage), not by the first pass.
+            texts = self._read_texts([p for p in ready if not p.pending])
             for picture in ready:
                 picture.ocr_text = texts.get(picture.content_hash, "")
         # Words read from the picture are embedded with its caption, so queries find them.
         # Pictures captioned on a cluster come with their vector (unless OCR added words).
-        to_embed = [p for p in ready if p.vector is None or p.ocr_text]
+        to_embed = [p for p in ready if not p.pending and (p.vector is None or p.ocr_text)]
+        for picture in ready:
+            if picture.pending:
+                picture.vector = self._placeholder()
         if to_embed:
             embedded = self.embedder.embed([searchable_text(p.caption or "", p.ocr_text) for p in to_embed])
             for picture, vector in zip(to_embed, embedded):
@@ -166,6 +171,14 @@ class RowWriter:
             if picture.visual_vector is None:
                 raise ImageLoadError(f"{display_path(picture.file.path)}: no pixels were read to encode it")
 
+    def _placeholder(self) -> list[float]:
+        """The caption vector of a row without a caption: a unit vector (searches by caption
+        leave such rows out), so the row is valid in every collection."""
+        if self._unit is None:
+            dimension = self.store.dimension or self.embedder.dimension
+            self._unit = [1.0] + [0.0] * (dimension - 1)
+        return self._unit
+
     def _row(self, picture: Picture, vector: Any, now: float) -> dict[str, Any]:
         shown = display_path(picture.file.path)
         header = picture.header or ImageHeader(0, 0, "")
@@ -175,8 +188,8 @@ class RowWriter:
             "id": picture.key,
             "vector": vector,
             "path": shown,
-            "caption": picture.caption,
-            "captioner": self.row_captioner,
+            "caption": "" if picture.pending else picture.caption,
+            "captioner": PENDING_CAPTIONER if picture.pending else self.row_captioner,
             "content_hash": picture.content_hash,
             "size": picture.file.size,
             "mtime": picture.file.mtime,

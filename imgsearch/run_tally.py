@@ -9,6 +9,7 @@ from typing import Protocol
 from .files import display_path
 from .picture_reader import Picture
 from .results import FailedFile, IndexReport
+from .run_progress import RunProgressFile
 
 # The stages a progress display may show, each with its own rate and ETA.
 READING, CAPTIONING, STORING = "reading", "captioning", "storing"
@@ -46,14 +47,18 @@ class RunTally:
     time (its stages are optional).
     """
 
-    def __init__(self, report: IndexReport, shown: IndexProgress | None = None):
+    def __init__(self, report: IndexReport, shown: IndexProgress | None = None, kept: RunProgressFile | None = None):
         self.report = report
         self.shown = shown or Silent()
+        # Where other processes read how far the run has got (imgsearch status).
+        self.kept = kept
         self._lock = threading.Lock()
 
     def start(self, total: int) -> None:
         with self._lock:
             self.shown.start(total)
+        if self.kept is not None:
+            self.kept.found_files(total)
 
     def advance(self, count: int) -> None:
         if count:
@@ -73,6 +78,8 @@ class RunTally:
     def unchanged(self, count: int) -> None:
         self.report.unchanged += count
         self.advance(count)
+        if self.kept is not None:
+            self.kept.add_stored(count)
 
     def caption_known(self, picture: Picture) -> None:
         """picture needs no captioning: its caption came from the cache or from its row."""
@@ -89,13 +96,23 @@ class RunTally:
 
     def stored(self, pictures: list[Picture]) -> None:
         """A batch's rows are in the store."""
-        for picture in pictures:
+        counted = [picture for picture in pictures if not picture.completes_pending]
+        for picture in counted:
             if picture.replaces_row:
                 self.report.updated += 1
             else:
                 self.report.new += 1
-        self.stage(STORING, done=len(pictures))
-        self.advance(len(pictures))
+        self.stage(STORING, done=len(counted))
+        self.advance(len(counted))
+        if self.kept is not None:
+            self.kept.add_stored(len(counted))
+            self.kept.add_captioned(len(pictures) - len(counted))
+
+    def captioning(self, count: int) -> None:
+        """The caption stage begins, with count pictures stored without their caption."""
+        self.stage(CAPTIONING, total=count)
+        if self.kept is not None:
+            self.kept.start_captioning(count)
 
     def dropped(self, picture: Picture, reason: str) -> None:
         """A picture that will get no row in this run: it leaves every stage still ahead of it."""

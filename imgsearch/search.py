@@ -234,12 +234,22 @@ def run_plan(
 ) -> list[dict[str, Any]]:
     """The top k rows for text searched as planned; query_vector (and visual_vector, the text in
     the image space) is asked only when the plan searches by it."""
-    dense = store.search(query_vector(), plan.candidates, expression) if plan.searches_dense else []
+    dense = store.search(query_vector(), plan.candidates, captioned_only(expression)) if plan.searches_dense else []
     if plan.searches_visual and visual_vector is not None:
         seen = store.search(visual_vector(), plan.candidates, expression, field="visual")
         dense = seen if plan.visual_weight >= 1 else fuse_meaning(dense, seen, plan.visual_weight)
     keyword = store.keyword_search(text, plan.candidates, expression) if plan.searches_keywords else []
     return fuse(dense, keyword, plan.keyword_weight)[:k]
+
+
+# Rows stored before their caption (an index run's first pass) have no caption to mean anything:
+# the caption channel leaves them out, the keyword and image channels find them.
+CAPTIONED = 'captioner != ""'
+
+
+def captioned_only(expression: str) -> str:
+    """expression, for the rows that have their caption."""
+    return f"({expression}) and {CAPTIONED}" if expression else CAPTIONED
 
 
 def fuse_meaning(

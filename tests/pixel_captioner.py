@@ -50,10 +50,37 @@ class PixelCaptioner(Captioner):
         return f"{image.mode} {width}x{height} " + " ".join(parts)
 
 
+class SlowPixelCaptioner(PixelCaptioner):
+    """PixelCaptioner at the pace of a model on a CPU: SLOW_CAPTION_SECONDS (default 1) a picture,
+    one at a time; it notes each path it captions, in order, in SLOW_CAPTION_LOG when set."""
+
+    def __init__(self, batch_size: int = 1, **_: object):
+        super().__init__(batch_size=1)
+
+    @property
+    def id(self) -> str:
+        return "slow-pixels:1"
+
+    def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
+        import os
+        import time
+
+        time.sleep(float(os.environ.get("SLOW_CAPTION_SECONDS", "1")))
+        log = os.environ.get("SLOW_CAPTION_LOG")
+        if log:
+            with open(log, "a") as handle:
+                handle.writelines(f"{item.path}\n" for item in items)
+        return super().caption_batch(items)
+
+
 def register_plugin(folder: Path) -> Path:
-    """Write a dist-info in folder that registers PixelCaptioner as the `pixels` captioner."""
+    """Write a dist-info in folder that registers PixelCaptioner as the `pixels` captioner (and
+    SlowPixelCaptioner as `slow-pixels`)."""
     info = folder / "imgsearch_test_pixels-1.0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: imgsearch-test-pixels\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[imgsearch.captioners]\npixels = pixel_captioner:PixelCaptioner\n")
+    (info / "entry_points.txt").write_text(
+        "[imgsearch.captioners]\npixels = pixel_captioner:PixelCaptioner\n"
+        "slow-pixels = pixel_captioner:SlowPixelCaptioner\n"
+    )
     return folder

@@ -45,6 +45,7 @@ CAPTIONER = OptionGroup(
     caption_preset=_option(str, "--preset", help="Prompt preset: search (detailed, default) or alt-text (one sentence)."),
     captions_file=_option(Path, "--captions-file", help="JSONL of existing captions (captions captioner)."),
     batch_size=_option(int, "--batch-size", help="Images per captioning batch."),
+    caption_order=_option(str, "--caption-order", help="Which pictures are captioned first, once every picture is stored and findable: newest (by date taken, else file date; default), oldest, or path (env IMGSEARCH_CAPTION_ORDER)."),
     max_new_tokens=_option(int, "--max-new-tokens", help="Longest caption, in tokens."),
     num_beams=_option(int, "--beams", help="Beam search width for local models (1 = greedy)."),
     dtype=_option(str, "--dtype", help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations)."),

@@ -86,9 +86,9 @@ class CollectionRows:
             )
         return [dict(row) for row in found]
 
-    def count(self) -> int:
+    def count(self, filter: str = "") -> int:
         rows = self.link.call(
-            "count", self.link.client.query, self.life.physical, filter="", output_fields=["count(*)"]
+            "count", self.link.client.query, self.life.physical, filter=filter, output_fields=["count(*)"]
         )
         return int(rows[0]["count(*)"]) if rows else 0
 

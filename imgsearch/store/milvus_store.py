@@ -220,8 +220,9 @@ class MilvusStore:
         """Rows (id, path, content_hash) of pictures with these contents, wherever they are stored."""
         return self._rows.rows_with_hashes(hashes)
 
-    def count(self) -> int:
-        return self._rows.count()
+    def count(self, filter: str = "") -> int:
+        """How many rows (that pass filter, a Milvus expression) the index holds."""
+        return self._rows.count(filter)
 
     def get_vector(self, row_id: str, field: str = "vector") -> list[float] | None:
         """The stored caption vector (or, with field="visual", image vector) of one row; None
