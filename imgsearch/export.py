@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import ConfigError
+from .results import is_pending_row
 
 EXPORT_FORMATS = ("jsonl", "csv")
 # Leading columns, in this order; every other stored field follows in the store's order.
@@ -20,12 +21,16 @@ _FIRST_COLUMNS = ("path", "caption", "ocr_text")
 # A file's times are real instants (UTC); taken_at is the camera's clock, which records no zone.
 _INSTANT_COLUMNS = ("mtime", "indexed_at")
 _CLOCK_COLUMNS = ("taken_at",)
+# Not stored but said of every row: whether it waits for its caption (an index run's first pass stored it).
+PENDING_COLUMN = "caption_pending"
 
 
 def export_columns(stored_fields: Sequence[str]) -> list[str]:
-    """Columns of an export: path and caption (and OCR text when stored) first, then metadata."""
+    """Columns of an export: path, caption and caption_pending (and OCR text when stored) first, then metadata."""
     fields = [name for name in stored_fields if name not in ("id", "vector")]
     first = [name for name in _FIRST_COLUMNS if name in fields]
+    if "captioner" in fields:
+        first.insert(first.index("caption") + 1 if "caption" in first else len(first), PENDING_COLUMN)
     return first + [name for name in fields if name not in first]
 
 
@@ -46,15 +51,23 @@ def write_rows(
         csv_writer.writerow(columns)
     written = 0
     for row in rows:
-        values = [_readable(name, row.get(name)) for name in columns]
+        values = [is_pending_row(row) if name == PENDING_COLUMN else _readable(name, row.get(name)) for name in columns]
         if csv_writer is not None:
-            csv_writer.writerow(["" if value is None else value for value in values])
+            csv_writer.writerow([_csv_value(value) for value in values])
         else:
             stream.write(json.dumps(dict(zip(columns, values)), ensure_ascii=False) + "\n")
         written += 1
         if on_row is not None:
             on_row()
     return written
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as JSON says it, not Python's True
+    return value
 
 
 def _readable(column: str, value: Any) -> Any:

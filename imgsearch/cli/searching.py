@@ -195,7 +195,9 @@ def _print_hits(hits: "list[SearchHit]") -> None:
     table.add_column("caption", overflow="fold")
     for rank, hit in enumerate(hits, 1):
         shown_text = f"\n[dim]text in image: {escape(hit.ocr_text)}[/]" if hit.ocr_text else ""
-        table.add_row(str(rank), f"{hit.score:.3f}", escape(hit.path), escape(hit.caption) + shown_text)
+        # Stored by an index run's first pass: found by its names, dates or looks; the caption comes later.
+        caption = "[dim](caption pending)[/]" if hit.caption_pending else escape(hit.caption)
+        table.add_row(str(rank), f"{hit.score:.3f}", escape(hit.path), caption + shown_text)
     out.print(table)
 
 

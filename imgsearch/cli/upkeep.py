@@ -26,7 +26,8 @@ def status(
     options: Options,
     as_json: JsonOut = False,
 ) -> None:
-    """Print where the index lives, which models built it, and how many images it holds."""
+    """Print where the index lives, which models built it, how many images it holds (and how many wait
+    for their caption), and the index run under way."""
     engine = call(lambda: engine_from(options))
     with engine:
         info = call(engine.status)
@@ -205,12 +206,17 @@ def reembed(
 def _print_status(info: "IndexStatus") -> None:
     from rich.table import Table
 
+    from ..status_text import caption_counts, run_progress
+
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     table.add_row("index", escape(info.uri))
     table.add_row("collection", escape(info.collection) + ("" if info.exists else " (not created yet)"))
-    table.add_row("images", str(info.images))
+    for label, value in caption_counts(info):
+        table.add_row(label, value)
+    if info.run is not None:
+        table.add_row("indexing", escape(run_progress(info.run)))
     table.add_row("embedder", escape(f"{info.embedder} ({info.dimension}-d)") if info.embedder else "-")
     table.add_row("captioners", escape(", ".join(info.captioners)) or "-")
     table.add_row("data dir", escape(info.data_dir))

@@ -70,6 +70,10 @@ class PictureHit(BaseModel):
     uri: str = Field(description="The picture as a resource (a JPEG of at most 640 pixels).")
     path: str
     caption: str
+    caption_pending: bool = Field(
+        description="Stored but not captioned yet (an index run captions it): found by its file and folder "
+        "names, dates, camera or looks; caption is '' until then."
+    )
     ocr_text: str = Field(description="Text read inside the picture ('' when none).")
     score: float
     metadata: dict[str, Any] = Field(description="What the index stores about the file: size, date taken, camera, ...")
@@ -135,6 +139,13 @@ class IndexFacts(BaseModel):
     data_dir: str
     config_file: Optional[str]
     visual_model: Optional[str]
+    captioned: int = Field(description="Of images, how many have their caption.")
+    caption_pending: int = Field(description="Of images, how many are stored and wait for their caption.")
+    with_image_vectors: int = Field(description="Of images, how many have an image vector (0 without visual_model).")
+    run: Optional[dict[str, Any]] = Field(
+        description="The index run under way, or None: pid, started_at, stage (storing or captioning), found, stored, "
+        "captioned of to_caption, caption_rate (pictures/s) and eta_seconds."
+    )
 
 
 class ServerStatus(BaseModel):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..errors import ImgsearchError
 from ..files import path_key
+from ..status_text import status_lines
 from ..web.jobs import IndexJob
 from .pictures import PICTURE_URI, IndexedPictures, is_picture_id, picture_uri
 from .schemas import (
@@ -107,7 +108,7 @@ class PictureTools:
                 sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
-        return _answer(SearchResults(query=query, sort=sort, results=found), images)
+        return _answer(SearchResults(query=query, sort=sort, results=found), images, _pending_note(found))
 
     def similar_pictures(
         self,
@@ -128,7 +129,8 @@ class PictureTools:
                 sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
-        return _answer(SimilarResults(like_id=picture_id, like_path=row["path"], sort=sort, results=found), images)
+        result = SimilarResults(like_id=picture_id, like_path=row["path"], sort=sort, results=found)
+        return _answer(result, images, _pending_note(found))
 
     def describe_picture(self, picture: Picture, thumbnail_size: ThumbnailSize = 320) -> Annotated[CallToolResult, PictureDescription]:
         """Caption an indexed picture (by id or path) anew with the server's captioner; the index is not changed."""
@@ -147,19 +149,19 @@ class PictureTools:
             captioner=described.captioner, prompt=described.prompt, truncated=described.truncated,
             ocr_text=described.ocr_text, thumbnail=jpeg is not None,
         )
-        return _answer(result, [(row["path"], picture_id, jpeg)] if jpeg else [])
+        return _answer(result, [(f"{row['path']} (id {picture_id})", jpeg)] if jpeg else [])
 
     def index_status(self) -> Annotated[CallToolResult, ServerStatus]:
         """Where the index lives, which models built it, how many pictures it holds, and any indexing run."""
         with _library_errors():
-            facts = self.engine.status().to_dict()
+            info = self.engine.status()
         status = ServerStatus(
-            index=IndexFacts(**facts),
+            index=IndexFacts(**info.to_dict()),
             indexing=IndexRun(**self.job.snapshot()) if self.folders else None,
             folders=[str(folder) for folder in self.folders],
             version=__version__,
         )
-        return _answer(status, [])
+        return _answer(status, [], status_lines(info))
 
     async def index_folder(self, folder: FolderToIndex = None, wait_seconds: WaitSeconds = 60) -> Annotated[CallToolResult, IndexRun]:
         """Index the server's folders (or one of them): new and changed pictures are captioned and embedded,
@@ -196,17 +198,19 @@ class PictureTools:
 
     def _hits(
         self, hits: "list[SearchHit]", thumbnails: int, size: int
-    ) -> tuple[list[PictureHit], list[tuple[str, str, bytes]]]:
+    ) -> tuple[list[PictureHit], list[tuple[str, bytes]]]:
         found: list[PictureHit] = []
-        images: list[tuple[str, str, bytes]] = []
+        images: list[tuple[str, bytes]] = []
         for rank, hit in enumerate(hits):
             picture_id = path_key(hit.path)
             jpeg = self.pictures.jpeg(picture_id, {"path": hit.path, **hit.metadata}, size) if rank < thumbnails else None
             if jpeg is not None:
-                images.append((hit.path, picture_id, jpeg))
+                pending = ", caption pending" if hit.caption_pending else ""
+                images.append((f"{hit.path} (id {picture_id}{pending})", jpeg))
             found.append(PictureHit(
                 id=picture_id, uri=picture_uri(picture_id), path=hit.path, caption=hit.caption,
-                ocr_text=hit.ocr_text, score=hit.score, metadata=hit.metadata, thumbnail=jpeg is not None,
+                caption_pending=hit.caption_pending, ocr_text=hit.ocr_text, score=hit.score, metadata=hit.metadata,
+                thumbnail=jpeg is not None,
             ))
         return found, images
 
@@ -220,10 +224,22 @@ def _library_errors() -> Iterator[None]:
         raise ToolError(str(exc)) from None
 
 
-def _answer(result: BaseModel, images: list[tuple[str, str, bytes]]) -> CallToolResult:
-    """The result as structured content and as JSON text, then each picture labelled by its path."""
+def _pending_note(found: list[PictureHit]) -> list[str]:
+    """A line naming the results without a caption yet, so a model reading the text does not take '' for one."""
+    pending = [hit.path for hit in found if hit.caption_pending]
+    if not pending:
+        return []
+    return [
+        "caption pending (stored by an index run, not captioned yet; found by file and folder names, dates or looks): "
+        + ", ".join(pending)
+    ]
+
+
+def _answer(result: BaseModel, images: list[tuple[str, bytes]], notes: Sequence[str] = ()) -> CallToolResult:
+    """The result as structured content and as JSON text, any notes in words, then each picture after its label."""
     content: list[ContentBlock] = [TextContent(type="text", text=result.model_dump_json())]
-    for path, picture_id, jpeg in images:
-        content.append(TextContent(type="text", text=f"{path} (id {picture_id})"))
+    content.extend(TextContent(type="text", text=note) for note in notes)
+    for label, jpeg in images:
+        content.append(TextContent(type="text", text=label))
         content.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode("ascii"), mime_type="image/jpeg"))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))

@@ -1,4 +1,4 @@
-"""A LangChain retriever: pictures as Documents (caption as text; path, caption, score in metadata)."""
+"""A LangChain retriever: pictures as Documents (caption as text; path, caption, caption_pending, score in metadata)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ...errors import ConfigError, ImageLoadError
+from ...results import is_pending_row
 from ..renditions import DEFAULT_VIEW_SIZE, VIEW_SIZES, RenditionCache, browser_type
 from ..served import Served
 from ..thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
@@ -106,6 +107,7 @@ def _record_json(image_id: str, row: dict[str, Any]) -> dict[str, Any]:
         "id": image_id,
         "path": row.get("path"),
         "caption": row.get("caption"),
+        "caption_pending": is_pending_row(row),
         "ocr_text": str(row.get("ocr_text") or ""),
         "metadata": metadata,
         **image_links(image_id),

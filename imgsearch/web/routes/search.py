@@ -173,6 +173,8 @@ def hit_json(hit: Any) -> dict[str, Any]:
         "id": image_id,
         "path": hit.path,
         "caption": hit.caption,
+        # Stored but not captioned yet: the page says so in the caption's place.
+        "caption_pending": hit.caption_pending,
         "ocr_text": str(hit.metadata.get("ocr_text") or ""),
         "score": hit.score,
         "metadata": hit.metadata,

@@ -8,12 +8,26 @@ const $ = (id) => document.getElementById(id);
 let pictureSearch = false;
 let maxUploadBytes = 0;
 let queryPictureURL = null;
+// While an index run goes on, the status line is asked again this often, until a search replaces it.
+const RUN_POLL_MS = 5000;
+let statusPoll = null;
+let statusShown = true;
 
 async function getJSON(url, options = {}) {
   const response = await fetch(url, { credentials: "same-origin", ...options });
   const body = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(body.error || `request failed (${response.status})`);
   return body;
+}
+
+function fileName(path) {
+  return String(path || "").split("/").pop();
+}
+
+// A picture stored by an index run's first pass has no caption yet: it says so in the caption's place.
+function showCaption(element, record) {
+  element.textContent = record.caption_pending ? "caption pending" : record.caption;
+  element.classList.toggle("pending", Boolean(record.caption_pending));
 }
 
 function card(hit) {
@@ -23,11 +37,11 @@ function card(hit) {
   item.dataset.path = hit.path;
   const image = document.createElement("img");
   image.src = hit.thumbnail;
-  image.alt = hit.caption;
+  image.alt = hit.caption_pending ? fileName(hit.path) : hit.caption;
   image.loading = "lazy";
   const caption = document.createElement("p");
   caption.className = "caption";
-  caption.textContent = hit.caption;
+  showCaption(caption, hit);
   const score = document.createElement("p");
   score.className = "score";
   score.textContent = `score ${hit.score.toFixed(3)}`;
@@ -43,9 +57,9 @@ async function openViewer(hit) {
   // The view is what a browser can show (HEIC and RAW come as JPEG); the link keeps the original.
   $("viewer-image").src = record.view || hit.view || record.file || hit.file;
   $("viewer-original").href = record.file || hit.file;
-  $("viewer-original").download = String(record.path || "").split("/").pop();
-  $("viewer-image").alt = record.caption;
-  $("viewer-caption").textContent = record.caption;
+  $("viewer-original").download = fileName(record.path);
+  $("viewer-image").alt = record.caption_pending ? fileName(record.path) : record.caption;
+  showCaption($("viewer-caption"), record);
   $("viewer-ocr").textContent = record.ocr_text || "";
   $("viewer-ocr-section").hidden = !record.ocr_text;
   $("viewer-path").textContent = record.path;
@@ -74,6 +88,7 @@ async function search(event) {
     if (!(name === "sort" && value === "score")) params.set(name, value);
   }
   showQueryPicture(null);
+  stopStatusPoll();
   $("status").textContent = "searching…";
   try {
     const started = performance.now();
@@ -109,6 +124,7 @@ async function searchByPicture(file) {
   const sort = document.querySelector('.controls input[name="sort"]:checked');
   if (sort && sort.value !== "score") form.append("sort", sort.value);
   showQueryPicture(file);
+  stopStatusPoll();
   $("status").textContent = "searching…";
   try {
     const started = performance.now();
@@ -158,6 +174,39 @@ function acceptDroppedPictures() {
   });
 }
 
+// "12 min": an index run's time left, as roughly as a person wants it.
+function humanDuration(seconds) {
+  seconds = Math.max(0, seconds);
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+  return `${Math.round(hours / 24)} days`;
+}
+
+// In the words of `imgsearch status` (imgsearch/status_text.py); the counts of captions only while some wait.
+function indexSummary(index) {
+  const counts = [`${index.images} pictures indexed`];
+  if (index.caption_pending > 0) counts.push(`${index.captioned} captioned`, `${index.caption_pending} caption pending`);
+  if (index.visual_model) counts.push(`${index.with_image_vectors} with image vectors`);
+  const lines = [counts.join(", ")];
+  const run = index.run;
+  if (run) {
+    const parts = [`${run.found} found`, `${run.stored} stored`, `${run.captioned} of ${run.to_caption} captioned`];
+    if (run.caption_rate) parts.push(`${run.caption_rate < 10 ? Number(run.caption_rate.toPrecision(2)) : Math.round(run.caption_rate)} pictures/s`);
+    if (run.eta_seconds !== null && run.eta_seconds !== undefined) parts.push(`ETA ${humanDuration(run.eta_seconds)}`);
+    lines.push(`indexing: ${parts.join(", ")}`);
+  }
+  return lines.join(" · ");
+}
+
+function stopStatusPoll() {
+  clearTimeout(statusPoll);
+  statusPoll = null;
+  statusShown = false; // an answer still on its way must not write over the search's line
+}
+
 async function loadStatus(showSize) {
   try {
     const status = await getJSON("/api/status");
@@ -167,9 +216,12 @@ async function loadStatus(showSize) {
     visualMode.hidden = visualMode.disabled = !pictureSearch;
     maxUploadBytes = status.server.max_upload_bytes || 0;
     $("picture-search").hidden = !pictureSearch;
-    if (showSize) $("status").textContent = `${status.index.images} pictures indexed`;
+    if (!showSize || !statusShown) return;
+    $("status").textContent = indexSummary(status.index);
+    // The counts move while a run stores and captions: follow them until the run ends or a search starts.
+    if (status.index.run) statusPoll = setTimeout(() => loadStatus(true), RUN_POLL_MS);
   } catch (error) {
-    if (showSize) $("status").textContent = error.message;
+    if (showSize && statusShown) $("status").textContent = error.message;
   }
 }
 
