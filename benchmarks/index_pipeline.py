@@ -8,13 +8,17 @@ Usage: python benchmarks/index_pipeline.py [--photos 150] [--big 10000] [--work-
    data folder: the rate is the marginal one, (photos - 30) / (time - time of 30), so the
    one-off start-up (embedder load, store open) is left out, as in a long run.
 2. A re-run of --big small pictures with nothing changed: files per second.
+2b. The first pass alone (a captioner that looks at pixels is named, so the run stores every
+   picture before captioning; stopped as the caption stage begins): 30 and --photos JPEGs, the
+   marginal rate, and the time until every picture is stored and findable.
 3. The first run of those --big pictures: peak resident memory at 10%, 50% and 100%,
    to show that it stays flat as the run goes on.
 4. Overlap (--overlap N): a captioner-bound run. A full-size BLIP base with random weights
    (built from its published configuration by benchmarks/caption_throughput.py, 20 tokens
    per caption) captions N pre-decoded photos alone; then the whole pipeline indexes the
    same N 12-megapixel JPEGs with the same loaded model. The pipeline's rate over the
-   captioner's own is the share of the captioner's throughput a real run keeps. With
+   captioner's own is the share of the captioner's throughput a real run keeps; each round
+   also prints when all N were findable (the first pass) and the caption stage's own rate. With
    --rounds K the measurements take turns K times, each round on photos of its own, and the
    best of each counts (on a shared machine other processes slow some rounds down).
 5. Captions and image vectors (--visual-model clip|siglip2|metaclip2|metaclip2-s16, a
@@ -37,6 +41,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -200,6 +205,8 @@ def main() -> int:
     print(f"12-megapixel JPEGs ({size_mb:.1f} MB each): first run {args.photos / timings[str(args.photos)]:.1f} "
           f"pictures/s, marginal rate {marginal:.1f} pictures/s")
 
+    first_pass(work, small_set, work / "12mp", args.photos, embedder)
+
     print(f"making {args.big} small pictures ...", flush=True)
     make_photos(work / "small", args.big, None)
     shutil.rmtree(work / "data-small", ignore_errors=True)
@@ -214,6 +221,58 @@ def main() -> int:
         print(f"re-run, nothing changed, {args.big} pictures: {seconds:.2f} s "
               f"({args.big / seconds:,.0f} files/s; {report.unchanged} unchanged)")
     return overlap(args, work) if args.overlap else 0
+
+
+class FirstPassClock:
+    """Progress display that notes when the first pass ends (the caption stage is sized) and,
+    with stop_there, stops the run then: the first pass alone is timed."""
+
+    def __init__(self, stop_there: threading.Event | None = None) -> None:
+        self.started = time.perf_counter()
+        self.first_pass_seconds: float | None = None
+        self.stop_there = stop_there
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+    def failed(self, failure: object) -> None:
+        pass
+
+    def stage(self, name: str, *, total: int | None = None, total_less: int = 0, done: int = 0) -> None:
+        if name == "captioning" and total is not None and self.first_pass_seconds is None:
+            self.first_pass_seconds = time.perf_counter() - self.started
+            if self.stop_there is not None:
+                self.stop_there.set()
+
+
+def first_pass(work: Path, small_set: Path, big_set: Path, photos: int, embedder) -> None:
+    """An index run's first pass (every picture stored, findable, before any caption) on the
+    12-megapixel JPEGs: a captioner that looks at pixels is named, so the run stores first; the
+    run is stopped as its caption stage begins. Marginal rate, as for the whole runs above."""
+    from imgsearch.captioners.base import Captioner
+    from imgsearch.engine import ImageSearch
+
+    class LooksAtPixels(Captioner):
+        id = "bench:pixels"
+
+        def caption_batch(self, items):
+            return ["a picture" for _ in items]
+
+    seconds = {}
+    for label, folder in (("30", small_set), (str(photos), big_set)):
+        shutil.rmtree(work / f"data-first-{label}", ignore_errors=True)
+        stop = threading.Event()
+        clock = FirstPassClock(stop)
+        with ImageSearch(captioner=LooksAtPixels(), embedder=embedder, data_dir=work / f"data-first-{label}") as fresh:
+            fresh.index([folder], clock, stop=stop)
+        seconds[label] = clock.first_pass_seconds or float("nan")
+        print(f"first pass, {label:>5} photos: {seconds[label]:6.2f} s to all stored and findable")
+    marginal = (photos - 30) / (seconds[str(photos)] - seconds["30"])
+    print(f"first pass on 12-megapixel JPEGs: {photos / seconds[str(photos)]:.1f} pictures/s, "
+          f"marginal rate {marginal:.1f} pictures/s (before any caption)")
 
 
 def overlap(args: argparse.Namespace, work: Path) -> int:
@@ -273,10 +332,14 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
             print(f"round {number}: captioner alone on {count} decoded photos: {alone_rates[-1]:.3f} pictures/s "
                   f"({cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
             cpu_started = time.process_time()
-            report, seconds = index(plain, folder)
+            clock = FirstPassClock()
+            report, seconds = index(plain, folder, clock)
             piped_rates.append(count / seconds)
+            findable = clock.first_pass_seconds or 0.0
             print(f"round {number}: whole pipeline on {count} 12-megapixel JPEGs: {piped_rates[-1]:.3f} pictures/s "
-                  f"({report.captioned} captioned; {cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
+                  f"({report.captioned} captioned; {cpu_use(seconds, time.process_time() - cpu_started)}); "
+                  f"all {count} findable after {findable:.1f} s, caption stage "
+                  f"{count / max(seconds - findable, 1e-9):.3f} pictures/s", flush=True)
             if visual is not None:
                 visual.round(number, paths, folder)
     alone, piped = max(alone_rates), max(piped_rates)

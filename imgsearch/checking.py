@@ -22,7 +22,7 @@ from .caption_cache import inspect_cache_file
 from .errors import ImgsearchError
 from .ocr import searchable_text
 from .private_files import write_private_text
-from .results import CheckReport
+from .results import CheckReport, is_pending_row
 
 if TYPE_CHECKING:
     from .engine import ImageSearch
@@ -87,7 +87,7 @@ def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
     rows: list[dict[str, Any]] = []
     captioned: list[dict[str, Any]] = []
     dimension = store.dimension
-    for row in store.iter_rows(fields=["path", "caption", "content_hash", "ocr_text", "vector"]):
+    for row in store.iter_rows(fields=["path", "caption", "captioner", "content_hash", "ocr_text", "vector"]):
         report.rows += 1
         paths[row["path"]] += 1
         captioned.append(row)
@@ -95,7 +95,7 @@ def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
         problem = _vector_problem(vector, dimension)
         if problem:
             bad_vectors.append(f"{row['path']}: {problem}")
-        else:
+        elif not is_pending_row(row):  # a row waiting for its caption has no caption vector yet
             rows.append(row)
     if counted != report.rows:
         report.problems.append(f"the index counts {counted} rows but {report.rows} could be read")

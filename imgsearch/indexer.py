@@ -138,6 +138,7 @@ class Indexer:
             elif changed and self._stores_first():
                 # Every picture findable at file speed; captions follow, newest first.
                 to_caption = self._store_first(changed, tally, stop)
+                report.findable_seconds = time.monotonic() - started
                 if not report.interrupted and to_caption:
                     tally.captioning(len(to_caption))
                     self._index_changed(self._in_caption_order(to_caption), tally, stop)

@@ -105,6 +105,9 @@ class IndexReport:
     warnings: list[str] = field(default_factory=list)
     # Where a rebuild kept the index it replaced ("" when it replaced none).
     replaced: str = ""
+    # Seconds from the start until every picture was stored and findable, before the caption
+    # stage (0 for a run with no such first pass: captions read from files, a cluster).
+    findable_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -158,7 +158,14 @@ def _print_report(report: "IndexReport") -> None:
         f"{', '.join(parts)} in {report.seconds:.1f}s "
         f"({report.captioned} captioned, {report.captions_reused} captions reused)"
     )
-    if report.seen and report.unchanged == report.seen:
+    if report.findable_seconds:
+        caption_seconds = report.seconds - report.findable_seconds
+        rate = f" ({report.captioned / caption_seconds:.2f} pictures/s)" if report.captioned and caption_seconds > 0 else ""
+        err.print(
+            f"every picture was stored and findable after {report.findable_seconds:.1f}s; "
+            f"the caption stage took {caption_seconds:.1f}s{rate}"
+        )
+    if report.seen and report.unchanged == report.seen and not report.captioned:
         err.print("nothing changed: no image needed captioning")
     _print_usage(report.usage)
     for failure in report.failed:
