@@ -141,7 +141,7 @@ class Indexer:
                 report.findable_seconds = time.monotonic() - started
                 if not report.interrupted and to_caption:
                     tally.captioning(len(to_caption))
-                    self._index_changed(self._in_caption_order(to_caption), tally, stop)
+                    self._index_changed(self._in_caption_order(to_caption), tally, stop, completing=True)
             elif changed:
                 self._index_changed(changed, tally, stop)
         except KeyboardInterrupt:
@@ -239,23 +239,26 @@ class Indexer:
     def _index_changed(
         self, changed: list[Picture], tally: RunTally, stop: threading.Event | None,
         first_pass: DeferredCaptioning | None = None,
+        completing: bool = False,
     ) -> None:
         """Read, caption and store the changed pictures, each stage beside the others.
 
         Pictures whose caption is known (cached, or only touched) go straight to the writer.
-        In the first pass, the others are stored without their caption (first_pass keeps them).
+        In the first pass, the others are stored without their caption (first_pass keeps them);
+        completing is the caption stage after it (the progress shown counts captions only).
         """
         local = self.caption_service is None
         # Vectors come back from a cluster: the embedder here then loads only if OCR adds words.
+        # The first pass stores rows without caption vectors: the embedder loads if a cached caption needs it.
         writer = RowWriter(
             self.embedder, self.store, self.cache, self.row_captioner, tally.report,
-            self._stored_by(tally), self.text_reader, warm_up=local, visual=self.visual,
+            self._stored_by(tally), self.text_reader, warm_up=local and first_pass is None, visual=self.visual,
         )
-        if first_pass is None:
-            tally.stages_sized(len(changed))
-        else:
+        if first_pass is not None:
             tally.stage(READING, total=len(changed))
             tally.stage(STORING, total=len(changed))
+        elif not completing:
+            tally.stages_sized(len(changed))
         stage: CaptioningStage = (
             first_pass if first_pass is not None
             else LocalCaptioning(self.captioner, self.captions, tally, writer.wait_until_ready) if local
@@ -263,8 +266,9 @@ class Indexer:
         )
         # The first pass decodes only to check a picture is whole (and for its image vector).
         need_side = (lambda: 0) if first_pass is not None else self.captions.image_side
+        on_read = (lambda: None) if completing else (lambda: tally.stage(READING, done=1))
         reader = PictureReader(
-            self.captions.cached_one, need_side, lambda: tally.stage(READING, done=1),
+            self.captions.cached_one, need_side, on_read,
             decode=stage.decodes,
             visual=RunImageVectors(self.visual, self.cache) if self.visual is not None else None,
         )
