@@ -161,6 +161,14 @@ def evaluate(
         bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
     ] = False,
     modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) (default: all, visual too with --visual-model).")] = None,
+    captions_per_picture: Annotated[
+        int,
+        typer.Option(
+            "--captions-per-picture", min=1,
+            help="Index N human captions per picture joined as one description and query with the rest; "
+            "N > 1 is reported beside the one-caption protocol.",
+        ),
+    ] = 1,
     *,
     options: Options,
     as_json: JsonOut = False,
@@ -177,7 +185,8 @@ def evaluate(
     chosen = [call(lambda m=m: check_mode(m)) for m in modes] if modes else None
     with err.status("evaluating…") as spinner:
         report = call(lambda: run_eval(
-            dataset, settings, live=live, modes=chosen, progress=lambda text: spinner.update(text)
+            dataset, settings, live=live, modes=chosen, progress=lambda text: spinner.update(text),
+            captions_per_picture=captions_per_picture,
         ))
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
@@ -205,11 +214,12 @@ def _print_eval(report: "EvalReport", dataset: Path, live: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"{dataset} ({'live' if live else 'oracle'} mode, {report.images} images)")
+    table.add_column("indexed")
     for column in ("queries", "mode", "n", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "p50 ms", "p95 ms"):
         table.add_column(column, justify="left" if column in ("queries", "mode") else "right")
     for row in report.scores:
         table.add_row(
-            row.query_set, row.mode, str(row.queries), *(f"{row.recall[c]:.1f}" for c in (1, 5, 10)),
+            row.protocol, row.query_set, row.mode, str(row.queries), *(f"{row.recall[c]:.1f}" for c in (1, 5, 10)),
             f"{row.mrr:.3f}", f"{row.ndcg10:.3f}", f"{row.latency_p50_ms:.1f}", f"{row.latency_p95_ms:.1f}",
         )
     out.print(table)

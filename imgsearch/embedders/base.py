@@ -6,6 +6,7 @@ import math
 from abc import ABC, abstractmethod
 
 from ..errors import EmbedderError
+from .sentences import split_sentences
 
 
 class Embedder(ABC):
@@ -28,7 +29,23 @@ class Embedder(ABC):
         """Return one vector per text."""
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        """Embed texts in batches; every vector is checked and normalised."""
+        """Embed captions: a text of several sentences is the normalised mean of its sentences'
+        vectors, so every sentence counts; a one-sentence text is embedded whole, as a query is."""
+        sentences = [split_sentences(text) for text in texts]
+        if all(len(group) == 1 for group in sentences):
+            return self.embed_queries(texts)
+        flat = self.embed_queries([sentence for group in sentences for sentence in group])
+        vectors: list[list[float]] = []
+        for group in sentences:
+            parts, flat = flat[: len(group)], flat[len(group) :]
+            if len(parts) == 1:
+                vectors.append(parts[0])
+            else:
+                vectors.append(unit_vector([sum(column) for column in zip(*parts)], self.id))
+        return vectors
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """One vector per whole text, in batches; every vector is checked and normalised."""
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
@@ -39,7 +56,8 @@ class Embedder(ABC):
         return vectors
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embed([text])[0]
+        """A query is embedded whole, never split into sentences."""
+        return self.embed_queries([text])[0]
 
     def _normalised(self, vector: list[float]) -> list[float]:
         if len(vector) != self.dimension:
