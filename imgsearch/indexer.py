@@ -172,12 +172,13 @@ class Indexer:
         stage = DeferredCaptioning(tally)
         if fresh:
             self._index_changed(fresh, tally, stop, stage)
+        # Stored in this pass: their caption completes a row counted already.
         return [
-            Picture(
-                picture.file, picture.key, replaces_row=True, written_caption=picture.written_caption,
-                completes_pending=True, taken_at=picture.taken_at or _taken_at(picture),
-            )
-            for picture in [*waiting, *stage.deferred]
+            *(Picture(picture.file, picture.key, replaces_row=True, written_caption=picture.written_caption,
+                      taken_at=picture.taken_at) for picture in waiting),
+            *(Picture(picture.file, picture.key, replaces_row=True, written_caption=picture.written_caption,
+                      completes_pending=True, taken_at=picture.taken_at or _taken_at(picture))
+              for picture in stage.deferred),
         ]
 
     def _in_caption_order(self, pictures: list[Picture]) -> list[Picture]:
@@ -222,11 +223,11 @@ class Indexer:
                     unchanged += 1
                     continue
                 if same_file and is_pending_row(row) and self._stores_first():
-                    # Stored by a run that stopped before its caption: captioned now, not read again first.
-                    unchanged += 1
+                    # Stored by an earlier run that did not caption it (stopped, or its caption
+                    # failed): captioned now, not read again first; its row is then updated.
                     changed.append(Picture(
                         file, key, replaces_row=True, written_caption=written, pending=True,
-                        completes_pending=True, taken_at=float(row.get("taken_at") or file.mtime),
+                        taken_at=float(row.get("taken_at") or file.mtime),
                     ))
                     continue
                 picture = Picture(file, key, replaces_row=row is not None, written_caption=written)

@@ -120,8 +120,10 @@ def test_a_stopped_run_resumes_at_the_caption_stage_without_storing_again(tmp_pa
         "index", photos, "--captioner", "slow-pixels", "--caption-order", "oldest", "--json", env=env, timeout=300,
     ))
     stop_keeper(tmp_path / "data" / "index.db")
-    # Nothing stored anew: every picture was stored; only the uncaptioned ones are captioned, oldest first.
-    assert resumed["new"] == 0 and resumed["updated"] == 0 and resumed["unchanged"] == PICTURES
+    # Nothing stored anew: every picture was stored; only the uncaptioned ones are captioned (their
+    # rows updated), oldest first.
+    assert resumed["new"] == 0 and resumed["unchanged"] == done_before
+    assert resumed["updated"] == PICTURES - done_before
     left = [Path(line).name for line in (tmp_path / "captioned.log").read_text().split()]
     assert resumed["captioned"] == len(left) == PICTURES - done_before
     assert left == sorted(left)
