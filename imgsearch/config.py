@@ -68,6 +68,8 @@ class Settings:
     caption_preset: str = ""
     num_beams: int = 1
     dtype: str = "auto"
+    # How a BLIP captioner runs on the CPU: torch, or with int8 parts (captioners/transformers_local.py).
+    caption_runtime: str = "torch"
     api_base_url: str = ""
     api_key: str = field(default="", repr=False)  # never shown, logged or stored
     concurrency: int = 4

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 DEFAULT_CHAT_PROMPT = PRESETS[DEFAULT_PRESET]
 # int8: nn.Linear weights quantized after loading (torch dynamic quantization), CPU only.
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
+# How a BLIP model runs on the CPU (cpu_runtimes.py): torch as loaded, or its vision encoder
+# int8 in ONNX Runtime, alone or with an int8 text decoder. benchmarks/caption_runtimes.py measured
+# both 2-3.5x float32 at batch 8; the int8 decoder alone, 1.2x there, is not offered.
+CAPTION_RUNTIMES = ("torch", "onnx-int8-vision", "onnx-int8-vision+int8-decoder")
 # Florence-2 is steered by task tokens rather than free text.
 FLORENCE_TASK = "<MORE_DETAILED_CAPTION>"
 
@@ -87,11 +91,13 @@ class TransformersCaptioner(Captioner):
         preset: str = "",
         dtype: str = "auto",
         min_new_tokens: int = 0,
+        caption_runtime: str = "torch",
     ):
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
         if dtype == "int8" and device != "auto" and not device.startswith("cpu"):
             raise ConfigError(f"dtype int8 runs on the CPU only, not on {device!r}; use --device cpu")
+        check_caption_runtime(caption_runtime, dtype, device)
         self.model_id = str(model)
         self._prompt = prompt
         # Only instruction (chat) models follow a preset; BLIP-style models take a text prefix.
@@ -99,6 +105,7 @@ class TransformersCaptioner(Captioner):
         if preset:
             resolve_prompt(preset)  # an unknown preset fails now, not after the model loads
         self.dtype = dtype
+        self.caption_runtime = caption_runtime
         self.requested_device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
@@ -123,6 +130,7 @@ class TransformersCaptioner(Captioner):
             num_beams=settings.num_beams,
             preset=settings.caption_preset,
             dtype=settings.dtype,
+            caption_runtime=settings.caption_runtime,
             **batch,
         )
 
@@ -183,10 +191,16 @@ class TransformersCaptioner(Captioner):
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise CaptionerError(load_hint(self.model_id, exc)) from None
-        # Dynamic int8 quantization has CPU kernels only.
-        self.device = "cpu" if self.dtype == "int8" else pick_device(self.requested_device)
+        if self.caption_runtime != "torch" and config.model_type != "blip":
+            raise CaptionerError(
+                f"caption runtime {self.caption_runtime!r} is for BLIP models; {self.model_id} is a "
+                f"{config.model_type!r} model: leave --caption-runtime at torch"
+            )
+        # Dynamic int8 quantization and the ONNX vision encoder have CPU kernels only.
+        on_cpu = self.dtype == "int8" or self.caption_runtime != "torch"
+        self.device = "cpu" if on_cpu else pick_device(self.requested_device)
         try:
-            model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device, self.dtype))
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device, self._dtype))
         except ValueError as exc:
             if "Unrecognized configuration class" in str(exc) or "model type" in str(exc):
                 raise CaptionerError(
@@ -220,10 +234,13 @@ class TransformersCaptioner(Captioner):
                 self._prompt = resolve_prompt(self.preset)
             elif config.model_type == "florence2":
                 self._prompt = FLORENCE_TASK
-        self._model = model.to(self.device).eval()
-        if self.dtype == "int8":
-            self._model = _quantize_int8(self._model)
+        self._model = apply_runtime(model.to(self.device).eval(), self.dtype, self.caption_runtime)
         self._processor = processor
+
+    @property
+    def _dtype(self) -> str:
+        # The other runtimes compute in float32 (int8 weights where named), whatever auto would pick.
+        return "float32" if self.caption_runtime != "torch" and self.dtype == "auto" else self.dtype
 
     def prompt_texts(self, count: int) -> list[str] | None:
         """The text the processor gets beside count pictures; None when the pictures go in alone."""
@@ -250,7 +267,7 @@ class TransformersCaptioner(Captioner):
             # One picture per chat prompt: SmolVLM's processor takes a flat list as one prompt's pictures.
             kwargs["images"] = [[image] for image in images]
         inputs = self._processor(**kwargs).to(self.device)
-        dtype = pick_dtype(self.device, self.dtype)
+        dtype = pick_dtype(self.device, self._dtype)
         for key, value in inputs.items():
             if torch.is_floating_point(value):
                 inputs[key] = value.to(dtype)
@@ -310,18 +327,30 @@ def processor_image_side(processor: Any, fallback: int = 2048) -> int:
     return max(sides) if sides else fallback
 
 
-def _quantize_int8(model: Any) -> Any:
-    """Quantize the weights of every nn.Linear to int8; activations stay float32."""
-    import warnings
+def check_caption_runtime(runtime: str, dtype: str = "auto", device: str = "auto") -> None:
+    """ConfigError unless runtime is known and goes with dtype and device (before anything loads)."""
+    if runtime not in CAPTION_RUNTIMES:
+        raise ConfigError(f"unknown caption runtime {runtime!r} (known: {', '.join(CAPTION_RUNTIMES)})")
+    if runtime == "torch":
+        return
+    if dtype not in ("auto", "float32"):
+        raise ConfigError(f"caption runtime {runtime} sets its own precision; leave --dtype at auto, not {dtype}")
+    if device != "auto" and not device.startswith("cpu"):
+        raise ConfigError(f"caption runtime {runtime} runs on the CPU only, not on {device!r}; use --device cpu")
 
-    import torch
-    from torch.ao.quantization import quantize_dynamic
 
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+def apply_runtime(model: Any, dtype: str, runtime: str) -> Any:
+    """The loaded model with --dtype int8 or the caption runtime's int8 parts applied."""
+    if dtype != "int8" and runtime == "torch":
+        return model
+    from . import cpu_runtimes
+
+    if dtype == "int8":
+        return cpu_runtimes.quantize_linear_int8(model)
+    model = cpu_runtimes.use_onnx_int8_vision(model)
+    if runtime == "onnx-int8-vision+int8-decoder":
+        model = cpu_runtimes.quantize_text_decoder_int8(model)
+    return model
 
 
 def _missing_package_hint(model_id: str, exc: ImportError, part: str = "") -> str:

@@ -49,6 +49,7 @@ CAPTIONER = OptionGroup(
     max_new_tokens=_option(int, "--max-new-tokens", help="Longest caption, in tokens."),
     num_beams=_option(int, "--beams", help="Beam search width for local models (1 = greedy)."),
     dtype=_option(str, "--dtype", help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations)."),
+    caption_runtime=_option(str, "--caption-runtime", help="How BLIP runs on a CPU: torch (default), onnx-int8-vision or onnx-int8-vision+int8-decoder (2-3.5x float32 at batch 8, quality with real weights unmeasured; env IMGSEARCH_CAPTION_RUNTIME)."),
     api_base_url=_option(str, "--api-base-url", help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL."),
     concurrency=_option(int, "--concurrency", help="API requests in flight at once, and with --ray the most captioning actors (default 4)."),
     request_timeout=_option(float, "--timeout", help="Seconds to wait for one API answer (default 60)."),
