@@ -87,7 +87,8 @@ def test_an_index_built_with_the_published_layout_finds_a_picture_by_itself(
         assert engine.status().visual_model == str(published_layout)
         picture = sorted(photos.glob("*.jpg"))[4]
         assert engine.query_image(picture, k=3)[0].path == str(picture)
-        assert len(engine.query("a photo", k=3, mode="visual")) == 3
+        # A random text tower scores words against pictures below zero as often as above.
+        assert len(engine.query("a photo", k=3, mode="visual", min_score=-1)) == 3
 
 
 def test_a_cached_hub_id_in_the_published_layout_indexes_offline(published_layout, coco_mini, tmp_path):

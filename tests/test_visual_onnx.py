@@ -114,7 +114,8 @@ def minilm_exported(embedder) -> Path:
 def test_the_export_gives_the_torch_query_vectors(tiny_visual, tmp_path):
     cache_dir = tmp_path / "models"
     texts = varied_texts()
-    first = VisualEmbedder(str(tiny_visual), device="cpu", cache_dir=cache_dir)
+    # float32, as the export computes: on a CPU with native bf16, auto would pick bf16 for torch.
+    first = VisualEmbedder(str(tiny_visual), device="cpu", cache_dir=cache_dir, dtype="float32")
     expected = first.encode_texts(texts)  # the torch model, which exports its text tower on load
     assert not first.fast_path_active
     meta = json.loads((export_folder(cache_dir) / META_FILE).read_text())
@@ -173,9 +174,10 @@ def test_a_tower_the_runner_cannot_reproduce_keeps_torch_and_is_not_exported_aga
 
 
 def test_after_an_index_run_a_visual_query_runs_without_torch(tiny_clip, photos, embedder, minilm_exported):
+    # float32 as the ONNX copy computes: on a CPU with native bf16, auto would pick bf16 for torch.
     with ImageSearch(
         embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl"),
-        visual_model=str(tiny_clip), device="cpu",
+        visual_model=str(tiny_clip), device="cpu", dtype="float32",
     ) as engine:
         engine.index([photos])
         assert not engine.visual.fast_path_active  # the index run loaded the torch model (and exported it)
