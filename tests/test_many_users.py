@@ -83,7 +83,8 @@ def test_queries_are_answered_all_through_an_index_run_and_a_second_run_waits_it
             hits = len(json.loads(query.stdout)) if query.returncode == 0 else -1
             mine.append((query.returncode, hits, query.stderr))
 
-    run = start_imgsearch("index", folder, "--captioner", "captions", "--json", env=env,
+    # Batches of one picture: the run writes for tens of seconds, so the queries see it grow.
+    run = start_imgsearch("index", folder, "--captioner", "captions", "--batch-size", "1", "--json", env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     second = None
     try:
