@@ -16,7 +16,7 @@ from pillow_heif import register_heif_opener
 
 from .errors import ImageLoadError
 from .files import open_regular
-from .raw_photos import RawPicture, opened_raw, raw_format
+from .raw_photos import UPRIGHT_TURNS, RawPicture, opened_raw, raw_format
 
 # Captioners look at a few hundred pixels; decoding a 50-megapixel photo at full size
 # only costs memory and time. JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly.
@@ -156,16 +156,6 @@ def _decoded(image: Image.Image, draft_box: tuple[int, int], max_side: int) -> I
 
 # Pixels of a full-size picture converted and reduced at a time (see _shrunk).
 _STRIP_PIXELS = 1_000_000
-# EXIF orientation -> the turn that makes the picture upright.
-_UPRIGHT_TURNS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
@@ -193,7 +183,7 @@ def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
 
 
 def _upright(image: Image.Image, orientation: int) -> Image.Image:
-    turn = _UPRIGHT_TURNS.get(orientation)
+    turn = UPRIGHT_TURNS.get(orientation)
     return image.transpose(turn) if turn is not None else image
 
 

@@ -31,7 +31,8 @@ PREVIEW_ENOUGH_SIDE = 1024
 _MAKE, _MODEL, _DATE_TIME, _EXIF_IFD, _DATE_TIME_ORIGINAL = 0x010F, 0x0110, 0x0132, 0x8769, 0x9003
 # LibRaw's flip code -> the EXIF orientation that describes the same turn.
 _ORIENTATION_OF_FLIP = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
-_TRANSPOSE_OF_ORIENTATION = {
+# EXIF orientation -> the turn that makes the picture upright (images.py uses it too).
+UPRIGHT_TURNS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -140,7 +141,7 @@ class RawPicture(Image.Image):
             preview.draft("RGB", box)
         preview.load()
         rgb = preview if preview.mode == "RGB" else preview.convert("RGB")
-        transpose = _TRANSPOSE_OF_ORIENTATION.get(turn)
+        transpose = UPRIGHT_TURNS.get(turn)
         return rgb.transpose(transpose) if transpose is not None else rgb
 
     def _demosaiced(self) -> Image.Image:

@@ -85,7 +85,7 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if _head_bytes(scope) > self.limits.max_head_bytes:
-            await _json(send, 431, f"request head too large (at most {self.limits.max_head_bytes} bytes "
+            await send_json_error(send, 431, f"request head too large (at most {self.limits.max_head_bytes} bytes "
                         "of request line and headers)", [(b"connection", b"close")])
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
@@ -93,13 +93,13 @@ class RequestLimits:
             if scope.get("path") == "/" and self._matches(_query_token(scope)):
                 await _redirect_with_cookie(send, self.token)
             else:
-                await _json(send, 401, "this server needs its access token: send the X-Imgsearch-Token header, "
+                await send_json_error(send, 401, "this server needs its access token: send the X-Imgsearch-Token header, "
                             "or open /?token=TOKEN in a browser")
             return
         upload = _is_upload(scope, headers)
         if upload:
             if self.uploads_in_flight >= self.limits.max_uploads_in_flight:
-                await _json(send, 503, "the server is busy with other picture uploads; try again in a moment",
+                await send_json_error(send, 503, "the server is busy with other picture uploads; try again in a moment",
                             [(b"retry-after", b"1")])
                 return
             # Counted from the first byte read: the memory is held while the body arrives.
@@ -117,19 +117,19 @@ class RequestLimits:
                          else f"request body too large (at most {limit} bytes)")
             declared = headers.get("content-length", b"0")
             if not declared.isdigit() or int(declared) > limit:
-                await _json(send, 413, too_large)
+                await send_json_error(send, 413, too_large)
                 return
             try:
                 body = await _read_body(receive, limit)
             except ClientGone:
                 return
             if body is None:
-                await _json(send, 413, too_large)
+                await send_json_error(send, 413, too_large)
                 return
             receive = _replay(body, receive)
         if self.in_flight >= self.limits.max_in_flight:
             # Refused at once: a queue would only make every waiting client slower.
-            await _json(send, 503, "the server is busy with other requests; try again in a moment",
+            await send_json_error(send, 503, "the server is busy with other requests; try again in a moment",
                         [(b"retry-after", b"1")])
             return
         self.in_flight += 1
@@ -214,7 +214,7 @@ def _with_security_headers(send: Any) -> Any:
     return sending
 
 
-async def _json(send: Any, status: int, message: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+async def send_json_error(send: Any, status: int, message: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     await send({
         "type": "http.response.start",

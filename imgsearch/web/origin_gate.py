@@ -10,13 +10,12 @@ server's own page (its Origin) and carry JSON or a multipart form.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .limits import SECURITY_HEADERS
+from .limits import send_json_error
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # Addresses that mean "every interface": the server is meant to be reached from the network.
@@ -120,14 +119,7 @@ class OriginGate:
             await self.app(scope, receive, send)
             return
         status, message = refusal
-        body = json.dumps({"error": message}).encode()
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        *SECURITY_HEADERS],
-        })
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, status, message)
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """The status and reason a request is refused with, or None when it may go on."""
