@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from .application import EXIT_USAGE, call, err, fail, out
+from .hit_lines import print_hits
 from .option_groups import Options, with_options
 from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 
@@ -91,7 +92,7 @@ def query(
     if not hits:
         err.print(_no_match(filters, min_score))
         return
-    _print_hits(hits)
+    print_hits(hits, with_dates=sort == "date")
 
 
 def _no_match(filters: "SearchFilters", min_score: Optional[float]) -> str:
@@ -192,22 +193,6 @@ def evaluate(
         out.print_json(json.dumps(report.to_dict()))
         return
     _print_eval(report, dataset, live)
-
-
-def _print_hits(hits: "list[SearchHit]") -> None:
-    from rich.table import Table
-
-    table = Table(show_lines=False)
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("path", overflow="fold")
-    table.add_column("caption", overflow="fold")
-    for rank, hit in enumerate(hits, 1):
-        shown_text = f"\n[dim]text in image: {escape(hit.ocr_text)}[/]" if hit.ocr_text else ""
-        # Stored by an index run's first pass: found by its names, dates or looks; the caption comes later.
-        caption = "[dim](caption pending)[/]" if hit.caption_pending else escape(hit.caption)
-        table.add_row(str(rank), f"{hit.score:.3f}", escape(hit.path), caption + shown_text)
-    out.print(table)
 
 
 def _print_eval(report: "EvalReport", dataset: Path, live: bool) -> None:
