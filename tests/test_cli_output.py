@@ -107,3 +107,14 @@ def test_a_wide_terminal_shows_a_table_with_a_date_column(indexed):
     assert str(folder / "puppy-grass.jpg") in shown and "2023-08-20 09:15" in shown
     by_score = _in_terminal(["query", QUERY, "-k", "2", "--min-score=-1"], imgsearch_env(data), 250)
     assert "date" not in next(line for line in by_score.splitlines() if "path" in line)
+
+
+@pytest.mark.parametrize("command", [[], ["query"], ["index"], ["status"]])
+def test_help_shows_flags_as_flags(command, tmp_path):
+    shown = run_imgsearch(*command, "--help", env=imgsearch_env(tmp_path / "data", COLUMNS="200"), check_code=0).stdout
+    flags = [line for line in shown.splitlines() if re.search(r"--(json|help|version|ocr|rebuild)\b", line)]
+    assert flags, shown
+    assert not any("<bool>" in line for line in flags), "\n".join(flags)
+    # Options that take a value still say which.
+    if command == ["query"]:
+        assert re.search(r"--sort\s+<str>", shown)

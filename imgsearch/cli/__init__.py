@@ -12,7 +12,7 @@ the app here and nowhere else, so no module imports another for its side effects
 from __future__ import annotations
 
 from . import indexing, mcp_serving, searching, serving, upkeep
-from .application import app
+from .application import PlainFlags, app
 from .options import BareOptionCommand
 
 __all__ = ["app", "main"]
@@ -33,8 +33,14 @@ _COMMANDS = (
     ("mcp", mcp_serving.mcp),
     ("eval", searching.evaluate),
 )
+
+
+class _Command(PlainFlags, BareOptionCommand):
+    """Every command: flags shown as flags in --help, and --ray given alone allowed."""
+
+
 for _name, _command in _COMMANDS:
-    app.command(name=_name, cls=BareOptionCommand)(_command)
+    app.command(name=_name, cls=_Command)(_command)
 
 
 def main() -> None:

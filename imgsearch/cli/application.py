@@ -14,6 +14,7 @@ from typing import NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from ..errors import ConfigError, ImgsearchError, PluginNotFoundError
 
@@ -26,7 +27,24 @@ EXIT_INTERRUPTED = 130
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+class PlainFlags:
+    """Flags listed in --help as flags: Typer (0.29 at least) shows every option with its type,
+    so `--json` read `--json <bool>` as if it took a value. An empty metavar hides the type."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _AppGroup(PlainFlags, TyperGroup):
+    """The top-level command, its --version and --help shown as plain flags."""
+
+
 app = typer.Typer(
+    cls=_AppGroup,
     help="Search a folder of pictures with plain words.",
     no_args_is_help=True,
     add_completion=False,
