@@ -4,6 +4,7 @@
 # string annotations would be evaluated anew each time (about 25 ms of start-up for all commands).
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, call, err, out
+from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
 from .option_groups import Options, with_options
 from .options import CAPTIONER, CONFIG, EMBEDDER, RAY, STORE, JsonOut, engine_from
 
@@ -36,6 +37,7 @@ def index(
     from ..progress import RichIndexProgress
     from ..stopping import stop_on_signals
 
+    check_paths(paths)
     engine = call(lambda: engine_from(options))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
         print_notes(call(lambda: engine.follow_recorded_models(captioning=True)))
@@ -72,6 +74,7 @@ def watch(
     from ..progress import RichIndexProgress
     from ..stopping import stop_on_signals
 
+    check_paths(paths)
     engine = call(lambda: engine_from(options))
 
     def show(report: "IndexReport") -> None:
@@ -119,6 +122,20 @@ def describe(
         out.print(f"text in image: {escape(described.ocr_text)}", highlight=False)
     if described.truncated:
         err.print("[yellow]cut at the token limit[/]: raise --max-new-tokens for the rest")
+
+
+def check_paths(paths: "list[Path]") -> None:
+    """Stop with one line and exit code 2 on a path that is not there or cannot be read, before
+    any model loads (which takes seconds): a typo should not cost a model load."""
+    from ..progress import one_line
+
+    for path in paths:
+        shown = one_line(str(path))
+        if not os.path.lexists(path.expanduser()):
+            fail(f"{shown}: no such file or folder", EXIT_USAGE)
+        wanted = os.R_OK | os.X_OK if path.expanduser().is_dir() else os.R_OK
+        if path.expanduser().exists() and not os.access(path.expanduser(), wanted):
+            fail(f"{shown}: permission denied (cannot be read)", EXIT_USAGE)
 
 
 def _stopping_notice(signum: int) -> None:
