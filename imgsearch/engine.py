@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .embedders.visual import VisualEmbedder
     from .image_vector_backfill import ImageVectorsAdded
     from .indexer import IndexProgress
+    from .library import LibraryPage
 
 MAX_K = 1000
 
@@ -607,6 +608,18 @@ class ImageSearch:
             expression = captioned_only(expression)  # a picture waiting for its caption has no caption vector
         rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
         return ordered_hits(self._above(rows, min_score), sort)
+
+    def browse(self, limit: int = 50, *, before: Any = None) -> LibraryPage:
+        """The library, newest first: limit pictures (date taken, else the file's modification
+        time; undated ones last), captioned or not.
+
+        before: an earlier page's next_before for the page after it, or a date ("2024-06-30",
+        a datetime, a Unix time) to start at the pictures taken before it.
+        """
+        from .library import library_page
+
+        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
+        return library_page(self.store, limit, before)
 
     def _above(self, rows: list[dict[str, Any]], min_score: float | None) -> list[SearchHit]:
         floor = self.settings.min_score if min_score is None else min_score

@@ -30,22 +30,82 @@ function showCaption(element, record) {
   element.classList.toggle("pending", Boolean(record.caption_pending));
 }
 
-function card(hit) {
+// A picture's date as the library orders it (imgsearch/library.py picture_date): the date taken, else its
+// file's modification time, which rows also hold in taken_at when the picture carries no date of its own.
+function pictureDate(metadata) {
+  const usable = (value) => typeof value === "number" && Number.isFinite(value) && value !== 0;
+  const taken = metadata ? metadata.taken_at : undefined;
+  const modified = metadata ? metadata.mtime : undefined;
+  if (usable(taken) && taken !== modified) return { when: new Date(taken * 1000), source: "taken" };
+  if (usable(modified)) return { when: new Date(modified * 1000), source: "file" };
+  return null;
+}
+
+// Dates taken are stored as the camera's clock read as UTC: shown in UTC, they read as the camera wrote them.
+const DAY = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+const MOMENT = new Intl.DateTimeFormat(undefined, { dateStyle: "long", timeStyle: "short", timeZone: "UTC" });
+const MONTH = new Intl.DateTimeFormat(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
+
+function dateText(date, format) {
+  if (!date) return "no date";
+  return `${date.source === "taken" ? "taken" : "file date"} ${format.format(date.when)}`;
+}
+
+// In the thumbnail's place when the picture cannot be shown: whether its file is gone, and what to run.
+function missingPlaceholder(record) {
+  const box = document.createElement("div");
+  box.className = "missing";
+  const title = document.createElement("strong");
+  const advice = document.createElement("span");
+  if (record && record.servable === false) {
+    title.textContent = "File missing";
+    advice.append("Moved or deleted since it was indexed: run ", code("imgsearch index <folder>"),
+      " again, or ", code("imgsearch prune"), ".");
+  } else {
+    title.textContent = "Picture cannot be shown";
+    advice.textContent = "Its file could not be read as a picture.";
+  }
+  box.append(title, advice);
+  return box;
+}
+
+function code(text) {
+  const element = document.createElement("code");
+  element.textContent = text;
+  return element;
+}
+
+// A thumbnail or view that failed to load is replaced by the placeholder, once the record says why.
+function whenMissing(image, recordURL) {
+  image.addEventListener("error", async () => {
+    const record = await getJSON(recordURL).catch(() => null);
+    if (image.isConnected) image.replaceWith(missingPlaceholder(record));
+  }, { once: true });
+}
+
+function card(hit, className = "card") {
   const item = document.createElement("li");
-  item.className = "card";
+  item.className = className;
   item.tabIndex = 0;
   item.dataset.path = hit.path;
   const image = document.createElement("img");
+  whenMissing(image, hit.record);
   image.src = hit.thumbnail;
   image.alt = hit.caption_pending ? fileName(hit.path) : hit.caption;
   image.loading = "lazy";
   const caption = document.createElement("p");
   caption.className = "caption";
   showCaption(caption, hit);
-  const score = document.createElement("p");
-  score.className = "score";
-  score.textContent = `score ${hit.score.toFixed(3)}`;
-  item.append(image, caption, score);
+  const date = document.createElement("p");
+  date.className = "date";
+  date.textContent = dateText(pictureDate(hit.metadata), DAY);
+  item.append(image, caption, date);
+  if (typeof hit.score === "number") {
+    const score = document.createElement("p");
+    score.className = "score";
+    score.textContent = `score ${hit.score.toFixed(3)}`;
+    item.append(score);
+  }
   const open = () => openViewer(hit);
   item.addEventListener("click", open);
   item.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
@@ -55,7 +115,13 @@ function card(hit) {
 async function openViewer(hit) {
   const record = await getJSON(hit.record).catch(() => hit);
   // The view is what a browser can show (HEIC and RAW come as JPEG); the link keeps the original.
-  $("viewer-image").src = record.view || hit.view || record.file || hit.file;
+  const missing = record.servable === false;
+  $("viewer-image").hidden = missing;
+  $("viewer-missing").replaceChildren(...(missing ? [missingPlaceholder(record)] : []));
+  if (missing) $("viewer-image").removeAttribute("src");
+  else $("viewer-image").src = record.view || hit.view || record.file || hit.file;
+  $("viewer-original").hidden = missing;
+  $("viewer-date").textContent = dateText(pictureDate(record.metadata || hit.metadata), MOMENT);
   $("viewer-original").href = record.file || hit.file;
   $("viewer-original").download = fileName(record.path);
   $("viewer-image").alt = record.caption_pending ? fileName(record.path) : record.caption;
@@ -100,7 +166,8 @@ async function search(event) {
 }
 
 function showResults(answer, started) {
-  $("results").replaceChildren(...answer.results.map(card));
+  $("library").hidden = true;
+  $("results").replaceChildren(...answer.results.map((hit) => card(hit)));
   const took = Math.round(performance.now() - started);
   $("status").textContent = answer.results.length
     ? `${answer.results.length} pictures in ${took} ms`
@@ -174,6 +241,122 @@ function acceptDroppedPictures() {
   });
 }
 
+// The library: every picture newest first, a page at a time as the reader scrolls, until a search.
+const LIBRARY_PAGE = 60;
+// How close to the end of the library (in pixels) the next page is asked for.
+const LIBRARY_AHEAD = 800;
+let libraryNext = null; // the next page's cursor (/api/pictures next_before); null when all are shown
+let libraryLoading = false;
+let libraryStarted = false;
+let libraryGeneration = 0; // a page that answers after the library started over is dropped
+
+function monthKey(date) {
+  return date ? `${date.when.getUTCFullYear()}-${String(date.when.getUTCMonth() + 1).padStart(2, "0")}` : "undated";
+}
+
+// Tiles under the heading of their month; a page that goes on in the last month shown goes on under it.
+function appendToLibrary(pictures) {
+  const months = $("library-months");
+  for (const picture of pictures) {
+    const date = pictureDate(picture.metadata);
+    const key = monthKey(date);
+    let group = months.lastElementChild;
+    if (!group || group.dataset.month !== key) {
+      group = document.createElement("section");
+      group.className = "month";
+      group.dataset.month = key;
+      const heading = document.createElement("h3");
+      heading.textContent = date ? MONTH.format(date.when) : "No date";
+      const grid = document.createElement("ol");
+      grid.className = "grid";
+      group.append(heading, grid);
+      months.append(group);
+    }
+    group.lastElementChild.append(card(picture, "tile"));
+  }
+}
+
+// The first day after a "go to" month (2024-03 -> 2024-04-01): the library starts at that month's newest.
+function afterMonth(value) {
+  const [year, month] = value.split("-").map(Number);
+  if (!year || !month) return "";
+  const next = new Date(Date.UTC(year, month, 1));
+  return next.toISOString().slice(0, 10);
+}
+
+async function loadLibraryPage(fresh) {
+  const months = $("library-months");
+  if (fresh) {
+    libraryGeneration += 1;
+    libraryStarted = true;
+    libraryNext = afterMonth($("library-month").value) || null;
+    months.replaceChildren();
+  } else if (libraryLoading || !libraryNext) {
+    return;
+  }
+  const generation = libraryGeneration;
+  libraryLoading = true;
+  $("library-more").hidden = true;
+  const params = new URLSearchParams({ limit: String(LIBRARY_PAGE) });
+  if (libraryNext) params.set("before", libraryNext);
+  try {
+    const page = await getJSON(`/api/pictures?${params}`);
+    if (generation !== libraryGeneration) return;
+    appendToLibrary(page.pictures);
+    libraryNext = page.next_before;
+    if (!months.childElementCount) months.append(libraryNote(fresh && $("library-month").value ? "No pictures from then or before." : "No pictures indexed yet: run imgsearch index <folder>."));
+  } catch (error) {
+    if (generation === libraryGeneration) {
+      libraryNext = null;
+      months.append(libraryNote(error.message));
+    }
+  } finally {
+    if (generation === libraryGeneration) {
+      libraryLoading = false;
+      $("library-more").hidden = !libraryNext;
+      // A page too short to fill the window would never scroll the next one in.
+      if (libraryNext && !$("library").hidden && nearLibraryEnd()) loadLibraryPage(false);
+    }
+  }
+}
+
+function libraryNote(text) {
+  const note = document.createElement("p");
+  note.className = "library-note";
+  note.textContent = text;
+  return note;
+}
+
+function nearLibraryEnd() {
+  return $("library-more").parentElement.getBoundingClientRect().top < window.innerHeight + LIBRARY_AHEAD;
+}
+
+function showLibrary() {
+  $("library").hidden = false;
+  if (!libraryStarted) loadLibraryPage(true);
+}
+
+// An emptied search box brings the library back, with the index's status line.
+function backToLibrary() {
+  if ($("q").value.trim() || !$("library").hidden) return;
+  $("results").replaceChildren();
+  showQueryPicture(null);
+  history.replaceState(null, "", location.pathname);
+  statusShown = true;
+  loadStatus(true);
+  showLibrary();
+}
+
+function followLibrary() {
+  $("library-more").addEventListener("click", () => loadLibraryPage(false));
+  $("library-month").addEventListener("change", () => loadLibraryPage(true));
+  $("q").addEventListener("input", backToLibrary);
+  const observer = new IntersectionObserver((entries) => {
+    if (entries.some((entry) => entry.isIntersecting) && !$("library").hidden) loadLibraryPage(false);
+  }, { rootMargin: `0px 0px ${LIBRARY_AHEAD}px 0px` });
+  observer.observe($("library-more").parentElement);
+}
+
 // "12 min": an index run's time left, as roughly as a person wants it.
 function humanDuration(seconds) {
   seconds = Math.max(0, seconds);
@@ -232,10 +415,14 @@ document.addEventListener("DOMContentLoaded", () => {
     control.addEventListener("change", () => { if ($("q").value.trim()) $("search").requestSubmit(); });
   }
   acceptDroppedPictures();
+  followLibrary();
   const initial = new URLSearchParams(location.search).get("q");
   loadStatus(!initial);
   if (initial) {
+    $("library").hidden = true;
     $("q").value = initial;
     $("search").requestSubmit();
+  } else {
+    showLibrary();
   }
 });

@@ -1,0 +1,52 @@
+"""/api/pictures: the library, newest first (date taken, else file date), a page at a time."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter, Query
+
+from ...files import path_key
+from ...library import MAX_PAGE, LibraryPicture
+from ..served import Served
+from .images import image_links
+
+
+def router(served: Served) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.get("/api/pictures", summary="The library, newest first")
+    def pictures(
+        limit: int = Query(60, ge=1, le=MAX_PAGE, description="How many pictures on this page."),
+        before: Optional[str] = Query(
+            None, max_length=200,
+            description="The next_before of the page before, or a date (2024-06-30) to start at the pictures taken before it.",
+        ),
+    ) -> dict[str, Any]:
+        """Indexed pictures newest first, by date taken, else the file's modification time; pictures
+        waiting for their caption too. Ask again with before=next_before for the next page."""
+        page = served.engine.browse(limit, before=before)
+        return {
+            "total": page.total,
+            "limit": limit,
+            "next_before": page.next_before,
+            "pictures": [picture_json(picture) for picture in page.pictures],
+        }
+
+    return routes
+
+
+def picture_json(picture: LibraryPicture) -> dict[str, Any]:
+    image_id = path_key(picture.path)
+    return {
+        "id": image_id,
+        "path": picture.path,
+        "caption": picture.caption,
+        "caption_pending": picture.caption_pending,
+        "ocr_text": str(picture.metadata.get("ocr_text") or ""),
+        # The Unix time it is ordered by, and whether that is the date taken or the file's date.
+        "date": picture.date,
+        "date_source": picture.date_source,
+        "metadata": picture.metadata,
+        **image_links(image_id),
+    }
