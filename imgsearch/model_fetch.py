@@ -54,10 +54,28 @@ def ensure_model_available(model_id: str, kind: str, error: type[ImgsearchError]
         raise error(
             f"{what}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1) forbids downloading it; "
             f"fetch it once while online ({fetch}), or give a local model folder instead of the id"
+            + _offline_way(kind)
         )
     problem = _hub_problem(model_id, constants.ENDPOINT)
     if problem is not None:
         raise error(f"{what}: {problem}")
+
+
+def _offline_way(kind: str) -> str:
+    """What works with no download at all, said after the way to download the model."""
+    from .errors import DISTRIBUTION
+
+    if kind == "captioning model":
+        return (
+            "; or index with no captioning model: `--captioner captions --captions-file FILE.jsonl` indexes captions you have "
+            "(or a .txt beside each picture, without --captions-file)"
+        )
+    if kind == "embedding model":
+        return (
+            f"; or, with no download at all, `pip install '{DISTRIBUTION}[offline-embedder]'` installs the default embedder "
+            "(all-MiniLM-L6-v2) for use offline"
+        )
+    return ""
 
 
 def _is_hub_id(model_id: str) -> bool:

@@ -24,3 +24,24 @@ def test_a_missing_folder_is_named_before_any_model_loads(command, tmp_path):
     assert lines == ["error: /no/such/folder: no such file or folder"], proc.stderr
     assert time.monotonic() - started < 20
     assert not (tmp_path / "data" / "index.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "offline_way"),
+    [
+        ([], "--captioner captions --captions-file"),
+        (["--captioner", "captions", "--embed-model", "sentence-transformers/all-mpnet-base-v2"], "[offline-embedder]"),
+    ],
+)
+def test_a_model_missing_offline_names_the_way_that_works_offline(options, offline_way, tmp_path):
+    from conftest import make_image
+
+    make_image(tmp_path / "photos" / "a.jpg").with_suffix(".txt").write_text("a red square")
+    # An empty Hugging Face cache: no model is there.
+    env = imgsearch_env(tmp_path / "data", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    proc = run_imgsearch("index", tmp_path / "photos", *options, env=env)
+    assert proc.returncode == 3, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "hf download" in line or "snapshot_download" in line
+    # After the way that needs a download, the way that needs none.
+    assert line.index(offline_way) > line.index("offline mode")
