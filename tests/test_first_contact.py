@@ -45,3 +45,24 @@ def test_a_model_missing_offline_names_the_way_that_works_offline(options, offli
     assert "hf download" in line or "snapshot_download" in line
     # After the way that needs a download, the way that needs none.
     assert line.index(offline_way) > line.index("offline mode")
+
+
+@pytest.mark.slow
+def test_a_captions_jsonl_in_the_indexed_folder_is_used(tmp_path):
+    import json
+
+    from conftest import make_image
+
+    photos = tmp_path / "Photos"
+    make_image(photos / "red.jpg", color=(220, 20, 20))
+    make_image(photos / "trips" / "blue.png", color=(20, 20, 220))
+    records = [{"image": "red.jpg", "caption": "a red kite in the sky"}, {"image": "trips/blue.png", "captions": ["a blue lake"]}]
+    (photos / "captions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    env = imgsearch_env(tmp_path / "data")
+    proc = run_imgsearch("index", photos, "--captioner", "captions", "--json", env=env, check_code=0)
+    report = json.loads(proc.stdout)
+    assert report["new"] == 2 and not report["failed"], report
+    said = [line for line in proc.stderr.splitlines() if "captions.jsonl" in line]
+    assert said == [f"captions from {photos / 'captions.jsonl'} (--captions-file names another)"], proc.stderr
+    hits = json.loads(run_imgsearch("query", "a blue lake", "-k", "1", "--json", env=env, check_code=0).stdout)
+    assert hits[0]["path"].endswith("blue.png") and hits[0]["caption"] == "a blue lake"

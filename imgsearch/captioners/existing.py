@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,18 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 _ID_SALT = b"as-written\0"
+# The captions file a dataset or an export keeps beside its pictures, used when none is named.
+FOLDER_CAPTIONS_NAME = "captions.jsonl"
+
+
+def folder_captions_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The captions.jsonl in each folder of paths that holds one, in the order given."""
+    found = []
+    for path in paths:
+        candidate = Path(path).expanduser() / FOLDER_CAPTIONS_NAME
+        if candidate.is_file() and candidate not in found:
+            found.append(candidate)
+    return found
 
 
 class ExistingCaptions(Captioner):

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
 from .option_groups import Options, with_options
-from .options import CAPTIONER, CONFIG, EMBEDDER, RAY, STORE, JsonOut, engine_from
+from .options import CAPTIONER, CONFIG, EMBEDDER, RAY, STORE, JsonOut, engine_from, settings_from
 
 if TYPE_CHECKING:
     from ..results import CaptionUsage, IndexReport
@@ -38,6 +38,7 @@ def index(
     from ..stopping import stop_on_signals
 
     check_paths(paths)
+    options = with_folder_captions(options, paths)
     engine = call(lambda: engine_from(options))
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
         print_notes(call(lambda: engine.follow_recorded_models(captioning=True)))
@@ -75,6 +76,7 @@ def watch(
     from ..stopping import stop_on_signals
 
     check_paths(paths)
+    options = with_folder_captions(options, paths)
     engine = call(lambda: engine_from(options))
 
     def show(report: "IndexReport") -> None:
@@ -136,6 +138,28 @@ def check_paths(paths: "list[Path]") -> None:
         wanted = os.R_OK | os.X_OK if path.expanduser().is_dir() else os.R_OK
         if path.expanduser().exists() and not os.access(path.expanduser(), wanted):
             fail(f"{shown}: permission denied (cannot be read)", EXIT_USAGE)
+
+
+def with_folder_captions(options: Options, paths: "list[Path]") -> Options:
+    """options with --captions-file set to the captions.jsonl in an indexed folder, when the
+    captions captioner is to run without a captions file; said in one line."""
+    from ..captioners.existing import FOLDER_CAPTIONS_NAME, folder_captions_files
+
+    settings = call(lambda: settings_from(options))
+    if settings.captioner != "captions" or settings.captions_file:
+        return options
+    found = folder_captions_files(paths)
+    if len(found) > 1:
+        err.print(
+            f"several {FOLDER_CAPTIONS_NAME} files in the indexed folders: captions come from a .txt beside each "
+            "picture unless --captions-file names one",
+            highlight=False,
+        )
+        return options
+    if not found:
+        return options
+    err.print(f"captions from {escape(str(found[0]))} (--captions-file names another)", highlight=False)
+    return {**options, "captions_file": found[0]}
 
 
 def _stopping_notice(signum: int) -> None:
