@@ -130,7 +130,7 @@ class LocalCaptioning:
         def keep(finished: dict[int, str]) -> None:
             self.captions.remember([(picture, text) for i, text in finished.items() for picture in groups[i]])
 
-        inputs = [CaptionInput(group[0].file.path, group[0].image) for group in groups]
+        inputs = [CaptionInput(group[0].file.path, group[0].image, group[0].content_hash) for group in groups]
         try:
             return self.captioner.caption(
                 inputs, on_batch=lambda n: self.tally.stage(CAPTIONING, done=n), keep=keep

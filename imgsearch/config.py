@@ -52,6 +52,9 @@ class Settings:
     caption_model: str = DEFAULT_CAPTION_MODEL
     caption_prompt: str = ""
     captions_file: str = ""
+    # More captioners whose captions each picture gets beside the captioner's, separated by ";":
+    # each "NAME[,model=...][,preset=...][,max_new_tokens=...][,captions_file=...][,api_base_url=...][,prompt=...]".
+    also_caption: str = ""
     max_new_tokens: int = 60
     device: str = "auto"
     embedder: str = "sentence-transformers"
@@ -85,7 +88,8 @@ class Settings:
     keyword_weight: float = 0.0  # share of BM25 in hybrid scores for sentence-like queries
     short_query_keyword_weight: float = 0.5  # ... and for one- or two-word queries and file names
     visual_weight: float = 0.5  # share of image vectors in the meaning part of hybrid scores (when the index has them)
-    min_score: float = 0.0  # hits scoring below this are dropped ("no good match")
+    # Hits scoring below this are dropped ("no good match"); None: each mode's calibrated floor (relevance.py).
+    min_score: float | None = None
     # `imgsearch serve`: address, access token, and the folders it serves and may index.
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
@@ -120,6 +124,11 @@ _NOT_SETTINGS = {"config_file", "explicitly_set"}
 _SECRET_FIELDS = {"api_key", "serve_token"}
 
 
+def coerce_setting(name: str, value: Any, source: str) -> Any:
+    """value as setting name's type; a ConfigError naming source when it is none."""
+    return _coerce(name, value, source)
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = _FIELD_TYPES[name]
     try:
@@ -131,7 +140,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if str(value).strip().lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if kind == "float":
+        if kind == "float | None" and str(value).strip().lower() in ("default", "auto"):
+            return None
+        if kind in ("float", "float | None"):
             if isinstance(value, bool):
                 raise ValueError
             parsed_float = float(value)

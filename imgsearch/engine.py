@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .image_vector_backfill import ImageVectorsAdded
     from .indexer import IndexProgress
     from .library import LibraryPage
+    from .relevance import SearchHits
 
 MAX_K = 1000
 
@@ -496,17 +497,19 @@ class ImageSearch:
         filters: SearchFilters | None = None,
         min_score: float | None = None,
         sort: str = "score",
-    ) -> list[SearchHit]:
+    ) -> SearchHits:
         """The k pictures that best match text, best first.
 
         mode: "dense" (caption meaning), "keyword" (BM25 over caption, text in the image,
         file and folder names) or "hybrid" (both, blended); default from settings.
         filters: conditions every hit must meet (folder, file type, date taken, camera, size).
-        min_score: drop hits scoring below this; an empty list means no good match.
+        min_score: drop hits scoring below this; None: the min_score setting, else the mode's
+        calibrated relevance floor (relevance.py; 0 keeps every hit). The hits returned are a
+        relevance.SearchHits: none with below_floor > 0 means no good match.
         sort: "score" (best first) or "date": the same hits, newest taken first (date taken,
         else the file's modification time; hits with neither last).
         """
-        from .search import check_min_score, check_sort, ordered_hits, query_text
+        from .search import check_min_score, check_sort, query_text
 
         # NUL and other control characters are no words; a query of nothing else is empty.
         text = query_text(text or "")
@@ -524,7 +527,7 @@ class ImageSearch:
             self.store, plan, text, lambda: self.embedder.embed_query(text), k, expression,
             visual_vector=(lambda: visual.encode_query(text)) if visual is not None else None,
         )
-        return ordered_hits(self._above(rows, min_score), sort)
+        return self._above(rows, min_score, sort, plan.mode)
 
     def query_image(
         self,
@@ -534,12 +537,12 @@ class ImageSearch:
         filters: SearchFilters | None = None,
         min_score: float | None = None,
         sort: str = "score",
-    ) -> list[SearchHit]:
+    ) -> SearchHits:
         """Search by picture: the k indexed pictures whose image vectors are closest to image's
         (a file, indexed or not, or a PIL image). Needs an index built with a visual model.
         sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
         from .images import load_rgb
-        from .search import check_min_score, check_sort, ordered_hits
+        from .search import check_min_score, check_sort
 
         min_score = check_min_score(min_score)
         sort = check_sort(sort)
@@ -560,7 +563,7 @@ class ImageSearch:
             pixels = image.convert("RGB")
         [vector] = visual.encode_images([pixels])
         expression = filters.expression() if filters else ""
-        return ordered_hits(self._above(self.store.search(vector, k, expression, field="visual"), min_score), sort)
+        return self._above(self.store.search(vector, k, expression, field="visual"), min_score, sort)
 
     def duplicates(self, threshold: float = DUPLICATE_THRESHOLD, folder: str | Path | None = None) -> list[list[str]]:
         """Groups of indexed pictures that are the same picture: the same bytes, or (in an index
@@ -580,10 +583,10 @@ class ImageSearch:
         filters: SearchFilters | None = None,
         min_score: float | None = None,
         sort: str = "score",
-    ) -> list[SearchHit]:
+    ) -> SearchHits:
         """More like this: the k indexed pictures whose captions are closest to path's caption.
         sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
-        from .search import check_min_score, check_sort, ordered_hits
+        from .search import check_min_score, check_sort
 
         min_score = check_min_score(min_score)
         sort = check_sort(sort)
@@ -607,7 +610,7 @@ class ImageSearch:
 
             expression = captioned_only(expression)  # a picture waiting for its caption has no caption vector
         rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
-        return ordered_hits(self._above(rows, min_score), sort)
+        return self._above(rows, min_score, sort)
 
     def browse(self, limit: int = 50, *, before: Any = None) -> LibraryPage:
         """The library, newest first: limit pictures (date taken, else the file's modification
@@ -621,9 +624,23 @@ class ImageSearch:
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         return library_page(self.store, limit, before)
 
-    def _above(self, rows: list[dict[str, Any]], min_score: float | None) -> list[SearchHit]:
-        floor = self.settings.min_score if min_score is None else min_score
-        return [_hit(row) for row in rows if row["score"] >= floor]
+    def _above(
+        self, rows: list[dict[str, Any]], min_score: float | None, sort: str, mode: str | None = None
+    ) -> SearchHits:
+        """rows that pass the floor, as hits in sort's order: min_score (else the setting) on the
+        score shown, or when neither is set the calibrated floor of mode (relevance.py)."""
+        from .relevance import SearchHits, default_floor, passes_floor
+        from .search import ordered_hits
+
+        chosen = self.settings.min_score if min_score is None else min_score
+        if chosen is not None:
+            kept = [row for row in rows if row["score"] >= chosen]
+        else:
+            chosen = default_floor(mode, self.embedder.id)
+            kept = rows if chosen is None else [row for row in rows if passes_floor(row, chosen)]
+        return SearchHits(
+            ordered_hits([_hit(row) for row in kept], sort), floor=chosen, below_floor=len(rows) - len(kept)
+        )
 
     @staticmethod
     def _check_k(k: int) -> None:
@@ -636,6 +653,7 @@ class ImageSearch:
         exists = store.exists()
         props = store.properties() if exists else {}
         captioners: list[str] = []
+        by_captioner: dict[str, int] = {}
         images = captioned = 0
         if exists:
             from .search import CAPTIONED
@@ -644,6 +662,7 @@ class ImageSearch:
             images = store.count()
             captioned = store.count(CAPTIONED) if images else 0
             captioners = store.captioners()
+            by_captioner = _captions_by_captioner(store, captioners) if images else {}
         from .run_progress import run_under_way
 
         return IndexStatus(
@@ -654,6 +673,7 @@ class ImageSearch:
             embedder=props.get(PROP_EMBEDDER),
             dimension=int(props[PROP_DIMENSION]) if PROP_DIMENSION in props else None,
             captioners=captioners,
+            captions_by_captioner=by_captioner,
             data_dir=str(self.settings.data_dir),
             config_file=str(self.settings.config_file) if self.settings.config_file else None,
             visual_model=props.get(PROP_VISUAL_MODEL, "").removeprefix("visual:") or None,
@@ -700,3 +720,16 @@ def _roots(paths: Iterable[str | Path] | str | Path) -> list[Path]:
 def _hit(row: dict[str, Any]) -> SearchHit:
     metadata = {name: row[name] for name in ROW_FIELDS if name in row and name not in ("path", "caption")}
     return SearchHit(path=row["path"], caption=row["caption"], score=row["score"], metadata=metadata)
+
+
+def _captions_by_captioner(store: MilvusStore, makers: list[str]) -> dict[str, int]:
+    """How many pictures hold a caption by each captioner, counting each of several in a row."""
+    from .results import ROW_TEXT_MARK, part_ids
+    from .search import quote
+
+    counts: dict[str, int] = {}
+    for maker in makers:
+        rows = store.count(f"captioner == {quote(maker)}")
+        for part in part_ids(maker.removesuffix(ROW_TEXT_MARK)):
+            counts[part] = counts.get(part, 0) + rows
+    return {part: count for part, count in counts.items() if count}

@@ -7,12 +7,13 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import ConfigError
-from .results import is_pending_row
+from .results import captions_of_row, is_pending_row
 
 EXPORT_FORMATS = ("jsonl", "csv")
 # Leading columns, in this order; every other stored field follows in the store's order.
@@ -55,7 +56,12 @@ def write_rows(
         if csv_writer is not None:
             csv_writer.writerow([_csv_value(value) for value in values])
         else:
-            stream.write(json.dumps(dict(zip(columns, values)), ensure_ascii=False) + "\n")
+            record = dict(zip(columns, values))
+            captions = captions_of_row(row)
+            if len(captions) > 1:
+                # The caption column holds them one per line; here each names its captioner.
+                record["captions"] = [asdict(caption) for caption in captions]
+            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         written += 1
         if on_row is not None:
             on_row()

@@ -8,11 +8,13 @@ plugins always were (see captioner_from_keywords and embedder_from_keywords).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
 from .captioners.base import Captioner
-from .config import Settings
+from .config import Settings, coerce_setting
+from .errors import ConfigError
 from .embedders.base import Embedder
 from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
 from .store import MilvusStore
@@ -22,11 +24,61 @@ if TYPE_CHECKING:
 
 
 def build_captioner(settings: Settings) -> Captioner:
-    """The captioner named in settings, found through the captioner entry points."""
+    """The captioner named in settings (with those of --also-caption, all of them), found through
+    the captioner entry points."""
+    main = _one_captioner(settings)
+    if not settings.also_caption.strip():
+        return main
+    from .captioners.several import SeveralCaptioners
+
+    return SeveralCaptioners([main, *(_one_captioner(more) for more in also_caption_settings(settings))])
+
+
+def _one_captioner(settings: Settings) -> Captioner:
     cls = load_plugin(CAPTIONER_GROUP, settings.captioner)
     if hasattr(cls, "from_settings"):
         return cls.from_settings(settings)
     return captioner_from_keywords(cls, settings)
+
+
+# What each captioner of --also-caption may say of itself; the rest it takes from the settings.
+_ALSO_CAPTION_KEYS = {
+    "model": "caption_model", "preset": "caption_preset", "prompt": "caption_prompt",
+    "max_new_tokens": "max_new_tokens", "captions_file": "captions_file", "api_base_url": "api_base_url",
+    "beams": "num_beams",
+}
+
+
+def also_caption_settings(settings: Settings) -> list[Settings]:
+    """The settings of each captioner --also-caption names: "NAME[,key=value...]", several separated
+    by ";". Options it does not give are the defaults (not the first captioner's); the device,
+    precision, API key and concurrency are shared. A prompt goes last: it may hold commas."""
+    defaults = Settings(data_dir=settings.data_dir)
+    found: list[Settings] = []
+    for spec in settings.also_caption.split(";"):
+        if not spec.strip():
+            continue
+        name, _, rest = spec.strip().partition(",")
+        changes: dict[str, Any] = {field: getattr(defaults, field) for field in _ALSO_CAPTION_KEYS.values()}
+        changes.update(captioner=name.strip(), also_caption="")
+        spec_given = ["captioner"]
+        while rest.strip():
+            key, equals, value = rest.strip().partition("=")
+            if not equals or key.strip() not in _ALSO_CAPTION_KEYS:
+                raise ConfigError(
+                    f"--also-caption {spec.strip()!r}: expected NAME,key=value,... with keys "
+                    f"{', '.join(_ALSO_CAPTION_KEYS)}"
+                )
+            field = _ALSO_CAPTION_KEYS[key.strip()]
+            if field == "caption_prompt":
+                value, rest = value, ""
+            else:
+                value, _, rest = value.partition(",")
+            changes[field] = coerce_setting(field, value.strip(), "--also-caption")
+            spec_given.append(field)
+        given = tuple(name for name in settings.explicitly_set if name not in _ALSO_CAPTION_KEYS.values()) + tuple(spec_given)
+        found.append(dataclasses.replace(settings, **changes, explicitly_set=given))
+    return found
 
 
 def build_embedder(settings: Settings) -> Embedder:

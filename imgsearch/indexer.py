@@ -26,7 +26,7 @@ from .files import FoundFile, WalkProblem, file_is_gone, path_key, root_path, wa
 from .ocr import TextReader, row_maker
 from .picture_reader import Picture, PictureReader
 from .pruning import missing_rows
-from .results import IndexReport, is_pending_row
+from .results import IndexReport
 from .run_progress import RunProgressFile
 from .row_writer import RowWriter
 from .run_captions import RunCaptions
@@ -222,9 +222,10 @@ class Indexer:
                 if current and same_file:
                     unchanged += 1
                     continue
-                if same_file and is_pending_row(row) and self._stores_first():
+                if same_file and not current and self._stores_first():
                     # Stored by an earlier run that did not caption it (stopped, or its caption
-                    # failed): captioned now, not read again first; its row is then updated.
+                    # failed), or captioned by other captioners: captioned now, not stored again
+                    # first (a row with a caption keeps it meanwhile); its row is then updated.
                     changed.append(Picture(
                         file, key, replaces_row=True, written_caption=written, pending=True,
                         taken_at=float(row.get("taken_at") or file.mtime),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import MissingDependencyError, install_hint
+from .results import ROW_TEXT_MARK
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -15,7 +16,7 @@ TEXT_MARKER = "Text in image:"
 MAX_OCR_CHARS = 2000
 # Follows the captioner's id in the maker a row records when words read from the picture are
 # part of its text: turning OCR on or off re-makes the rows.
-ROW_MARK = "+ocr"
+ROW_MARK = ROW_TEXT_MARK
 
 
 def row_maker(captioner_id: str, with_text: bool) -> str:

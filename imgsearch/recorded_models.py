@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 EMBEDDING_SETTINGS = ("embedder", "embed_model")
 CAPTIONING_SETTINGS = (
     "captioner", "caption_model", "caption_prompt", "caption_preset", "captions_file", "max_new_tokens",
-    "num_beams", "api_base_url",
+    "num_beams", "api_base_url", "also_caption",
 )
 # The built-in embedder records its model's name as the index's embedder: an index whose
 # embedding settings were never recorded (made before they were) is read back this way.

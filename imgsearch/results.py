@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class CaptionText:
+    """One captioner's caption of a picture (an index may hold several captioners' captions)."""
+
+    captioner: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -16,7 +26,15 @@ class SearchHit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "caption_pending": self.caption_pending}
+        return {
+            **asdict(self), "caption_pending": self.caption_pending,
+            "captions": [asdict(part) for part in self.captions],
+        }
+
+    @property
+    def captions(self) -> list[CaptionText]:
+        """Each captioner's caption, in the order the index lists them ([] while the caption is pending)."""
+        return captions_of_row({**self.metadata, "caption": self.caption})
 
     @property
     def ocr_text(self) -> str:
@@ -30,6 +48,8 @@ class SearchHit:
         return is_pending_row(self.metadata)
 
 
+# How a row's maker says words read from the picture were added to its text (ocr.row_maker).
+ROW_TEXT_MARK = "+ocr"
 # The captioner a row stored by an index run's first pass names until its caption is in.
 PENDING_CAPTIONER = ""
 
@@ -37,6 +57,43 @@ PENDING_CAPTIONER = ""
 def is_pending_row(row: dict[str, Any]) -> bool:
     """Whether a stored row (or a hit's metadata) waits for its caption."""
     return "captioner" in row and row["captioner"] == PENDING_CAPTIONER
+
+
+# What a row's captioner begins with when its caption is made of several captioners' captions.
+SEVERAL_PREFIX = "several:"
+
+
+def several_id(ids: Sequence[str]) -> str:
+    """The captioner a row records for the captions of ids, in that order."""
+    return SEVERAL_PREFIX + json.dumps(list(ids), ensure_ascii=False, separators=(",", ":"))
+
+
+def part_ids(captioner_id: str) -> list[str]:
+    """The captioners whose captions a row made by captioner_id holds (itself when only one)."""
+    if not captioner_id.startswith(SEVERAL_PREFIX):
+        return [captioner_id] if captioner_id else []
+    try:
+        ids = json.loads(captioner_id[len(SEVERAL_PREFIX) :])
+    except ValueError:
+        return [captioner_id]
+    return [str(part) for part in ids] if isinstance(ids, list) else [captioner_id]
+
+
+def join_captions(captions: Sequence[str]) -> str:
+    """The row text of several captions: one per line (a cleaned caption holds no line break)."""
+    return "\n".join(" ".join(caption.split()) for caption in captions)
+
+
+def split_caption(captioner_id: str, caption: str) -> list[CaptionText]:
+    """Each captioner's caption in a row's text, in order; [] for a row waiting for its caption."""
+    ids = part_ids(captioner_id)
+    if not ids:
+        return []
+    lines = caption.split("\n") if len(ids) > 1 else [caption]
+    if len(lines) != len(ids):
+        # Cut short by the store's length limit (or written by hand): the text stays whole.
+        return [CaptionText(captioner_id, caption)]
+    return [CaptionText(part, text) for part, text in zip(ids, lines)]
 
 
 @dataclass
@@ -72,8 +129,13 @@ class ImageDescription:
     ocr_text: str = ""
     usage: CaptionUsage = field(default_factory=CaptionUsage)
 
+    @property
+    def captions(self) -> list[CaptionText]:
+        """Each captioner's caption, when several described the picture."""
+        return split_caption(self.captioner, self.text)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "captions": [asdict(part) for part in self.captions]}
 
 
 @dataclass(frozen=True)
@@ -170,6 +232,8 @@ class IndexStatus:
     with_image_vectors: int = 0
     # The index run under way, if any (IndexRunProgress.to_dict()): found, stored, captioned, rate, ETA.
     run: dict[str, Any] | None = None
+    # Pictures with a caption by each captioner (an index may hold several captioners' captions).
+    captions_by_captioner: dict[str, int] = field(default_factory=dict)
 
     @property
     def caption_pending(self) -> int:
@@ -204,3 +268,10 @@ class CheckReport:
         data["rebuilt"] = self.rebuilt.to_dict() if self.rebuilt else None
         data["ok"] = self.ok
         return data
+
+
+def captions_of_row(row: dict[str, Any]) -> list[CaptionText]:
+    """Each captioner's caption in a stored row (or a hit's metadata with its caption)."""
+    # A row whose text has words read from the picture marks its maker (ocr.row_maker).
+    maker = str(row.get("captioner") or "").removesuffix(ROW_TEXT_MARK)
+    return split_caption(maker, str(row.get("caption") or ""))

@@ -6,6 +6,7 @@ import threading
 
 from .caption_cache import FOR_FILE, CaptionCache
 from .captioners.base import Captioner
+from .captioners.several import SeveralCaptioners
 from .errors import ImgsearchError
 from .ocr import TextReader
 from .picture_reader import Picture
@@ -23,6 +24,9 @@ class RunCaptions:
     def __init__(self, captioner: Captioner, cache: CaptionCache, reuse_any_caption: bool = False):
         self.captioner = captioner
         self.cache = cache
+        if isinstance(captioner, SeveralCaptioners):
+            # Each of its captioners' captions is looked up and kept under that captioner's own key.
+            captioner.use_cache(cache)
         self.reuse_any_caption = reuse_any_caption
         self.follows_files = bool(getattr(captioner, "captions_follow_files", False))
         # The captioner's prompt and image size are asked once, by the first picture that

@@ -35,6 +35,12 @@ class PixelCaptioner(Captioner):
         return "pixels:1"
 
     def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
+        import os
+
+        log = os.environ.get("PIXEL_CAPTION_LOG")
+        if log and type(self) is PixelCaptioner:
+            with open(log, "a") as handle:
+                handle.writelines(f"{item.path}\n" for item in items)
         return [self._describe(item) for item in items]
 
     def _describe(self, item: CaptionInput) -> str:
@@ -52,7 +58,8 @@ class PixelCaptioner(Captioner):
 
 class SlowPixelCaptioner(PixelCaptioner):
     """PixelCaptioner at the pace of a model on a CPU: SLOW_CAPTION_SECONDS (default 1) a picture,
-    one at a time; it notes each path it captions, in order, in SLOW_CAPTION_LOG when set."""
+    one at a time; it notes each path it captions, in order, in SLOW_CAPTION_LOG when set (and
+PixelCaptioner, in PIXEL_CAPTION_LOG)."""
 
     def __init__(self, batch_size: int = 1, **_: object):
         super().__init__(batch_size=1)

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CaptionInput:
-    """One picture to caption: its path, and its decoded pixels when the captioner needs them."""
+    """One picture to caption: its path, its decoded pixels when the captioner needs them, and
+    its content hash when known (for captioners that look their captions up in the cache)."""
 
     path: Path
     image: "Image.Image | None" = None
+    content_hash: str = ""
 
 
 @dataclass(frozen=True)

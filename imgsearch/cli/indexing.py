@@ -101,7 +101,7 @@ def watch(
 @with_options(
     CAPTIONER.only(
         "captioner", "caption_model", "caption_preset", "caption_prompt", "captions_file", "max_new_tokens",
-        "num_beams", "dtype", "api_base_url", "request_timeout", "ocr",
+        "num_beams", "dtype", "api_base_url", "request_timeout", "ocr", "also_caption",
     ),
     EMBEDDER.only("device"),
     STORE.only("data_dir"),
@@ -119,7 +119,11 @@ def describe(
     if as_json:
         out.print_json(json.dumps(described.to_dict()))
         return
-    out.print(escape(described.text), highlight=False)
+    if len(described.captions) > 1:
+        for part in described.captions:
+            out.print(f"[bold]{escape(part.captioner)}[/]: {escape(part.text)}", highlight=False)
+    else:
+        out.print(escape(described.text), highlight=False)
     if described.ocr_text:
         out.print(f"text in image: {escape(described.ocr_text)}", highlight=False)
     if described.truncated:

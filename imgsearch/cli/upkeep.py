@@ -218,7 +218,11 @@ def _print_status(info: "IndexStatus") -> None:
     if info.run is not None:
         table.add_row("indexing", escape(run_progress(info.run)))
     table.add_row("embedder", escape(f"{info.embedder} ({info.dimension}-d)") if info.embedder else "-")
-    table.add_row("captioners", escape(", ".join(info.captioners)) or "-")
+    if info.captions_by_captioner:
+        counts = ", ".join(f"{captioner} ({count})" for captioner, count in info.captions_by_captioner.items())
+        table.add_row("captions by", escape(counts))
+    else:
+        table.add_row("captioners", escape(", ".join(info.captioners)) or "-")
     table.add_row("data dir", escape(info.data_dir))
     table.add_row("config file", escape(info.config_file or "none"))
     out.print(table)

@@ -20,7 +20,17 @@ _END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """The sentences of text, in order, none empty; a text of one sentence is [text.strip()]."""
+    """The sentences of text, in order, none empty; a text of one sentence is [text.strip()].
+
+    A line break ends a sentence too: a picture's captions by several captioners are one per line.
+    """
+    if "\n" in text:
+        sentences = [sentence for line in text.split("\n") if line.strip() for sentence in _split_line(line)]
+        return sentences or [text.strip()]
+    return _split_line(text)
+
+
+def _split_line(text: str) -> list[str]:
     pieces: list[str] = []
     start = 0
     for end in _END.finditer(text):

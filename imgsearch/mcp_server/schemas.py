@@ -26,7 +26,10 @@ Mode = Annotated[
     Field(description="dense (caption meaning), keyword (words, text in the picture, file and folder names), "
           "hybrid (both; the usual default), visual (image vectors only, for an index built with one)."),
 ]
-MinScore = Annotated[Optional[Finite], Field(description="Drop results scoring below this; none left means no good match.")]
+MinScore = Annotated[Optional[Finite], Field(
+    description="Drop results scoring below this (default: the search mode's calibrated floor; 0 keeps every "
+    "result); none left means no good match."
+)]
 Sort = Annotated[
     Literal["score", "date"],
     Field(description="score (best match first) or date (the same results, newest taken first; "
@@ -63,6 +66,13 @@ class Filters(BaseModel):
         return SearchFilters(**{**self.model_dump(), "file_types": tuple(self.file_types)})
 
 
+class CaptionByCaptioner(BaseModel):
+    """One captioner's caption of a picture."""
+
+    captioner: str
+    text: str
+
+
 class PictureHit(BaseModel):
     """One indexed picture a search found."""
 
@@ -73,6 +83,10 @@ class PictureHit(BaseModel):
     caption_pending: bool = Field(
         description="Stored but not captioned yet (an index run captions it): found by its file and folder "
         "names, dates, camera or looks; caption is '' until then."
+    )
+    captions: list[CaptionByCaptioner] = Field(
+        default_factory=list,
+        description="Each captioner's caption when the index holds several per picture (caption has them one per line).",
     )
     ocr_text: str = Field(description="Text read inside the picture ('' when none).")
     score: float
@@ -86,6 +100,13 @@ class SearchResults(BaseModel):
     query: str
     sort: Literal["score", "date"] = "score"
     results: list[PictureHit]
+    no_good_match: bool = Field(
+        default=False,
+        description="True when results is empty because every match scored below the score floor (not an empty "
+        "index, nor filters nothing passes): nothing indexed matches well; min_score 0 shows the weak ones.",
+    )
+    below_floor: int = Field(default=0, description="How many of the best matches fell below the score floor.")
+    floor: Optional[float] = Field(default=None, description="The score floor applied (None: none).")
 
 
 class SimilarResults(BaseModel):
@@ -96,6 +117,13 @@ class SimilarResults(BaseModel):
     like_path: str
     sort: Literal["score", "date"] = "score"
     results: list[PictureHit]
+    no_good_match: bool = Field(
+        default=False,
+        description="True when results is empty because every match scored below the score floor (not an empty "
+        "index, nor filters nothing passes): nothing indexed matches well; min_score 0 shows the weak ones.",
+    )
+    below_floor: int = Field(default=0, description="How many of the best matches fell below the score floor.")
+    floor: Optional[float] = Field(default=None, description="The score floor applied (None: none).")
 
 
 class PictureDescription(BaseModel):

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import anyio
 from mcp.server import MCPServer
@@ -24,10 +24,12 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..errors import ImgsearchError
 from ..files import path_key
+from ..relevance import floor_facts, no_good_match_line
 from ..status_text import status_lines
 from ..web.jobs import IndexJob
 from .pictures import PICTURE_URI, IndexedPictures, is_picture_id, picture_uri
 from .schemas import (
+    CaptionByCaptioner,
     Filters,
     IndexFacts,
     IndexRun,
@@ -108,7 +110,9 @@ class PictureTools:
                 sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
-        return _answer(SearchResults(query=query, sort=sort, results=found), images, _pending_note(found))
+        facts = floor_facts(hits)
+        result = SearchResults(query=query, sort=sort, results=found, **facts)
+        return _answer(result, images, _pending_note(found) + _floor_note(repr(query), facts))
 
     def similar_pictures(
         self,
@@ -129,8 +133,9 @@ class PictureTools:
                 sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
-        result = SimilarResults(like_id=picture_id, like_path=row["path"], sort=sort, results=found)
-        return _answer(result, images, _pending_note(found))
+        facts = floor_facts(hits)
+        result = SimilarResults(like_id=picture_id, like_path=row["path"], sort=sort, results=found, **facts)
+        return _answer(result, images, _pending_note(found) + _floor_note(f"pictures like {row['path']}", facts))
 
     def describe_picture(self, picture: Picture, thumbnail_size: ThumbnailSize = 320) -> Annotated[CallToolResult, PictureDescription]:
         """Caption an indexed picture (by id or path) anew with the server's captioner; the index is not changed."""
@@ -209,7 +214,8 @@ class PictureTools:
                 images.append((f"{hit.path} (id {picture_id}{pending})", jpeg))
             found.append(PictureHit(
                 id=picture_id, uri=picture_uri(picture_id), path=hit.path, caption=hit.caption,
-                caption_pending=hit.caption_pending, ocr_text=hit.ocr_text, score=hit.score, metadata=hit.metadata,
+                caption_pending=hit.caption_pending, ocr_text=hit.ocr_text,
+                captions=_several_captions(hit), score=hit.score, metadata=hit.metadata,
                 thumbnail=jpeg is not None,
             ))
         return found, images
@@ -235,6 +241,13 @@ def _pending_note(found: list[PictureHit]) -> list[str]:
     ]
 
 
+def _floor_note(what: str, facts: dict[str, Any]) -> list[str]:
+    """A line saying the results are empty for want of a good match, not for want of pictures."""
+    if not facts["no_good_match"]:
+        return []
+    return [no_good_match_line(what, facts["below_floor"], facts["floor"], "min_score 0")]
+
+
 def _answer(result: BaseModel, images: list[tuple[str, bytes]], notes: Sequence[str] = ()) -> CallToolResult:
     """The result as structured content and as JSON text, any notes in words, then each picture after its label."""
     content: list[ContentBlock] = [TextContent(type="text", text=result.model_dump_json())]
@@ -243,3 +256,9 @@ def _answer(result: BaseModel, images: list[tuple[str, bytes]], notes: Sequence[
         content.append(TextContent(type="text", text=label))
         content.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode("ascii"), mime_type="image/jpeg"))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
+
+
+def _several_captions(hit: "SearchHit") -> list[CaptionByCaptioner]:
+    """Each captioner's caption of a picture that has several (none listed when it has one)."""
+    parts = hit.captions
+    return [CaptionByCaptioner(captioner=part.captioner, text=part.text) for part in parts] if len(parts) > 1 else []

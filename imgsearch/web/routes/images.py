@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+
 import mimetypes
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -10,7 +12,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ...errors import ConfigError, ImageLoadError
-from ...results import is_pending_row
+from ...results import captions_of_row, is_pending_row
 from ..renditions import DEFAULT_VIEW_SIZE, VIEW_SIZES, RenditionCache, browser_type
 from ..served import Served
 from ..thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
@@ -42,7 +44,9 @@ def router(served: Served) -> APIRouter:
     @routes.get("/api/images/{image_id}", summary="One picture's record")
     def image_record(image_id: str) -> dict[str, Any]:
         row = row_for(image_id)
-        return {**_record_json(image_id, row), "servable": guard.real_path(row) is not None}
+        servable = guard.real_path(row) is not None
+        # Not servable and gone: the page tells how to bring the index up to date.
+        return {**_record_json(image_id, row), "servable": servable, "missing": not servable and guard.missing(row)}
 
     @routes.get("/api/images/{image_id}/thumbnail", summary="A small JPEG of the picture")
     def image_thumbnail(
@@ -108,6 +112,7 @@ def _record_json(image_id: str, row: dict[str, Any]) -> dict[str, Any]:
         "path": row.get("path"),
         "caption": row.get("caption"),
         "caption_pending": is_pending_row(row),
+        "captions": [asdict(part) for part in captions_of_row(row)],
         "ocr_text": str(row.get("ocr_text") or ""),
         "metadata": metadata,
         **image_links(image_id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -175,6 +176,8 @@ def hit_json(hit: Any) -> dict[str, Any]:
         "caption": hit.caption,
         # Stored but not captioned yet: the page says so in the caption's place.
         "caption_pending": hit.caption_pending,
+        # Each captioner's caption, when the index holds several per picture.
+        "captions": [dataclasses.asdict(part) for part in hit.captions],
         "ocr_text": str(hit.metadata.get("ocr_text") or ""),
         "score": hit.score,
         "metadata": hit.metadata,

@@ -25,9 +25,21 @@ function fileName(path) {
 }
 
 // A picture stored by an index run's first pass has no caption yet: it says so in the caption's place.
+// A picture captioned by several captioners shows each caption on its own line, naming its captioner on hover.
 function showCaption(element, record) {
-  element.textContent = record.caption_pending ? "caption pending" : record.caption;
   element.classList.toggle("pending", Boolean(record.caption_pending));
+  const parts = record.captions || [];
+  if (record.caption_pending || parts.length < 2) {
+    element.textContent = record.caption_pending ? "caption pending" : record.caption;
+    return;
+  }
+  element.replaceChildren(...parts.map((part) => {
+    const line = document.createElement("span");
+    line.className = "caption-part";
+    line.title = part.captioner;
+    line.textContent = part.text;
+    return line;
+  }));
 }
 
 // A picture's date as the library orders it (imgsearch/library.py picture_date): the date taken, else its
@@ -57,10 +69,14 @@ function missingPlaceholder(record) {
   box.className = "missing";
   const title = document.createElement("strong");
   const advice = document.createElement("span");
-  if (record && record.servable === false) {
+  if (record && record.missing) {
     title.textContent = "File missing";
     advice.append("Moved or deleted since it was indexed: run ", code("imgsearch index <folder>"),
       " again, or ", code("imgsearch prune"), ".");
+  } else if (record && record.servable === false) {
+    title.textContent = "File not served";
+    advice.append("It lies outside the folders this server serves, or changed since it was indexed: run ",
+      code("imgsearch index <folder>"), " again.");
   } else {
     title.textContent = "Picture cannot be shown";
     advice.textContent = "Its file could not be read as a picture.";
@@ -83,16 +99,22 @@ function whenMissing(image, recordURL) {
   }, { once: true });
 }
 
+function thumbnail(hit) {
+  const image = document.createElement("img");
+  whenMissing(image, hit.record);
+  image.alt = hit.caption_pending ? fileName(hit.path) : hit.caption;
+  image.loading = "lazy";
+  image.src = hit.thumbnail;
+  return image;
+}
+
 function card(hit, className = "card") {
   const item = document.createElement("li");
   item.className = className;
   item.tabIndex = 0;
   item.dataset.path = hit.path;
-  const image = document.createElement("img");
-  whenMissing(image, hit.record);
-  image.src = hit.thumbnail;
-  image.alt = hit.caption_pending ? fileName(hit.path) : hit.caption;
-  image.loading = "lazy";
+  // The library says which files it cannot serve: those are not asked for.
+  const image = hit.servable === false ? missingPlaceholder(hit) : thumbnail(hit);
   const caption = document.createElement("p");
   caption.className = "caption";
   showCaption(caption, hit);
@@ -171,7 +193,15 @@ function showResults(answer, started) {
   const took = Math.round(performance.now() - started);
   $("status").textContent = answer.results.length
     ? `${answer.results.length} pictures in ${took} ms`
-    : "no good match";
+    : noResultsText(answer);
+}
+
+// Why a search came back empty: all its best pictures fell below the score floor, or nothing matched.
+function noResultsText(answer) {
+  if (!answer.no_good_match) return "no match";
+  const pictures = answer.below_floor === 1 ? "picture" : "pictures";
+  const floor = answer.floor === null || answer.floor === undefined ? "" : ` ${answer.floor}`;
+  return `no good match; ${answer.below_floor} ${pictures} scored below the floor${floor} (a min score of 0 shows them)`;
 }
 
 async function searchByPicture(file) {
