@@ -140,6 +140,7 @@ def test_api_pictures_pages_newest_first(library):
         assert car["date"] == CAR_FILE_TIME == car["metadata"]["mtime"]
         assert kayak["caption_pending"] is True and kayak["caption"] == ""
         assert puppy["caption_pending"] is False and puppy["thumbnail"] == f"/api/images/{puppy['id']}/thumbnail"
+        assert (puppy["servable"], puppy["missing"]) == (True, False)
         # The links work: the record, and the thumbnail of a picture whose file is there.
         assert client.get(puppy["record"]).json()["path"] == puppy["path"]
         assert client.get(puppy["thumbnail"]).headers["content-type"] == "image/jpeg"
@@ -158,13 +159,24 @@ def test_api_pictures_pages_newest_first(library):
         assert _names(from_2020["pictures"]) == ["cat-sofa.jpg", "dog-park.jpg"]
         # The deleted picture is listed (it is in the index); its record says its file cannot be served.
         gone = from_2020["pictures"][0]
-        assert client.get(gone["record"]).json()["servable"] is False
+        assert (gone["servable"], gone["missing"]) == (False, True)
+        record = client.get(gone["record"]).json()
+        assert (record["servable"], record["missing"]) == (False, True)
         assert client.get(gone["thumbnail"]).status_code == 404
 
         for params in ({"limit": 0}, {"limit": 501}, {"limit": "many"}, {"before": "soon"}, {"before": "x" * 201}):
             refused = client.get("/api/pictures", params=params)
             assert refused.status_code in (400, 422), (params, refused.text)
             assert "Traceback" not in refused.text and "error" in refused.json()
+
+
+def test_api_pictures_tells_a_file_not_served_from_a_missing_one(library):
+    """Served only the harbour folder, the other pictures are there but not served: not missing."""
+    with serving(library.engine, [library.pending.parent]) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        puppy, kayak = client.get("/api/pictures", params={"limit": 2}).json()["pictures"]
+        assert (puppy["servable"], puppy["missing"]) == (False, False)
+        assert (kayak["servable"], kayak["missing"]) == (True, False)
+        assert client.get(puppy["record"]).json()["missing"] is False
 
 
 # -- the page in Chromium ------------------------------------------------------------------------------
@@ -272,6 +284,9 @@ def test_home_page_shows_the_library_newest_first_by_month(library, chromium, tm
         assert puppy.locator(".date").inner_text() == "taken 20 Aug 2023"
         assert page.locator('.tile[data-path$="/car-street.jpg"] .date').inner_text() == "file date 5 Jan 2021"
         assert puppy.locator(".score").count() == 0  # the library ranks nothing
+        # The deleted picture's tile says so, without asking for its thumbnail.
+        gone = page.locator(f'.tile[data-path$="/{GONE}"]')
+        assert gone.locator(".missing").inner_text().startswith(MISSING_TEXT) and gone.locator("img").count() == 0
         kayak = page.locator(f'.tile[data-path="{library.pending}"]')
         assert kayak.locator(".caption").inner_text() == "caption pending"
         assert kayak.locator(".caption").evaluate("el => el.classList.contains('pending')")
@@ -292,6 +307,9 @@ def test_home_page_shows_the_library_newest_first_by_month(library, chromium, tm
         assert page.locator("#library-months h3").first.inner_text() == "March 2019"
         page.fill("#library-month", "")
         page.wait_for_function("() => document.querySelector('.tile')?.dataset.path.endsWith('/puppy-grass.jpg')")
+
+        # The one picture that cannot be shown was not asked for.
+        assert problems == [] and not [url for url in requested if _id(library, GONE) in url]
 
         # A search replaces the library; emptying the search box brings it back.
         page.fill("#q", QUERY)

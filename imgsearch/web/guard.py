@@ -91,6 +91,13 @@ class FileGuard:
         with opened:
             return opened.path
 
+    def missing(self, row: dict[str, Any]) -> bool:
+        """Whether nothing is left where the row's file was indexed: it was moved or deleted."""
+        stored = str(row.get("path") or "")
+        if "\ufffd" in stored or "\x00" in stored:
+            return False  # a name the stored form cannot give: not known to be gone
+        return not os.path.lexists(stored)
+
     def _checked(self, fd: int, stored: str, indexed_size: object) -> tuple[Path, int] | None:
         """The real path and size of the file open on fd, or None when it may not be served."""
         try:

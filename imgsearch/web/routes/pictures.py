@@ -30,14 +30,17 @@ def router(served: Served) -> APIRouter:
             "total": page.total,
             "limit": limit,
             "next_before": page.next_before,
-            "pictures": [picture_json(picture) for picture in page.pictures],
+            "pictures": [picture_json(picture, served) for picture in page.pictures],
         }
 
     return routes
 
 
-def picture_json(picture: LibraryPicture) -> dict[str, Any]:
+def picture_json(picture: LibraryPicture, served: Served) -> dict[str, Any]:
     image_id = path_key(picture.path)
+    row = {**picture.metadata, "path": picture.path}
+    # Said here, so the page shows a picture it cannot have in its place without asking for it.
+    servable = served.guard.real_path(row) is not None
     return {
         "id": image_id,
         "path": picture.path,
@@ -48,5 +51,7 @@ def picture_json(picture: LibraryPicture) -> dict[str, Any]:
         "date": picture.date,
         "date_source": picture.date_source,
         "metadata": picture.metadata,
+        "servable": servable,
+        "missing": not servable and served.guard.missing(row),
         **image_links(image_id),
     }
