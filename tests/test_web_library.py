@@ -141,6 +141,7 @@ def test_api_pictures_pages_newest_first(library):
         assert kayak["caption_pending"] is True and kayak["caption"] == ""
         assert puppy["caption_pending"] is False and puppy["thumbnail"] == f"/api/images/{puppy['id']}/thumbnail"
         assert (puppy["servable"], puppy["missing"]) == (True, False)
+        assert [part["text"] for part in puppy["captions"]] == [puppy["caption"]]
         # The links work: the record, and the thumbnail of a picture whose file is there.
         assert client.get(puppy["record"]).json()["path"] == puppy["path"]
         assert client.get(puppy["thumbnail"]).headers["content-type"] == "image/jpeg"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Optional
 
 from fastapi import APIRouter, Query
 
 from ...files import path_key
 from ...library import MAX_PAGE, LibraryPicture
+from ...results import captions_of_row
 from ..served import Served
 from .images import image_links
 
@@ -46,6 +48,8 @@ def picture_json(picture: LibraryPicture, served: Served) -> dict[str, Any]:
         "path": picture.path,
         "caption": picture.caption,
         "caption_pending": picture.caption_pending,
+        # Each captioner's caption, where several captioned it (as /api/search gives them).
+        "captions": [asdict(part) for part in captions_of_row({**picture.metadata, "caption": picture.caption})],
         "ocr_text": str(picture.metadata.get("ocr_text") or ""),
         # The Unix time it is ordered by, and whether that is the date taken or the file's date.
         "date": picture.date,
