@@ -29,7 +29,13 @@ STOP_WORDS = (
     "a an the of in on at to with and or is are was were be been it its this that these those "
     "there some for by from as into onto while his her their has have very"
 ).split()
-KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": STOP_WORDS}]}
+# The English stemmer makes word forms one word ("giraffes" finds "giraffe", "runs" finds "running");
+# queries go through the same analyzer. A collection keeps the analyzer it was made with: an index
+# made before the stemmer matches exact forms until `imgsearch index FOLDER --rebuild`.
+KEYWORD_ANALYZER = {
+    "tokenizer": "standard",
+    "filter": ["lowercase", {"type": "stop", "stop_words": STOP_WORDS}, {"type": "stemmer", "language": "english"}],
+}
 # Scalar fields returned with every hit and every row lookup.
 ROW_FIELDS = [
     "path", "caption", "captioner", "content_hash", "size", "mtime", "width", "height", "indexed_at",
