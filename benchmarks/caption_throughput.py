@@ -299,7 +299,8 @@ def build_blip(folder: Path) -> Path:
     return folder
 
 
-def build_smolvlm(folder: Path) -> Path:
+def build_smolvlm(folder: Path, text: dict | None = None) -> Path:
+    """SmolVLM-256M, or with text another SmolLM2 decoder (SmolVLM-500M's is SmolLM2-360M)."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -328,7 +329,7 @@ def build_smolvlm(folder: Path) -> Path:
         chat_template=SMOLVLM_CHAT_TEMPLATE,
     )
     config = Idefics3Config(
-        text_config=SMOLVLM_TEXT,
+        text_config=text or SMOLVLM_TEXT,
         vision_config=SMOLVLM_VISION,
         scale_factor=SMOLVLM_SCALE_FACTOR,
         image_token_id=vocab["<image>"],

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import ApiAuthError, CaptionerError, ConfigError, ImageLoadError, MissingDependencyError, install_hint
 from .base import CaptionFailure, CaptionInput, Captioner
-from .prompts import resolve_prompt
+from .prompts import max_new_tokens_of, preset_max_new_tokens, resolve_prompt
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -157,7 +157,7 @@ class ApiCaptioner(Captioner):
         model: str = "",
         prompt: str = "",
         preset: str = "",
-        max_new_tokens: int = 60,
+        max_new_tokens: int | None = None,
         batch_size: int = 8,
         concurrency: int = 4,
         image_max_side: int = 1024,
@@ -169,7 +169,8 @@ class ApiCaptioner(Captioner):
         # The transformers default means "not chosen" for an API backend.
         self.model = model if model and model != DEFAULT_CAPTION_MODEL else self.default_model
         self._prompt = resolve_prompt(preset, prompt)
-        self.max_new_tokens = max_new_tokens
+        # None: the preset's budget (a detailed description needs more room than a caption).
+        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else preset_max_new_tokens(preset, prompt)
         self.concurrency = max(1, concurrency)
         # A chunk of the indexer should keep every worker busy.
         self.batch_size = max(batch_size, self.concurrency)
@@ -190,7 +191,7 @@ class ApiCaptioner(Captioner):
             model=settings.caption_model,
             prompt=settings.caption_prompt,
             preset=settings.caption_preset,
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=max_new_tokens_of(settings),
             concurrency=settings.concurrency,
             image_max_side=settings.image_max_side,
             request_timeout=settings.request_timeout,

@@ -12,7 +12,7 @@ from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import CaptionerError, ConfigError, MissingDependencyError, install_hint
 from ..model_fetch import ensure_model_available
 from .base import CaptionFailure, CaptionInput, Captioner
-from .prompts import DEFAULT_PRESET, PRESETS, resolve_prompt
+from .prompts import DEFAULT_PRESET, PRESETS, max_new_tokens_of, preset_max_new_tokens, resolve_prompt
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -86,7 +86,7 @@ class TransformersCaptioner(Captioner):
         prompt: str = "",
         device: str = "auto",
         batch_size: int = 8,
-        max_new_tokens: int = 60,
+        max_new_tokens: int | None = None,
         num_beams: int = 1,
         preset: str = "",
         dtype: str = "auto",
@@ -108,7 +108,8 @@ class TransformersCaptioner(Captioner):
         self.caption_runtime = caption_runtime
         self.requested_device = device
         self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
+        # None: the preset's budget (a detailed description needs more room than a caption).
+        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else preset_max_new_tokens(preset, prompt)
         self.num_beams = num_beams
         # Above 0, generation may not stop earlier (benchmarks use it for a fixed length).
         self.min_new_tokens = min_new_tokens
@@ -126,7 +127,7 @@ class TransformersCaptioner(Captioner):
             model=settings.caption_model,
             prompt=settings.caption_prompt,
             device=settings.device,
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=max_new_tokens_of(settings),
             num_beams=settings.num_beams,
             preset=settings.caption_preset,
             dtype=settings.dtype,
