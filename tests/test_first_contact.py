@@ -66,3 +66,47 @@ def test_a_captions_jsonl_in_the_indexed_folder_is_used(tmp_path):
     assert said == [f"captions from {photos / 'captions.jsonl'} (--captions-file names another)"], proc.stderr
     hits = json.loads(run_imgsearch("query", "a blue lake", "-k", "1", "--json", env=env, check_code=0).stdout)
     assert hits[0]["path"].endswith("blue.png") and hits[0]["caption"] == "a blue lake"
+
+
+@pytest.mark.slow
+def test_status_shows_the_keeper_and_unload_stops_it_but_never_under_a_writer(captioned_folder, tmp_path):
+    import json
+    import os
+
+    from imgsearch.store.connection import lite_file
+    from imgsearch.store.lite_keeper import start_time
+    from imgsearch.store.lock import EmbeddedIndexLock
+
+    data = tmp_path / "data"
+    env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="600")
+    run_imgsearch("index", captioned_folder, "--captioner", "captions", env=env, check_code=0)
+    try:
+        before = time.time()
+        keeper = json.loads(run_imgsearch("status", "--json", env=env, check_code=0).stdout)["keeper"]
+        assert keeper is not None and start_time(keeper["pid"])
+        assert keeper["memory_bytes"] > 20 * 2**20  # the Milvus Lite server under it counts too
+        assert before + 590 < keeper["stops_at"] < time.time() + 601
+        shown = run_imgsearch("status", env={**env, "COLUMNS": "60"}, check_code=0).stdout
+        [line] = [line for line in shown.splitlines() if line.startswith("kept loaded")]
+        assert f"by process {keeper['pid']}, " in line and " MB, stops at " in line and "imgsearch unload" in line
+        # A path longer than the terminal is wide stays on one line.
+        assert len(str(data)) > 50 and ["data", "dir", str(data)] in [line.split() for line in shown.splitlines()]
+
+        # A writer holds the index: it is served by that keeper, so the keeper stays.
+        writer = EmbeddedIndexLock.acquire(lite_file(str(data / "index.db")), wait=False)
+        try:
+            refused = run_imgsearch("unload", env=env)
+        finally:
+            writer.release()
+        assert refused.returncode == 3, refused.stderr
+        assert refused.stderr.startswith("error: not unloaded: the index") and "once that finishes" in refused.stderr
+        assert start_time(keeper["pid"])
+
+        unloaded = run_imgsearch("unload", env=env, check_code=0)
+        assert unloaded.stderr.startswith(f"unloaded: stopped process {keeper['pid']}, freeing "), unloaded.stderr
+        assert not start_time(keeper["pid"])
+        again = run_imgsearch("unload", "--json", env=env, check_code=0)
+        assert json.loads(again.stdout) == {"unloaded": False, "keeper": None}
+    finally:
+        run_imgsearch("unload", env=env)
+    assert not os.path.exists(data / ".index.db.keeper")

@@ -23,6 +23,7 @@ _COMMANDS = (
     ("query", searching.query),
     ("duplicates", searching.duplicates),
     ("status", upkeep.status),
+    ("unload", upkeep.unload),
     ("check", upkeep.check),
     ("export", upkeep.export),
     ("prune", upkeep.prune),

@@ -103,3 +103,19 @@ def _print_blocks(hits: "list[SearchHit]", with_dates: bool) -> None:
         out.print(f"[bold]{rank}.[/] {escape(one_line(hit.path))}", highlight=False)
         date = f"  {hit_date(hit.metadata) or '-'}" if with_dates else ""
         out.print(f"   [dim]{hit.score:.3f}{date}[/]  {_rich_caption(hit)}", highlight=False)
+
+
+class LabelledLines:
+    """Rows of a label and a value, one line each with the values aligned; a value (a path) is
+    never broken over lines, however narrow the terminal, unlike in a table's folded column."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str]] = []
+
+    def add_row(self, label: str, value: str) -> None:
+        self.rows.append((label, value))
+
+    def print(self) -> None:
+        width = max((len(label) for label, _ in self.rows), default=0)
+        for label, value in self.rows:
+            out.print(f"[bold]{escape(label).ljust(width)}[/]  {value}", highlight=False)

@@ -19,6 +19,7 @@ from .options import CONFIG, EMBEDDER, STORE, JsonOut, engine_from
 if TYPE_CHECKING:
     from ..engine import ImageSearch
     from ..results import CheckReport, IndexStatus
+    from ..store.lite_keeper import KeeperState
 
 
 @with_options(STORE, CONFIG)
@@ -31,10 +32,47 @@ def status(
     engine = call(lambda: engine_from(options))
     with engine:
         info = call(engine.status)
+        keeper = engine.store.keeper()
     if as_json:
-        out.print_json(json.dumps(info.to_dict()))
+        out.print_json(json.dumps({**info.to_dict(), "keeper": keeper.to_dict() if keeper else None}))
         return
-    _print_status(info)
+    _print_status(info, keeper, engine.store.is_embedded)
+
+
+@with_options(STORE.only("data_dir"), CONFIG)
+def unload(
+    options: Options,
+    as_json: JsonOut = False,
+) -> None:
+    """Stop the background process that keeps the index loaded between commands, now.
+
+    It stops on its own once no command used the index for a while (keep_loaded, 10 minutes by default); the next command starts it again. While an index run is writing, unload leaves it alone and says who writes (exit code 3).
+    """
+    engine = call(lambda: engine_from(options))
+    with engine:
+        keeper = engine.store.keeper()
+        stopped = call(engine.store.unload)
+    if as_json:
+        out.print_json(json.dumps({"unloaded": stopped, "keeper": keeper.to_dict() if keeper else None}))
+    elif stopped and keeper is not None:
+        err.print(f"unloaded: stopped process {keeper.pid}{_memory(keeper.memory_bytes, ', freeing ')}", highlight=False)
+    else:
+        err.print("nothing to unload: no process keeps this index loaded")
+
+
+def _memory(size: "Optional[int]", before: str = "") -> str:
+    return f"{before}{size / 2**20:.0f} MB" if size else ""
+
+
+def _keeper_line(keeper: "Optional[KeeperState]") -> str:
+    if keeper is None:
+        return "no (the next command loads it)"
+    from datetime import datetime
+
+    line = f"by process {keeper.pid}{_memory(keeper.memory_bytes, ', ')}"
+    if keeper.stops_at is not None:
+        line += f", stops at {datetime.fromtimestamp(keeper.stops_at).strftime('%H:%M:%S')} if unused"
+    return line + " (`imgsearch unload` stops it now)"
 
 
 @with_options(EMBEDDER, STORE, CONFIG)
@@ -203,14 +241,11 @@ def reembed(
     )
 
 
-def _print_status(info: "IndexStatus") -> None:
-    from rich.table import Table
-
+def _print_status(info: "IndexStatus", keeper: "Optional[KeeperState]", embedded: bool) -> None:
     from ..status_text import caption_counts, run_progress
+    from .hit_lines import LabelledLines
 
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table = LabelledLines()
     table.add_row("index", escape(info.uri))
     table.add_row("collection", escape(info.collection) + ("" if info.exists else " (not created yet)"))
     for label, value in caption_counts(info):
@@ -225,4 +260,6 @@ def _print_status(info: "IndexStatus") -> None:
         table.add_row("captioners", escape(", ".join(info.captioners)) or "-")
     table.add_row("data dir", escape(info.data_dir))
     table.add_row("config file", escape(info.config_file or "none"))
-    out.print(table)
+    if embedded:
+        table.add_row("kept loaded", escape(_keeper_line(keeper)))
+    table.print()

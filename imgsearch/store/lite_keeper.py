@@ -165,6 +165,98 @@ def stop_keeper(db_path: Path, timeout: float = 10.0) -> bool:
     return _stop(note, timeout)
 
 
+@dataclass(frozen=True)
+class KeeperState:
+    """The process keeping an index loaded, as `imgsearch status` shows it."""
+
+    pid: int
+    # Resident memory of the keeper and its Milvus Lite server, in bytes; None where /proc is not.
+    memory_bytes: int | None
+    # The Unix time it stops unless a command uses the index before; None when unknown.
+    stops_at: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def keeper_state(db_path: Path) -> KeeperState | None:
+    """The live keeper serving db_path as it is now, or None."""
+    note = read_note(db_path)
+    if note is None or not note.serves(db_path) or not note.process_alive():
+        return None
+    idle_seconds = _idle_seconds_of(note.pid)
+    try:
+        used = used_path(db_path).stat().st_mtime
+    except OSError:
+        used = None
+    stops_at = used + idle_seconds if used is not None and idle_seconds is not None else None
+    return KeeperState(note.pid, _resident_bytes(note.pid), stops_at)
+
+
+def unload_keeper(db_path: Path) -> bool:
+    """Stop the keeper of db_path now, as it stops when idle; False when none was running.
+
+    Refused with IndexBusyError while a writer (an index run, a repair) holds the index: the
+    writers' lock is taken first, so no write is cut off, and the keeper stops the way it does
+    on its own (under the hosting lock, so no command connects to it on its way out).
+    """
+    from ..errors import IndexBusyError
+    from .lock import EmbeddedIndexLock
+
+    if keeper_state(db_path) is None:
+        return False
+    try:
+        lock = EmbeddedIndexLock.acquire(db_path, wait=False)
+    except IndexBusyError as exc:
+        in_use = str(exc).split("; ")[0]  # "the index PATH is in use by WHOM"
+        raise IndexBusyError(f"not unloaded: {in_use}, which it serves; run `imgsearch unload` once that finishes") from None
+    try:
+        return stop_keeper(db_path)
+    finally:
+        lock.release()
+
+
+def _idle_seconds_of(pid: int) -> float | None:
+    """The idle time a keeper was started with (the last word of its command line)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return float(handle.read().rstrip(b"\0").split(b"\0")[-1])
+    except (OSError, ValueError):
+        return None
+
+
+def _resident_bytes(pid: int) -> int | None:
+    """Resident memory of pid and every process under it (the Milvus Lite server is a child)."""
+    parents: dict[int, int] = {}
+    resident: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(name)] = int(fields[1])
+        resident[int(name)] = int(fields[21]) * page
+    if pid not in resident:
+        return None
+    tree, total, queue = {pid}, 0, [pid]
+    while queue:
+        current = queue.pop()
+        total += resident.get(current, 0)
+        for child, parent in parents.items():
+            if parent == current and child not in tree:
+                tree.add(child)
+                queue.append(child)
+    return total
+
+
 def mark_used(db_path: Path) -> None:
     """Reset the keeper's idle clock (commands call this as they use the index)."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog
 from .collection_life import CollectionLife
@@ -12,6 +12,9 @@ from .collection_rows import CollectionRows
 from .connection import Connection
 from .link import StoreLink
 from .schema import ROW_FIELDS
+
+if TYPE_CHECKING:
+    from .lite_keeper import KeeperState
 
 
 class MilvusStore:
@@ -103,6 +106,25 @@ class MilvusStore:
         self.forget_opened()
         self._link.disconnect()
         stop_keeper(lite_file(self.uri))
+
+    def keeper(self) -> KeeperState | None:
+        """The background process keeping this Milvus Lite index loaded, if one runs."""
+        if not self.is_embedded:
+            return None
+        from .connection import lite_file
+        from .lite_keeper import keeper_state
+
+        return keeper_state(lite_file(self.uri))
+
+    def unload(self) -> bool:
+        """Stop the process keeping this Milvus Lite index loaded now; False when none ran.
+        Refused (IndexBusyError) while a writer holds the index."""
+        if not self.is_embedded:
+            return False
+        from .connection import lite_file
+        from .lite_keeper import unload_keeper
+
+        return unload_keeper(lite_file(self.uri))
 
     # -- the collection's life --------------------------------------------------------------
 
