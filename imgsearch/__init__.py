@@ -23,6 +23,7 @@ __all__ = [
     "IndexStatus",
     "SearchFilters",
     "SearchHit",
+    "SearchHits",
     "Settings",
     "load_settings",
 ]
@@ -30,6 +31,7 @@ __all__ = [
 _EXPORTS = {
     "ImageSearch": "imgsearch.engine",
     "SearchHit": "imgsearch.results",
+    "SearchHits": "imgsearch.relevance",
     "SearchFilters": "imgsearch.search",
     "IndexReport": "imgsearch.results",
     "IndexStatus": "imgsearch.results",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from .embedders.base import Embedder
     from .engine import ImageSearch
     from .errors import ImgsearchError
+    from .relevance import SearchHits
     from .results import FailedFile, IndexReport, IndexStatus, SearchHit
     from .search import SearchFilters
 

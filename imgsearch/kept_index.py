@@ -75,10 +75,14 @@ def ask_keeper(settings: Settings, request: dict[str, Any]) -> list[SearchHit] |
         raise _library_error(answer["error"])
     if "hits" not in answer:
         return None
+    from .relevance import SearchHits
     from .results import SearchHit
 
-    # caption_pending is said by to_dict() and derived from the metadata, not a field.
-    return [SearchHit(**{name: value for name, value in hit.items() if name != "caption_pending"}) for hit in answer["hits"]]
+    # caption_pending and captions are said by to_dict() and derived from the hit, not fields.
+    derived = ("caption_pending", "captions")
+    hits = [SearchHit(**{name: value for name, value in hit.items() if name not in derived}) for hit in answer["hits"]]
+    # What the floor dropped, so "no good match" reads the same as from a search in this process.
+    return SearchHits(hits, floor=answer.get("floor"), below_floor=int(answer.get("below_floor") or 0))
 
 
 class QueryAnswerer:
@@ -124,7 +128,8 @@ class QueryAnswerer:
                     continue
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        """{"hits": [...]}, {"error": {...}} from the library, or {"unavailable": why}."""
+        """{"hits": [...], "floor": ..., "below_floor": ...}, {"error": {...}} from the library, or
+        {"unavailable": why}."""
         with self._answering:
             try:
                 settings = _settings_from_json(request["settings"])
@@ -146,7 +151,10 @@ class QueryAnswerer:
                 # The connection is closed after each answer; the embedder stays loaded.
                 with contextlib.suppress(Exception):
                     engine.close()
-            return {"hits": [hit.to_dict() for hit in hits]}
+            from .relevance import floor_facts
+
+            facts = floor_facts(hits)
+            return {"hits": [hit.to_dict() for hit in hits], "floor": facts["floor"], "below_floor": facts["below_floor"]}
 
     def _engine_for(self, settings: Settings) -> ImageSearch:
         from .engine import ImageSearch

@@ -6,7 +6,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,30 @@ class SearchFilters:
             if value is not None:
                 parts.append(f"{field} {op} {_whole_number(value, name)}")
         return " and ".join(f"({part})" for part in parts)
+
+
+def as_filters(filters: SearchFilters | Mapping[str, Any] | None) -> SearchFilters | None:
+    """filters as SearchFilters: a dict of its fields ({"min_width": 600}) is taken too, as the
+    web API and the MCP tools take it; anything else is a ConfigError naming the right type."""
+    if filters is None or isinstance(filters, SearchFilters):
+        return filters
+    known = [field.name for field in fields(SearchFilters)]
+    if not isinstance(filters, Mapping):
+        raise ConfigError(
+            f"filters must be a SearchFilters or a dict of its fields ({', '.join(known)}), not {type(filters).__name__}"
+        )
+    unknown = sorted(str(name) for name in filters if name not in known)
+    if unknown:
+        raise ConfigError(f"unknown filter {unknown[0]!r} (known: {', '.join(known)})")
+    values = dict(filters)
+    file_types = values.get("file_types")
+    if isinstance(file_types, str):
+        values["file_types"] = (file_types,)
+    elif file_types is not None:
+        values["file_types"] = tuple(file_types)
+    else:
+        values.pop("file_types", None)
+    return SearchFilters(**values)
 
 
 def quote(value: str) -> str:
@@ -233,13 +257,17 @@ def run_plan(
     visual_vector: Callable[[], list[float]] | None = None,
 ) -> list[dict[str, Any]]:
     """The top k rows for text searched as planned; query_vector (and visual_vector, the text in
-    the image space) is asked only when the plan searches by it."""
-    dense = store.search(query_vector(), plan.candidates, captioned_only(expression)) if plan.searches_dense else []
+    the image space) is asked only when the plan searches by it. Each row carries the evidence
+    the relevance floor weighs (relevance.with_evidence)."""
+    from .relevance import with_evidence
+
+    captions = store.search(query_vector(), plan.candidates, captioned_only(expression)) if plan.searches_dense else []
+    dense = captions
     if plan.searches_visual and visual_vector is not None:
         seen = store.search(visual_vector(), plan.candidates, expression, field="visual")
         dense = seen if plan.visual_weight >= 1 else fuse_meaning(dense, seen, plan.visual_weight)
     keyword = store.keyword_search(text, plan.candidates, expression) if plan.searches_keywords else []
-    return fuse(dense, keyword, plan.keyword_weight)[:k]
+    return with_evidence(fuse(dense, keyword, plan.keyword_weight)[:k], captions, keyword)
 
 
 # Rows stored before their caption (an index run's first pass) have no caption to mean anything:

@@ -41,6 +41,10 @@ def isolated_env(tmp_path_factory, monkeypatch):
     # Every test's index lives in its own folder: no background process keeps it loaded
     # (tests/test_lite_keeper.py covers that).
     monkeypatch.setenv("IMGSEARCH_KEEP_LOADED", "0")
+    # Every hit counts, as before the relevance floor: tests assert on whole rankings of a few
+    # pictures whose weaker hits are off-topic by design. The floor's own tests
+    # (test_relevance_floor.py) take this away.
+    monkeypatch.setenv("IMGSEARCH_MIN_SCORE", "0")
     # One ONNX export of the embedder for the whole session, not one per test's data folder.
     monkeypatch.setenv("IMGSEARCH_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "models"))
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

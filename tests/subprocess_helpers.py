@@ -24,6 +24,8 @@ def imgsearch_env(data_dir: Path, pythonpath: list[Path] = (), **extra: str) -> 
         TOKENIZERS_PARALLELISM="false",
         # No background process keeps a test's index loaded unless the test asks for one.
         IMGSEARCH_KEEP_LOADED="0",
+        # Every hit counts, as before the relevance floor (conftest.isolated_env says why).
+        IMGSEARCH_MIN_SCORE="0",
     )
     if "IMGSEARCH_MODELS_DIR" in os.environ:  # the session's shared ONNX export (conftest)
         env["IMGSEARCH_MODELS_DIR"] = os.environ["IMGSEARCH_MODELS_DIR"]

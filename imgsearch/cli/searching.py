@@ -66,6 +66,7 @@ def query(
     if sum(given is not None for given in (text, like, image)) != 1:
         fail("give either TEXT to search for, --like PATH or --image FILE", EXIT_USAGE)
     from ..kept_index import ask_keeper
+    from ..relevance import floor_facts
     from ..search import SearchFilters, check_sort, ordered_hits
 
     call(lambda: check_sort(sort))
@@ -84,28 +85,35 @@ def query(
     hits = call(lambda: ask_keeper(settings, request))
     if hits is None:
         hits = _search_here(settings, text, like, image, k, mode, filters, min_score)
+    facts = floor_facts(hits)
     # Ordered here, not by the engine, so hits from the process keeping the index loaded are too.
     hits = ordered_hits(hits, sort)
     if as_json:
         out.print_json(json.dumps([hit.to_dict() for hit in hits]))
+        # The list stays a list for scripts; that it is empty for want of a good match goes to stderr.
+        if facts["no_good_match"]:
+            err.print(escape(_no_good_match(text, like, image, facts)))
         return
     if not hits:
-        err.print(_no_match(filters, min_score))
+        err.print(escape(_no_good_match(text, like, image, facts)) if facts["no_good_match"] else _no_match(filters))
         return
     print_hits(hits, with_dates=sort == "date")
 
 
-def _no_match(filters: "SearchFilters", min_score: Optional[float]) -> str:
-    # Without a score floor a search returns its k best of whatever passes the filters, so
-    # nothing back means nothing passed them (or nothing is indexed).
-    filtered = bool(filters.expression())
-    if filtered and min_score is None:
+def _no_good_match(text: Optional[str], like: Optional[Path], image: Optional[Path], facts: dict) -> str:
+    """'no good match for ...; N pictures scored below the floor F (--min-score 0 shows them)'."""
+    from ..relevance import no_good_match_line
+
+    what = repr(text) if text is not None else f"pictures like {like or image}"
+    return no_good_match_line(what, facts["below_floor"], facts["floor"], "--min-score 0")
+
+
+def _no_match(filters: "SearchFilters") -> str:
+    # Nothing fell below a score floor: the search's k best of whatever passes the filters were
+    # none, so nothing passed them (or nothing is indexed).
+    if filters.expression():
         return "no match: no indexed picture passes the filters"
-    if filtered:
-        return f"no good match: no picture that passes the filters scores {min_score} or more"
-    if min_score is None:
-        return "no match: nothing in the index matches this query"
-    return f"no good match: nothing in the index scores {min_score} or more for this query"
+    return "no match: nothing in the index matches this query"
 
 
 def _search_here(

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from ...errors import ConfigError
+from ...relevance import floor_facts
 from ...search import check_sort
 from ..forms import FormError, FormPart, is_form, parse_form
 from ..served import Served
@@ -61,7 +62,10 @@ def router(served: Served) -> APIRouter:
         pixels = decoder.decode(picture.data, picture.filename or "")
         hits = served.engine.query_image(pixels, k=k, filters=filters, min_score=min_score, sort=sort)
         served.searches += 1
-        return {"image": picture.filename or "", "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits]}
+        return {
+            "image": picture.filename or "", "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits],
+            **floor_facts(hits),
+        }
 
     # Before the JSON search route: the first route that matches a request serves it.
     routes.add_api_route(
