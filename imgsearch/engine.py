@@ -6,7 +6,7 @@ The parts are built from settings by imgsearch.factory (the cluster's workers bu
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,7 +20,7 @@ from .errors import ConfigError, ImageLoadError, StoreError
 from .files import display_path, path_key, root_path
 from .ocr import TextReader
 from .factory import build_captioner, build_embedder, build_store
-from .search import SearchFilters, check_mode, plan_query, run_plan
+from .search import SearchFilters, as_filters, check_mode, plan_query, run_plan
 from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit, is_pending_row
 from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
 
@@ -494,7 +494,7 @@ class ImageSearch:
         k: int = 10,
         *,
         mode: str | None = None,
-        filters: SearchFilters | None = None,
+        filters: SearchFilters | Mapping[str, Any] | None = None,
         min_score: float | None = None,
         sort: str = "score",
     ) -> SearchHits:
@@ -502,7 +502,8 @@ class ImageSearch:
 
         mode: "dense" (caption meaning), "keyword" (BM25 over caption, text in the image,
         file and folder names) or "hybrid" (both, blended); default from settings.
-        filters: conditions every hit must meet (folder, file type, date taken, camera, size).
+        filters: conditions every hit must meet (folder, file type, date taken, camera, size): a
+            SearchFilters, or a dict of its fields ({"min_width": 600}), here and in query_image and similar.
         min_score: drop hits scoring below this; None: the min_score setting, else the mode's
         calibrated relevance floor (relevance.py; 0 keeps every hit). The hits returned are a
         relevance.SearchHits: none with below_floor > 0 means no good match.
@@ -517,6 +518,7 @@ class ImageSearch:
         sort = check_sort(sort)
         self._check_k(k)
         mode = check_mode(mode or self.settings.search_mode)
+        filters = as_filters(filters)
         expression = filters.expression() if filters else ""
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         visual = self._visual_of_index()
@@ -534,7 +536,7 @@ class ImageSearch:
         image: str | Path | Image.Image,
         k: int = 10,
         *,
-        filters: SearchFilters | None = None,
+        filters: SearchFilters | Mapping[str, Any] | None = None,
         min_score: float | None = None,
         sort: str = "score",
     ) -> SearchHits:
@@ -562,6 +564,7 @@ class ImageSearch:
         else:
             pixels = image.convert("RGB")
         [vector] = visual.encode_images([pixels])
+        filters = as_filters(filters)
         expression = filters.expression() if filters else ""
         return self._above(self.store.search(vector, k, expression, field="visual"), min_score, sort)
 
@@ -580,7 +583,7 @@ class ImageSearch:
         path: str | Path,
         k: int = 10,
         *,
-        filters: SearchFilters | None = None,
+        filters: SearchFilters | Mapping[str, Any] | None = None,
         min_score: float | None = None,
         sort: str = "score",
     ) -> SearchHits:
@@ -604,6 +607,7 @@ class ImageSearch:
                 f"{display_path(target)} is waiting for its caption (the index run captions it); "
                 "more like it once it has one"
             )
+        filters = as_filters(filters)
         expression = filters.expression() if filters else ""
         if field == "vector":
             from .search import captioned_only
