@@ -122,6 +122,8 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 # Fields no config file, environment variable or argument sets as a setting.
 _NOT_SETTINGS = {"config_file", "explicitly_set"}
 _SECRET_FIELDS = {"api_key", "serve_token"}
+# Whole-number settings whose documented default is 0 ("the backend's own").
+_ZERO_MEANS_DEFAULT = {"batch_size"}
 
 
 def coerce_setting(name: str, value: Any, source: str) -> Any:
@@ -153,7 +155,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             parsed = int(value)
-            if parsed < 1:
+            if parsed < (0 if name in _ZERO_MEANS_DEFAULT else 1):
                 raise ValueError
             return parsed
         if kind == "Path":

@@ -43,12 +43,20 @@ def test_default_config_file_location_and_table(monkeypatch, isolated_env):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("batch_size = 0\n", "batch_size"),
+        ("batch_size = -1\n", "batch_size"),
         ('batch_size = "many"\n', "batch_size"),
         ("colour = 3\n", "unknown setting 'colour'"),
         ("this is = not toml [", "not valid TOML"),
     ],
 )
+def test_batch_size_zero_is_the_documented_default_and_is_taken(tmp_path, monkeypatch):
+    config = tmp_path / "zero.toml"
+    config.write_text("batch_size = 0\n")
+    assert load_settings(config_file=config).batch_size == 0
+    monkeypatch.setenv("IMGSEARCH_BATCH_SIZE", "0")
+    assert load_settings().batch_size == 0
+
+
 def test_bad_config_file_names_file_and_reason(tmp_path, content, message):
     config = tmp_path / "bad.toml"
     config.write_text(content)
