@@ -40,6 +40,14 @@ def test_default_config_file_location_and_table(monkeypatch, isolated_env):
     assert not settings.uses_embedded_store
 
 
+def test_batch_size_zero_is_the_documented_default_and_is_taken(tmp_path, monkeypatch):
+    config = tmp_path / "zero.toml"
+    config.write_text("batch_size = 0\n")
+    assert load_settings(config_file=config).batch_size == 0
+    monkeypatch.setenv("IMGSEARCH_BATCH_SIZE", "0")
+    assert load_settings().batch_size == 0
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -49,14 +57,6 @@ def test_default_config_file_location_and_table(monkeypatch, isolated_env):
         ("this is = not toml [", "not valid TOML"),
     ],
 )
-def test_batch_size_zero_is_the_documented_default_and_is_taken(tmp_path, monkeypatch):
-    config = tmp_path / "zero.toml"
-    config.write_text("batch_size = 0\n")
-    assert load_settings(config_file=config).batch_size == 0
-    monkeypatch.setenv("IMGSEARCH_BATCH_SIZE", "0")
-    assert load_settings().batch_size == 0
-
-
 def test_bad_config_file_names_file_and_reason(tmp_path, content, message):
     config = tmp_path / "bad.toml"
     config.write_text(content)
