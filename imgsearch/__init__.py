@@ -21,6 +21,8 @@ __all__ = [
     "ImgsearchError",
     "IndexReport",
     "IndexStatus",
+    "LibraryPage",
+    "LibraryPicture",
     "SearchFilters",
     "SearchHit",
     "SearchHits",
@@ -35,6 +37,8 @@ _EXPORTS = {
     "SearchFilters": "imgsearch.search",
     "IndexReport": "imgsearch.results",
     "IndexStatus": "imgsearch.results",
+    "LibraryPage": "imgsearch.library",
+    "LibraryPicture": "imgsearch.library",
     "FailedFile": "imgsearch.results",
     "Settings": "imgsearch.config",
     "load_settings": "imgsearch.config",
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from .embedders.base import Embedder
     from .engine import ImageSearch
     from .errors import ImgsearchError
+    from .library import LibraryPage, LibraryPicture
     from .relevance import SearchHits
     from .results import FailedFile, IndexReport, IndexStatus, SearchHit
     from .search import SearchFilters
