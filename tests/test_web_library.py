@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
-
 from dated_pictures import CAR_FILE_TIME, NEWEST_FIRST, QUERY, dated_folder
+from PIL import Image
 from served_visual import serving
 from test_caption_pending import store_pending_row
 from test_web_page import chromium  # noqa: F401 (a fixture)
@@ -183,9 +182,9 @@ def test_api_pictures_tells_a_file_not_served_from_a_missing_one(library):
 # -- the page in Chromium ------------------------------------------------------------------------------
 
 
-def _page(chromium, problems: list[str], requested: list[str], viewport: dict[str, int]):
+def _page(browser, problems: list[str], requested: list[str], viewport: dict[str, int]):
     """A page in British English (dates read "20 Aug 2023") that notes every request and every problem."""
-    page = chromium.new_page(viewport=viewport, locale="en-GB")
+    page = browser.new_page(viewport=viewport, locale="en-GB")
     page.on("request", lambda request: requested.append(request.url))
     page.on("response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}"))
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
@@ -360,7 +359,8 @@ def test_missing_file_shows_a_placeholder_and_dates_show_on_results(library, chr
         page.locator("#viewer[open]").wait_for()
         page.locator("#viewer-missing .missing").wait_for()
         assert page.locator("#viewer-missing").inner_text().startswith(MISSING_TEXT)
-        assert page.locator("#viewer-image").is_hidden() and page.locator("#viewer-original").is_hidden()
+        assert page.locator("#viewer-image").evaluate("el => getComputedStyle(el).display") == "none"
+        assert page.locator("#viewer-original").is_hidden()
         assert page.locator("#viewer-date").inner_text().startswith("taken 10 March 2019")
         page.screenshot(path=str(tmp_path / "missing-viewer-390.png"))
         page.keyboard.press("Escape")

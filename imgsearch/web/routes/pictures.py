@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Query
 
@@ -20,7 +20,7 @@ def router(served: Served) -> APIRouter:
     @routes.get("/api/pictures", summary="The library, newest first")
     def pictures(
         limit: int = Query(60, ge=1, le=MAX_PAGE, description="How many pictures on this page."),
-        before: Optional[str] = Query(
+        before: str | None = Query(
             None, max_length=200,
             description="The next_before of the page before, or a date (2024-06-30) to start at the pictures taken before it.",
         ),
