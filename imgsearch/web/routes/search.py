@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from ...errors import ConfigError
 from ...files import path_key
+from ...relevance import floor_facts
 from ...search import check_sort
 from ..served import Served
 from .images import image_links
@@ -68,7 +69,9 @@ def router(served: Served) -> APIRouter:
             extra["filters"] = search_filters(filters)
         hits = served.engine.query(text, k=k, sort=sort, **extra)
         served.searches += 1
-        return {"query": text, "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits]}
+        # no_good_match: the k best all fell below the score floor (below_floor of them, floor F),
+        # which an empty index or filters nothing passes never say.
+        return {"query": text, "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits], **floor_facts(hits)}
 
     @routes.get("/api/search", summary="Search with words")
     def search_get(
