@@ -305,8 +305,10 @@ def test_home_page_shows_the_library_newest_first_by_month(library, chromium, tm
         page.fill("#library-month", "2019-03")
         page.wait_for_function("() => document.querySelector('.tile')?.dataset.path.endsWith('/cat-sofa.jpg')")
         assert page.locator("#library-months h3").first.inner_text() == "March 2019"
+        assert page.locator("#library-title").inner_text() == "March 2019 and before"
         page.fill("#library-month", "")
         page.wait_for_function("() => document.querySelector('.tile')?.dataset.path.endsWith('/puppy-grass.jpg')")
+        assert page.locator("#library-title").inner_text() == "Newest pictures"
 
         # The one picture that cannot be shown was not asked for.
         assert problems == [] and not [url for url in requested if _id(library, GONE) in url]

@@ -321,6 +321,8 @@ async function loadLibraryPage(fresh) {
     libraryStarted = true;
     libraryNext = afterMonth($("library-month").value) || null;
     months.replaceChildren();
+    const chosen = libraryNext ? new Date(`${$("library-month").value}-01T00:00:00Z`) : null;
+    $("library-title").textContent = chosen ? `${MONTH.format(chosen)} and before` : "Newest pictures";
   } else if (libraryLoading || !libraryNext) {
     return;
   }
