@@ -178,12 +178,22 @@ class ImageSearch:
             self._text_reader = TextReader()
         return self._text_reader if self.settings.ocr else None
 
+    def follow_recorded_captioner(self) -> list[str]:
+        """Where an index exists, take the captioner of its last run (and the embedder it was built
+        with) where the settings name none, as an index run does; one line per model so taken.
+        With no index nothing is read or made."""
+        if self._followed_captioning or not self.store.exists():
+            return []
+        return self.follow_recorded_models(captioning=True)
+
     def describe(self, image: str | Path) -> ImageDescription:
-        """Caption one picture (or answer the prompt about it) without touching the index."""
+        """Caption one picture (or answer the prompt about it) without touching the index, with the
+        captioner an index run would use (the index's recorded one where the settings name none)."""
         from .captioners.base import CaptionFailure, CaptionInput
         from .errors import CaptionerError
         from .images import load_rgb
 
+        self.follow_recorded_captioner()
         path = root_path(image)
         try:
             pixels = load_rgb(path)

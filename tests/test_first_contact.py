@@ -66,6 +66,13 @@ def test_a_captions_jsonl_in_the_indexed_folder_is_used(tmp_path):
     assert said == [f"captions from {photos / 'captions.jsonl'} (--captions-file names another)"], proc.stderr
     hits = json.loads(run_imgsearch("query", "a blue lake", "-k", "1", "--json", env=env, check_code=0).stdout)
     assert hits[0]["path"].endswith("blue.png") and hits[0]["caption"] == "a blue lake"
+    # describe takes the captioner the index was built with (its captions file), as index does:
+    # no captioning model is needed, and none is in this empty cache.
+    described = run_imgsearch(
+        "describe", photos / "trips" / "blue.png", env={**env, "HF_HOME": str(tmp_path / "hf")}, check_code=0
+    )
+    assert described.stdout.strip() == "a blue lake"
+    assert "reusing captioner 'captions' (captions.jsonl) recorded in the index" in described.stderr
 
 
 @pytest.mark.slow

@@ -112,9 +112,11 @@ def describe(
     options: Options,
     as_json: JsonOut = False,
 ) -> None:
-    """Print a caption for IMAGE (or the answer to --prompt about it); the index is not touched."""
+    """Print a caption for IMAGE (or the answer to --prompt about it) with the captioner the index was built
+    with, unless one is named; the index is not touched."""
     engine = call(lambda: engine_from(options))
     with engine:
+        print_notes(call(engine.follow_recorded_captioner))
         described = call(lambda: engine.describe(image))
     if as_json:
         out.print_json(json.dumps(described.to_dict()))

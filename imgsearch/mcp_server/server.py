@@ -45,8 +45,7 @@ class ImageSearchMcp:
 
     def __init__(self, engine: ImageSearch, folders: Sequence[Path] = ()):
         require_sdk()
-        from mcp.server import MCPServer
-
+        from .refusals import PlainRefusalsServer
         from .tools import PictureTools
 
         missing = [str(folder) for folder in folders if not Path(folder).expanduser().is_dir()]
@@ -54,7 +53,7 @@ class ImageSearchMcp:
             raise ConfigError(f"{missing[0]}: not a folder; --folder needs a folder that exists")
         self.engine = engine
         self.tools = PictureTools(engine, folders)
-        self.server = MCPServer(
+        self.server = PlainRefusalsServer(
             "imgsearch", title="imgsearch picture search", version=__version__, instructions=INSTRUCTIONS,
             # The SDK logs every refused argument at INFO; stderr is the host's log, keep it for problems.
             log_level="WARNING",

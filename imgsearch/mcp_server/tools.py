@@ -9,6 +9,7 @@ thumbnails so a multimodal model can look at them.
 # JSON Schema, and real annotation objects need no evaluation there.
 
 import base64
+import inspect
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -76,10 +77,10 @@ class PictureTools:
 
     def register(self, server: MCPServer) -> None:
         for tool in (self.search_pictures, self.similar_pictures, self.describe_picture, self.index_status):
-            server.add_tool(tool, annotations=_READ_ONLY)
+            server.add_tool(tool, description=_description(tool), annotations=_READ_ONLY)
         if self.folders:
             server.add_tool(
-                self.index_folder,
+                self.index_folder, description=_description(self.index_folder),
                 annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False),
             )
         server.resource(
@@ -219,6 +220,13 @@ class PictureTools:
                 thumbnail=jpeg is not None,
             ))
         return found, images
+
+
+def _description(tool: Any) -> str:
+    """A tool's docstring as its description: without the indentation of the source it came from,
+    each paragraph on one line."""
+    paragraphs = inspect.cleandoc(tool.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 @contextmanager
