@@ -32,3 +32,17 @@ def test_quickstart_notebook_executes(coco_mini, monkeypatch):
     assert picture.size == (3 * 240, 2 * (240 + 24))
     described = _text(code[4])
     assert described.splitlines()[0].endswith(".jpg") and "giraffe" in described.lower()
+    # Nothing on stderr: no tqdm warning about widgets, no model-loading bars.
+    said = [out.get("text", "") for cell in code for out in cell.outputs if out.get("name") == "stderr"]
+    assert not said, said
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs_outside_a_clone(coco_mini, monkeypatch, tmp_path):
+    """With only the installed package (no benchmarks/ above it), IMGSEARCH_COCO_MINI names the data."""
+    monkeypatch.setenv("IMGSEARCH_COCO_MINI", str(coco_mini))
+    notebook = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert "159 new, 0 unchanged, 0 failed" in _text(code[1])
+    assert "giraffe" in _text(code[2]).splitlines()[0].lower()
