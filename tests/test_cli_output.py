@@ -118,3 +118,15 @@ def test_help_shows_flags_as_flags(command, tmp_path):
     # Options that take a value still say which.
     if command == ["query"]:
         assert re.search(r"--sort\s+<str>", shown)
+
+
+def test_every_command_but_mcp_takes_json_as_the_readme_says():
+    import typer.main
+
+    from conftest import REPO
+    from imgsearch.cli import app
+
+    commands = typer.main.get_command(app).commands
+    without = sorted(name for name, command in commands.items() if not any("--json" in param.opts for param in command.params))
+    assert without == ["mcp"]
+    assert "Every command but `mcp` (which speaks JSON-RPC anyway) takes `--json`" in (REPO / "README.md").read_text()
