@@ -27,6 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = Path(os.environ.get("IMGSEARCH_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_hit_counts():
+    """min_score 0 for engines that module and session fixtures build too (they are made before
+    isolated_env runs for a test): as isolated_env says, tests keep every hit unless they test the floor."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMGSEARCH_MIN_SCORE", "0")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory, monkeypatch):
     """No test reads the user's config or touches the user's index, and no test goes online."""
