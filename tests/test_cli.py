@@ -53,7 +53,7 @@ def test_index_query_status_in_a_subprocess(captioned_folder):
     assert "nothing changed" not in second.stdout  # stdout stays pure JSON
     hits = json.loads(run_imgsearch("query", "a car in the city", "-k", "2", "--json", check_code=0).stdout)
     assert len(hits) == 2 and hits[0]["path"].endswith("car.webp")
-    assert set(hits[0]) == {"path", "caption", "score", "metadata", "caption_pending"}
+    assert set(hits[0]) == {"path", "caption", "score", "metadata", "caption_pending", "captions"}
     table = run_imgsearch("query", "sunset over the sea", "-k", "1", check_code=0).stdout
     assert "sunset.png" in table and "orange sunset" in table
     status = json.loads(run_imgsearch("status", "--json", check_code=0).stdout)
