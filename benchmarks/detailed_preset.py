@@ -149,11 +149,14 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
         say(f"  {preset}: loaded and warmed up in {time.perf_counter() - started:.0f} s"
             f" ({pick_dtype('cpu', dtype)}, {prompt_tokens[preset]} prompt tokens with the picture's)")
     seconds: dict[str, list[float]] = {p: [] for p in presets}
+    cpu_seconds: dict[str, float] = {p: 0.0 for p in presets}
     for photo in photos:
         for preset in presets:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             captioners[preset].caption([photo])
             seconds[preset].append(time.perf_counter() - started)
+            cpu_seconds[preset] += time.process_time() - cpu_started
+            say(f"    {preset}: {seconds[preset][-1]:.1f} s")
     rows = []
     for preset in presets:
         total = sum(seconds[preset])
@@ -163,10 +166,13 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
             "assumed_tokens": lengths[preset], "generated_tokens": statistics.mean(counts[preset]),
             "prompt_tokens": prompt_tokens[preset], "pictures": len(photos),
             "seconds_per_picture": total / len(photos), "pictures_per_s": len(photos) / total,
+            "seconds_each": seconds[preset],
             "threads": torch.get_num_threads(),
+            # Well under 100%: the threads waited for cores other processes held.
+            "cpu_use": cpu_seconds[preset] / (total * torch.get_num_threads()),
         })
         say(f"  {preset}: {len(photos)} pictures, {rows[-1]['generated_tokens']:.0f} new tokens each, "
-            f"{rows[-1]['seconds_per_picture']:.2f} s a picture")
+            f"{rows[-1]['seconds_per_picture']:.2f} s a picture, cpu use {rows[-1]['cpu_use']:.0%}")
     if len(rows) == 2:
         short, long = rows
         rows[1]["seconds_per_extra_token"] = (
@@ -177,14 +183,17 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'model':<13} {'preset':<9} {'dtype':<9} {'tokens':>6} {'s/picture':>9} {'pictures/s':>10} {'vs search':>9}"
+    head = (
+        f"{'model':<13} {'preset':<9} {'dtype':<9} {'tokens':>6} {'s/picture':>9} {'pictures/s':>10} "
+        f"{'vs search':>9} {'cpu use':>7}"
+    )
     lines = [head, "-" * len(head)]
     base = {r["model"]: r["seconds_per_picture"] for r in rows if r["preset"] == "search"}
     for r in rows:
         ratio = f"{r['seconds_per_picture'] / base[r['model']]:.2f}x" if r["model"] in base else ""
         lines.append(
             f"{r['model']:<13} {r['preset']:<9} {r['dtype']:<9} {r['generated_tokens']:>6.0f} "
-            f"{r['seconds_per_picture']:>9.2f} {r['pictures_per_s']:>10.3f} {ratio:>9}"
+            f"{r['seconds_per_picture']:>9.2f} {r['pictures_per_s']:>10.3f} {ratio:>9} {r['cpu_use']:>7.0%}"
         )
     for r in rows:
         if "seconds_per_extra_token" in r:
@@ -198,8 +207,9 @@ def main() -> None:
     parser.add_argument("--models", default="smolvlm,blip", help=f"comma-separated: {','.join(MODELS)}")
     parser.add_argument("--images", type=int, default=3, help="pictures timed per preset (default 3)")
     parser.add_argument("--search-tokens", type=int, default=32, help="a search caption's length (default 32)")
-    parser.add_argument("--detailed-tokens", type=int, default=150, help="a detailed description's length (default 150)")
+    parser.add_argument("--detailed-tokens", type=int, default=150, help="a description's length (default 150)")
     parser.add_argument("--blip-tokens", type=int, default=12, help="BLIP's caption length (default 12)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
     parser.add_argument("--dtype", default="auto", help="as --dtype: auto (what imgsearch picks), float32, bfloat16")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args()
@@ -212,6 +222,11 @@ def main() -> None:
         if not args.json:
             print(text, flush=True)
 
+    if args.threads:
+        import torch
+
+        # On a machine other processes keep busy, one thread waits less than two that must meet.
+        torch.set_num_threads(args.threads)
     lengths = {"search": args.search_tokens, "detailed": args.detailed_tokens, "none": args.blip_tokens}
     coco = coco_word_pieces()
     say(

@@ -86,7 +86,9 @@ def generate_budgets(captioner) -> list[int]:
 )
 def test_local_captioner_generates_with_the_preset_budget_unless_one_is_given(tiny_llava_dir, tmp_path, given, budget):
     # As the command line builds it: flags are overrides, so a given 60 counts as given.
-    settings = load_settings({"caption_model": str(tiny_llava_dir), "caption_preset": "detailed", "device": "cpu", **given})
+    settings = load_settings(
+        {"caption_model": str(tiny_llava_dir), "caption_preset": "detailed", "device": "cpu", **given}
+    )
     captioner = build_captioner(settings)
     assert captioner.max_new_tokens == budget
     seen = generate_budgets(captioner)
