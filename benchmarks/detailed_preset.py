@@ -1,7 +1,7 @@
 """What detail costs: seconds per picture for the "search" caption against the "detailed" description.
 
 Usage: python benchmarks/detailed_preset.py [--models smolvlm,blip] [--images 3]
-           [--search-tokens 32] [--detailed-tokens 150] [--dtype auto] [--json]
+           [--search-tokens 32] [--detailed-tokens 150] [--threads N] [--dtype auto] [--json]
 
 Instruction VLMs that run locally (SmolVLM-256M, and with --models smolvlm-500m SmolVLM-500M)
 are built at full size from their published configurations with RANDOM weights (the builders of
@@ -25,9 +25,11 @@ BPE vocabularies split English text into a similar number of tokens. Cost per ex
 printed too, so the cost at any other length follows.
 
 The same photos (coco-mini, decoded first) are captioned at batch 1, the two presets taking turns
-picture by picture, after one untimed warm-up picture each. Caption quality cannot be judged:
-the weights are random. Keep --images small on a shared machine: SmolVLM cuts a 640x480 photo
-into 13 tiles, several seconds of vision work per picture before the first token.
+picture by picture, after an untimed warm-up each (one picture, 2 tokens). Caption quality cannot
+be judged: the weights are random. Keep --images small on a shared machine: SmolVLM cuts a 640x480
+photo into 13 tiles, several seconds of vision work per picture before the first token. There,
+--threads 1 also steadies the figures: two threads that must meet wait for each other's core (the
+README's figures: --images 2 --threads 1, with a load average of 4-6 from other work).
 """
 
 from __future__ import annotations
@@ -258,7 +260,11 @@ def main() -> None:
         }, indent=2))
         return
     say("\n" + table(rows))
-    say(f"\n{cpu_line()}; load average now {os.getloadavg()[0]:.1f}; total {time.perf_counter() - started:.0f} s")
+    threads = rows[0]["threads"] if rows else 0
+    say(
+        f"\n{cpu_line()}; {threads} torch threads; load average now {os.getloadavg()[0]:.1f}; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":
