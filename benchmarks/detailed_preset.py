@@ -29,7 +29,7 @@ picture by picture, after an untimed warm-up each (one picture, 2 tokens). Capti
 be judged: the weights are random. Keep --images small on a shared machine: SmolVLM cuts a 640x480
 photo into 13 tiles, several seconds of vision work per picture before the first token. There,
 --threads 1 also steadies the figures: two threads that must meet wait for each other's core (the
-README's figures: --images 2 --threads 1, with a load average of 4-6 from other work).
+README's figures: --images 2 --threads 1, with a load average of 3.8-5.6 from other work).
 """
 
 from __future__ import annotations
