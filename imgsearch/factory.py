@@ -9,6 +9,7 @@ plugins always were (see captioner_from_keywords and embedder_from_keywords).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,27 @@ def build_captioner(settings: Settings) -> Captioner:
         return main
     from .captioners.several import SeveralCaptioners
 
-    return SeveralCaptioners([main, *(_one_captioner(more) for more in also_caption_settings(settings))])
+    each = [settings, *also_caption_settings(settings)]
+    parts = [main, *(_one_captioner(more) for more in each[1:])]
+    return SeveralCaptioners(parts, _labels(parts, each))
+
+
+def _labels(parts: list[Captioner], each: list[Settings]) -> list[str]:
+    """What rows call each captioner: its id, with the preset (or a custom prompt) it was given
+    where one model is asked twice ("transformers:M#detailed")."""
+    ids = [part.id for part in parts]
+    labels = []
+    for part_id, part_settings in zip(ids, each):
+        if ids.count(part_id) == 1:
+            labels.append(part_id)
+        elif part_settings.caption_prompt.strip():
+            digest = hashlib.sha256(part_settings.caption_prompt.strip().encode()).hexdigest()[:8]
+            labels.append(f"{part_id}#prompt-{digest}")
+        else:
+            labels.append(f"{part_id}#{part_settings.caption_preset or 'search'}")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--also-caption names a captioner twice with the same prompt: {', '.join(ids)}")
+    return labels
 
 
 def _one_captioner(settings: Settings) -> Captioner:

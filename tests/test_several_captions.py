@@ -221,3 +221,18 @@ def test_also_caption_takes_its_own_options_and_refuses_unknown_ones():
     assert ollama.caption_model == Settings().caption_model and ollama.also_caption == ""
     with pytest.raises(ConfigError, match="colour"):
         also_caption_settings(Settings(also_caption="transformers,colour=red"))
+
+
+def test_two_prompts_of_one_model_are_told_apart():
+    from imgsearch.factory import build_captioner
+
+    captioner = build_captioner(Settings(
+        caption_model="HuggingFaceTB/SmolVLM-256M-Instruct",
+        also_caption="transformers,model=HuggingFaceTB/SmolVLM-256M-Instruct,preset=detailed",
+    ))
+    assert part_ids(captioner.id) == [
+        "transformers:HuggingFaceTB/SmolVLM-256M-Instruct#search",
+        "transformers:HuggingFaceTB/SmolVLM-256M-Instruct#detailed",
+    ]
+    with pytest.raises(ConfigError, match="twice"):
+        build_captioner(Settings(also_caption="transformers"))

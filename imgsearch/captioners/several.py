@@ -31,10 +31,15 @@ class SeveralCaptioners(Captioner):
 
     cleans_captions = False
 
-    def __init__(self, parts: Sequence[Captioner]):
+    def __init__(self, parts: Sequence[Captioner], labels: Sequence[str] = ()):
+        """labels: what each part is called in rows and counts (default its id); two prompts of
+        one model need two labels."""
         if len(parts) < 2:
             raise ValueError("several captioners need at least two")
         self.parts = list(parts)
+        self.labels = list(labels) or [part.id for part in self.parts]
+        if len(self.labels) != len(self.parts) or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"several captioners need one distinct label each, got {self.labels}")
         self.needs_pixels = any(part.needs_pixels for part in self.parts)
         self.batch_size = min(part.batch_size for part in self.parts)
         # Known for picture content only: a captioner whose captions follow files is asked each time.
@@ -45,7 +50,7 @@ class SeveralCaptioners(Captioner):
 
     @property
     def id(self) -> str:
-        return several_id([part.id for part in self.parts])
+        return several_id(self.labels)
 
     @property
     def prompt(self) -> str:
