@@ -31,7 +31,7 @@ def query(
         Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names), hybrid (default), or visual (image vectors only).")
     ] = None,
     min_score: Annotated[
-        Optional[float], typer.Option(help="Drop results scoring below this; none left means no good match.")
+        Optional[float], typer.Option(help="Drop results scoring below this (default: the search mode's relevance floor; 0 keeps every result); none left means no good match.")
     ] = None,
     like: Annotated[
         Optional[Path], typer.Option(help="More like this: pictures closest to this indexed picture (its image vector where the index has them, else its caption).")

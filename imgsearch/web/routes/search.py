@@ -79,7 +79,10 @@ def router(served: Served) -> APIRouter:
         q: str = Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for."),
         k: int = Query(12, ge=1, description="How many results (bounded by the server)."),
         mode: Optional[str] = Query(None, max_length=20, description="Search mode, when the engine has several."),
-        min_score: Optional[float] = Query(None, allow_inf_nan=False, description="Drop results scoring below this."),
+        min_score: Optional[float] = Query(
+            None, allow_inf_nan=False,
+            description="Drop results scoring below this (default: the mode's relevance floor; 0 keeps every result).",
+        ),
         sort: Optional[str] = Query(None, max_length=20, description="score (best first, the default) or date (newest first)."),
     ) -> dict[str, Any]:
         """Ranked pictures for q. Other query parameters are search filters, by name."""
