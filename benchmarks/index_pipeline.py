@@ -287,8 +287,8 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
     from imgsearch.captioners.base import CaptionInput
     from imgsearch.captioners.transformers_local import TransformersCaptioner
     from imgsearch.engine import ImageSearch
-    from imgsearch.files import read_file
-    from imgsearch.images import inspect_picture
+    from imgsearch.pictures.files import read_file
+    from imgsearch.pictures.images import inspect_picture
 
     count, batch, tokens, rounds = args.overlap, 8, 20, max(1, args.rounds)
     photos = make_photos(work / "12mp", max(count * rounds + batch, 30), SIDE)
@@ -388,8 +388,8 @@ class VisualRun:
 
     def encode_alone(self, paths: list[Path]) -> tuple[float, float]:
         """Seconds and CPU seconds to encode the photos (decoded beforehand), in the writer's batches."""
-        from imgsearch.files import read_file
-        from imgsearch.images import inspect_picture
+        from imgsearch.pictures.files import read_file
+        from imgsearch.pictures.images import inspect_picture
 
         pixels = [inspect_picture(read_file(p), p, self.side)[1] for p in paths]
         batch = self.captioner.batch_size

@@ -82,7 +82,7 @@ def main() -> None:
             during = _measure(env, args.queries, writer=index_args)
         finally:
             subprocess.run([sys.executable, "-c", (
-                "from pathlib import Path; from imgsearch.store.lite_keeper import stop_keeper; "
+                "from pathlib import Path; from imgsearch.store.lite.keeper import stop_keeper; "
                 f"stop_keeper(Path({str(data / 'index.db')!r}))"
             )], check=False)
     print(f"coco-mini: 159 pictures indexed; the index run adds {159 * args.copies} rows")

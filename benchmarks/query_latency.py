@@ -26,7 +26,7 @@ BM25 in every query (caption dense + image vectors + keywords: keyword share 0.5
 too, so all three searches run) and image vectors alone, on a second line per size. The query's
 image-space vector is a random unit vector as well: the image–text model's text encoder is not
 timed (no such model is loaded), only the searches and their fusion, planned and run by
-search.py as engine.query does. Cold command-line runs are skipped then (no model to encode
+search/plan.py as engine.query does. Cold command-line runs are skipped then (no model to encode
 a query in image space).
 
 Cold runs start a new `imgsearch query` process each time (models already on disk):
@@ -147,11 +147,11 @@ def query_texts(mode: str, count: int) -> list[str]:
 
 
 def bench_plan(engine, mode: str, count: int, seen_queries=None, settings=None):
-    """Median and p95 ms of count queries planned and run as engine.query does (search.py's
+    """Median and p95 ms of count queries planned and run as engine.query does (search/plan.py's
     plan_query and run_plan), without an image–text model: with seen_queries (one image-space
     vector a query, not timed) the index's image vectors are searched too. settings: the
     engine's unless given. None where there is no BM25."""
-    from imgsearch.search import plan_query, run_plan
+    from imgsearch.search.plan import plan_query, run_plan
 
     store, embedder = engine.store, engine.embedder
     if mode in ("keyword", "hybrid") and not store.keyword_search_enabled:
@@ -311,7 +311,7 @@ def main() -> None:
     if args.visual_dim < 0:
         parser.error("--visual-dim must be a positive number of dimensions (0: no image vectors)")
 
-    from imgsearch.store.lite_keeper import stop_keeper
+    from imgsearch.store.lite.keeper import stop_keeper
 
     captions = caption_pool()
     workdir = Path(tempfile.mkdtemp(prefix="imgsearch-bench-"))
@@ -366,7 +366,7 @@ def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_querie
     import numpy as np
 
     from imgsearch import ImageSearch
-    from imgsearch.store.lite_keeper import stop_keeper
+    from imgsearch.store.lite.keeper import stop_keeper
 
     collection = "images" if not args.uri else f"bench_{rows}"
     engine = ImageSearch(data_dir=data_dir, milvus_uri=args.uri, collection=collection, keep_loaded=0)
@@ -421,7 +421,7 @@ def bench_image_vectors(engine, args) -> str:
 
     import numpy as np
 
-    from imgsearch.search import plan_query
+    from imgsearch.search.plan import plan_query
 
     seen_queries = [vector.tolist() for vector in unit_vectors(np.random.default_rng(11), args.queries, args.visual_dim)]
     settings = replace(engine.settings, keyword_weight=BOTH_KEYWORD_WEIGHT)

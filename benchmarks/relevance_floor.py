@@ -60,8 +60,8 @@ def main() -> None:
     from imgsearch.config import Settings
     from imgsearch.engine import ImageSearch
     from imgsearch.evaluation import caption_queries, joined_description, load_dataset, rare_word_queries
-    from imgsearch.relevance import CAPTION_FLOORS, passes_floor
-    from imgsearch.search import plan_query, run_plan
+    from imgsearch.search.relevance import CAPTION_FLOORS, passes_floor
+    from imgsearch.search.plan import plan_query, run_plan
 
     arguments = sys.argv[1:]
     as_json = "--json" in arguments

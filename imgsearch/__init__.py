@@ -33,12 +33,12 @@ __all__ = [
 _EXPORTS = {
     "ImageSearch": "imgsearch.engine",
     "SearchHit": "imgsearch.results",
-    "SearchHits": "imgsearch.relevance",
-    "SearchFilters": "imgsearch.search",
+    "SearchHits": "imgsearch.search.relevance",
+    "SearchFilters": "imgsearch.search.plan",
     "IndexReport": "imgsearch.results",
     "IndexStatus": "imgsearch.results",
-    "LibraryPage": "imgsearch.library",
-    "LibraryPicture": "imgsearch.library",
+    "LibraryPage": "imgsearch.search.library",
+    "LibraryPicture": "imgsearch.search.library",
     "FailedFile": "imgsearch.results",
     "Settings": "imgsearch.config",
     "load_settings": "imgsearch.config",
@@ -55,10 +55,10 @@ if TYPE_CHECKING:
     from .embedders.base import Embedder
     from .engine import ImageSearch
     from .errors import ImgsearchError
-    from .library import LibraryPage, LibraryPicture
-    from .relevance import SearchHits
+    from .search.library import LibraryPage, LibraryPicture
+    from .search.relevance import SearchHits
     from .results import FailedFile, IndexReport, IndexStatus, SearchHit
-    from .search import SearchFilters
+    from .search.plan import SearchFilters
 
 
 def __getattr__(name: str) -> Any:

@@ -88,7 +88,7 @@ class Settings:
     keyword_weight: float = 0.0  # share of BM25 in hybrid scores for sentence-like queries
     short_query_keyword_weight: float = 0.5  # ... and for one- or two-word queries and file names
     visual_weight: float = 0.5  # share of image vectors in the meaning part of hybrid scores (when the index has them)
-    # Hits scoring below this are dropped ("no good match"); None: each mode's calibrated floor (relevance.py).
+    # Hits scoring below this are dropped ("no good match"); None: each mode's calibrated floor (search/relevance.py).
     min_score: float | None = None
     # `imgsearch serve`: address, access token, and the folders it serves and may index.
     serve_host: str = "127.0.0.1"

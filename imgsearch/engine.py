@@ -14,27 +14,27 @@ from typing import TYPE_CHECKING, Any
 
 from .captioners.base import Captioner
 from .config import Settings, load_settings
-from .duplicates import DUPLICATE_THRESHOLD
+from .search.duplicates import DUPLICATE_THRESHOLD
 from .embedders.base import Embedder
 from .errors import ConfigError, ImageLoadError, StoreError
-from .files import display_path, path_key, root_path
-from .ocr import TextReader
+from .pictures.files import display_path, path_key, root_path
+from .pictures.ocr import TextReader
 from .factory import build_captioner, build_embedder, build_store
-from .search import SearchFilters, as_filters, check_mode, plan_query, run_plan
+from .search.plan import SearchFilters, as_filters, check_mode, plan_query, run_plan
 from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit, is_pending_row
 from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
 
 if TYPE_CHECKING:
     # The indexer pulls in Pillow and the caption cache sqlite3; a query needs neither.
-    from .caption_cache import CaptionCache
+    from .cache.captions import CaptionCache
     from .cluster import RayCaptionService
     from PIL import Image
 
     from .embedders.visual import VisualEmbedder
-    from .image_vector_backfill import ImageVectorsAdded
-    from .indexer import IndexProgress
-    from .library import LibraryPage
-    from .relevance import SearchHits
+    from .upkeep.backfill import ImageVectorsAdded
+    from .indexing.pipeline import IndexProgress
+    from .search.library import LibraryPage
+    from .search.relevance import SearchHits
 
 MAX_K = 1000
 
@@ -166,7 +166,7 @@ class ImageSearch:
     @property
     def cache(self) -> CaptionCache:
         if self._cache is None:
-            from .caption_cache import CaptionCache
+            from .cache.captions import CaptionCache
 
             self._cache = CaptionCache(self.settings.caption_cache_path)
         return self._cache
@@ -191,7 +191,7 @@ class ImageSearch:
         captioner an index run would use (the index's recorded one where the settings name none)."""
         from .captioners.base import CaptionFailure, CaptionInput
         from .errors import CaptionerError
-        from .images import load_rgb
+        from .pictures.images import load_rgb
 
         self.follow_recorded_captioner()
         path = root_path(image)
@@ -282,7 +282,7 @@ class ImageSearch:
         why: str,
     ) -> IndexReport:
         """Index roots into a new index beside the current one, which it replaces only once complete."""
-        from .rebuilding import Rebuild
+        from .upkeep.rebuild import Rebuild
 
         if self.visual is not None:
             self.store.check_image_vectors_supported()  # before anything is built
@@ -317,8 +317,8 @@ class ImageSearch:
         recorded: dict[str, Any] | None = None,
     ) -> IndexReport:
         from .captioners.cached_only import CachedCaptionsOnly
-        from .checking import remember_folders
-        from .indexer import Indexer
+        from .upkeep.check import remember_folders
+        from .indexing.pipeline import Indexer
 
         if recorded is None:
             recorded = self._recorded_captioning()
@@ -384,7 +384,7 @@ class ImageSearch:
         store = self.store
         if self.visual is None or not store.exists() or PROP_VISUAL_MODEL in store.properties():
             return None
-        from .image_vector_backfill import add_image_vectors
+        from .upkeep.backfill import add_image_vectors
 
         store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         return add_image_vectors(store, self.embedder.id, self.visual, self.cache, progress, stop)
@@ -412,7 +412,7 @@ class ImageSearch:
         Vectors must be finite and unit length, one row per picture, the row count must
         match, and a sample of vectors must still be their caption's embedding.
         """
-        from .checking import check
+        from .upkeep.check import check
 
         # After any index run under way: the file is then read as it is on disk.
         with self.store.writing():
@@ -425,7 +425,7 @@ class ImageSearch:
         Nothing is captioned; the damaged index is kept aside. The report lists the problems
         found before the repair, where the old index went, and the rebuild's IndexReport.
         """
-        from .checking import CACHE_PROBLEM, check, refill_cache, repair
+        from .upkeep.check import CACHE_PROBLEM, check, refill_cache, repair
 
         with self.store.writing():
             report = check(self)
@@ -439,7 +439,7 @@ class ImageSearch:
 
     def prune(self, paths: Iterable[str | Path] | None = None) -> PruneReport:
         """Remove the rows whose picture file is gone (under paths, or anywhere); no captioning."""
-        from .pruning import prune
+        from .upkeep.prune import prune
 
         with self.store.writing():
             return prune(self.store, None if paths is None else _roots(paths))
@@ -453,7 +453,7 @@ class ImageSearch:
         import dataclasses
 
         from .recorded_models import EMBEDDING_SETTINGS
-        from .reembed import reembed
+        from .upkeep.reembed import reembed
 
         # The embedder asked for, not the one the index records: re-embedding is how that changes.
         if not self._embedder_given:
@@ -482,7 +482,7 @@ class ImageSearch:
         progress, when given, makes a fresh progress display for each batch. Between
         batches an embedded (Milvus Lite) index is released, so queries can run.
         """
-        from .watcher import watch_folders
+        from .indexing.watch import watch_folders
 
         def index_batch(changed: list[Path], gone: list[Path]) -> IndexReport:
             try:
@@ -515,12 +515,12 @@ class ImageSearch:
         filters: conditions every hit must meet (folder, file type, date taken, camera, size): a
             SearchFilters, or a dict of its fields ({"min_width": 600}), here and in query_image and similar.
         min_score: drop hits scoring below this; None: the min_score setting, else the mode's
-        calibrated relevance floor (relevance.py; 0 keeps every hit). The hits returned are a
+        calibrated relevance floor (search/relevance.py; 0 keeps every hit). The hits returned are a
         relevance.SearchHits: none with below_floor > 0 means no good match.
         sort: "score" (best first) or "date": the same hits, newest taken first (date taken,
         else the file's modification time; hits with neither last).
         """
-        from .search import check_min_score, check_sort, query_text
+        from .search.plan import check_min_score, check_sort, query_text
 
         # NUL and other control characters are no words; a query of nothing else is empty.
         text = query_text(text or "")
@@ -553,8 +553,8 @@ class ImageSearch:
         """Search by picture: the k indexed pictures whose image vectors are closest to image's
         (a file, indexed or not, or a PIL image). Needs an index built with a visual model.
         sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
-        from .images import load_rgb
-        from .search import check_min_score, check_sort
+        from .pictures.images import load_rgb
+        from .search.plan import check_min_score, check_sort
 
         min_score = check_min_score(min_score)
         sort = check_sort(sort)
@@ -583,7 +583,7 @@ class ImageSearch:
         with image vectors) near-copies whose image vectors are at least threshold alike
         (resized, recompressed, lightly edited). Paths, each group's and the groups sorted;
         nothing is deleted."""
-        from .duplicates import find_duplicates
+        from .search.duplicates import find_duplicates
 
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         return find_duplicates(self.store, threshold, folder)
@@ -599,7 +599,7 @@ class ImageSearch:
     ) -> SearchHits:
         """More like this: the k indexed pictures whose captions are closest to path's caption.
         sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
-        from .search import check_min_score, check_sort
+        from .search.plan import check_min_score, check_sort
 
         min_score = check_min_score(min_score)
         sort = check_sort(sort)
@@ -620,7 +620,7 @@ class ImageSearch:
         filters = as_filters(filters)
         expression = filters.expression() if filters else ""
         if field == "vector":
-            from .search import captioned_only
+            from .search.plan import captioned_only
 
             expression = captioned_only(expression)  # a picture waiting for its caption has no caption vector
         rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
@@ -633,7 +633,7 @@ class ImageSearch:
         before: an earlier page's next_before for the page after it, or a date ("2024-06-30",
         a datetime, a Unix time) to start at the pictures taken before it.
         """
-        from .library import library_page
+        from .search.library import library_page
 
         self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
         return library_page(self.store, limit, before)
@@ -642,9 +642,9 @@ class ImageSearch:
         self, rows: list[dict[str, Any]], min_score: float | None, sort: str, mode: str | None = None
     ) -> SearchHits:
         """rows that pass the floor, as hits in sort's order: min_score (else the setting) on the
-        score shown, or when neither is set the calibrated floor of mode (relevance.py)."""
-        from .relevance import SearchHits, default_floor, passes_floor
-        from .search import ordered_hits
+        score shown, or when neither is set the calibrated floor of mode (search/relevance.py)."""
+        from .search.relevance import SearchHits, default_floor, passes_floor
+        from .search.plan import ordered_hits
 
         chosen = self.settings.min_score if min_score is None else min_score
         if chosen is not None:
@@ -670,14 +670,14 @@ class ImageSearch:
         by_captioner: dict[str, int] = {}
         images = captioned = 0
         if exists:
-            from .search import CAPTIONED
+            from .search.plan import CAPTIONED
 
             store.load()
             images = store.count()
             captioned = store.count(CAPTIONED) if images else 0
             captioners = store.captioners()
             by_captioner = _captions_by_captioner(store, captioners) if images else {}
-        from .run_progress import run_under_way
+        from .indexing.run_file import run_under_way
 
         return IndexStatus(
             uri=store.uri,
@@ -739,7 +739,7 @@ def _hit(row: dict[str, Any]) -> SearchHit:
 def _captions_by_captioner(store: MilvusStore, makers: list[str]) -> dict[str, int]:
     """How many pictures hold a caption by each captioner, counting each of several in a row."""
     from .results import ROW_TEXT_MARK, part_ids
-    from .search import quote
+    from .search.plan import quote
 
     counts: dict[str, int] = {}
     for maker in makers:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .embedders.base import Embedder
 from .errors import ConfigError
-from .search import SEARCH_MODES, VISUAL_MODE, QueryPlan, plan_query, query_text, run_plan
+from .search.plan import SEARCH_MODES, VISUAL_MODE, QueryPlan, plan_query, query_text, run_plan
 
 if TYPE_CHECKING:
     from .embedders.visual import VisualEmbedder

@@ -102,7 +102,7 @@ def make_image(path: Path, color=(200, 30, 30), size=(64, 48), fmt: str | None =
 def caption_inputs(paths: Iterable[Path]) -> list[CaptionInput]:
     """Each picture decoded whole, as a captioner's CaptionInput."""
     from imgsearch.captioners.base import CaptionInput
-    from imgsearch.images import load_rgb
+    from imgsearch.pictures.images import load_rgb
 
     return [CaptionInput(path, load_rgb(path)) for path in paths]
 

@@ -43,7 +43,7 @@ def dated_folder(base: Path) -> Path:
 def dated_engine(folder: Path, embedder, data_dir: Path):
     """An engine over folder's pictures, indexed from their sidecar captions."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     # Built before the per-test environment exists: no user config and no keeper process.
     with pytest.MonkeyPatch.context() as env:

@@ -28,7 +28,7 @@ class ServedIndex:
 def served_index(embedder, coco_mini, tmp_path_factory) -> ServedIndex:
     """coco-mini indexed with its human captions, plus a served folder holding a symlink escape."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     base = tmp_path_factory.mktemp("served")
     extra, outside = base / "extra", base / "outside"

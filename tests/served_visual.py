@@ -31,7 +31,7 @@ def photo_folder(coco_mini: Path, base: Path) -> Path:
 def indexed_engine(folder: Path, embedder, data_dir: Path, visual_dir: Path | None = None):
     """An engine over folder's photos, indexed (with image vectors when visual_dir names a model)."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     visual = {"visual_model": str(visual_dir)} if visual_dir else {}
     # Built before the per-test environment exists: no user config and no keeper process.

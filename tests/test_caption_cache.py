@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch import caption_cache_schema
-from imgsearch.caption_cache import VERSION, CaptionCache, inspect_cache_file
+from imgsearch.cache.captions import VERSION, CaptionCache, inspect_cache_file
 from imgsearch.errors import StoreError
 
 # The captions table as the first imgsearch made it, before versions were recorded.

@@ -83,9 +83,9 @@ def pending_index(embedder, tmp_path_factory) -> PendingIndex:
 def store_pending_row(engine: Any, picture: Path, like: Path) -> None:
     """picture stored as an index run's first pass stores it: no caption and no captioner yet, its
     names as keyword text; the caption vector is like's, which the caption channel never reads."""
-    from imgsearch.files import content_hash, path_key
-    from imgsearch.images import read_header
-    from imgsearch.picture_facts import file_facts, keyword_text
+    from imgsearch.pictures.files import content_hash, path_key
+    from imgsearch.pictures.images import read_header
+    from imgsearch.pictures.facts import file_facts, keyword_text
 
     engine.store.load()
     [source] = [row for row in engine.store.iter_rows() if row["path"] == str(like)]
@@ -114,7 +114,7 @@ def store_pending_row(engine: Any, picture: Path, like: Path) -> None:
 def engine(pending_index, embedder) -> Iterator[Any]:
     """The pending index open in this process (its own copy), for the servers and the retrievers."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     data = pending_index.data()
     with pytest.MonkeyPatch.context() as env:
@@ -352,7 +352,7 @@ def test_llamaindex_node_of_a_pending_picture_has_text(engine, pending_index):
 
 def test_status_words_for_counts_run_and_time_left():
     from imgsearch.results import IndexStatus
-    from imgsearch.status_text import human_duration, run_progress, status_lines
+    from imgsearch.serving.status_text import human_duration, run_progress, status_lines
 
     assert [human_duration(s) for s in (0, 42, 90, 720, 3600, 3 * 3600 + 20 * 60, 5 * 86400)] == [
         "0 s", "42 s", "2 min", "12 min", "1 h", "3 h 20 min", "5 days",

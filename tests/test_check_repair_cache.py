@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from imgsearch.caption_cache import inspect_cache_file
+from imgsearch.cache.captions import inspect_cache_file
 from pixel_captioner import register_plugin
 from subprocess_helpers import TESTS, imgsearch_env, run_imgsearch
 

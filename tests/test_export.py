@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch import ImageSearch
-from imgsearch.export import export_columns, write_rows
+from imgsearch.upkeep.export import export_columns, write_rows
 from imgsearch.store import ROW_FIELDS, MilvusStore
 from subprocess_helpers import run_imgsearch
 

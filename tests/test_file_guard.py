@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import make_image
 from imgsearch.web import guard as guard_module
-from imgsearch.web.guard import FileGuard
+from imgsearch.serving.guard import FileGuard
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from imgsearch.errors import ImageLoadError
-from imgsearch.files import FoundFile, WalkProblem, content_hash, path_key, walk_images
-from imgsearch.images import load_rgb, read_header
+from imgsearch.pictures.files import FoundFile, WalkProblem, content_hash, path_key, walk_images
+from imgsearch.pictures.images import load_rgb, read_header
 
 from conftest import make_image
 

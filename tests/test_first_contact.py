@@ -81,8 +81,8 @@ def test_status_shows_the_keeper_and_unload_stops_it_but_never_under_a_writer(ca
     import os
 
     from imgsearch.store.connection import lite_file
-    from imgsearch.store.lite_keeper import start_time
-    from imgsearch.store.lock import EmbeddedIndexLock
+    from imgsearch.store.lite.keeper import start_time
+    from imgsearch.store.lite.lock import EmbeddedIndexLock
 
     data = tmp_path / "data"
     env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="600")

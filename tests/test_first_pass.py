@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from imgsearch.store.lite_keeper import stop_keeper
+from imgsearch.store.lite.keeper import stop_keeper
 from pixel_captioner import register_plugin
 from subprocess_helpers import TESTS, imgsearch_env, run_imgsearch, start_imgsearch
 

@@ -26,8 +26,8 @@ from PIL import Image
 from pixel_captioner import PixelCaptioner, register_plugin
 from subprocess_helpers import IMGSEARCH, TESTS, imgsearch_env
 
-from imgsearch.files import display_path, path_key
-from imgsearch.progress import one_line
+from imgsearch.pictures.files import display_path, path_key
+from imgsearch.cli.progress import one_line
 from imgsearch.store import MilvusStore
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
@@ -299,7 +299,7 @@ def test_large_jpeg_decode_memory_is_bounded_by_draft_mode(tmp_path):
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from imgsearch.images import load_rgb\n"
+        "from imgsearch.pictures.images import load_rgb\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "image = load_rgb(Path(sys.argv[1]))\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

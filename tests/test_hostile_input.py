@@ -22,13 +22,13 @@ from subprocess_helpers import imgsearch_env, run_imgsearch
 
 from conftest import make_image, mounted_tmpfs
 from imgsearch import ImageSearch
-from imgsearch.caption_cache import CaptionCache
+from imgsearch.cache.captions import CaptionCache
 from imgsearch.captioners.base import CaptionInput, Captioner, clean_caption
 from imgsearch.captioners.existing import ExistingCaptions
 from imgsearch.errors import ConfigError, ImageLoadError, StoreError
-from imgsearch.files import WalkProblem, content_hash, walk_images
-from imgsearch.images import load_rgb, read_header
-from imgsearch.search import SearchFilters
+from imgsearch.pictures.files import WalkProblem, content_hash, walk_images
+from imgsearch.pictures.images import load_rgb, read_header
+from imgsearch.search.plan import SearchFilters
 
 # -- 1. a damaged caption cache -----------------------------------------------------------------
 
@@ -212,7 +212,7 @@ def test_cache_write_on_a_full_disk_is_one_line_naming_the_file(tmp_path):
 FSIZE_SCRIPT = r"""
 import resource, signal, sys
 from pathlib import Path
-from imgsearch.caption_cache import CaptionCache
+from imgsearch.cache.captions import CaptionCache
 from imgsearch.errors import StoreError
 # Past the limit a write fails with EFBIG instead of killing the process.
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

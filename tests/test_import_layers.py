@@ -102,8 +102,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_walk_sees_imports_inside_functions():
     graph = _graph()
     # kept_index imports the engine only inside a method: the walk must still see it.
-    assert "imgsearch.engine" in graph["imgsearch.kept_index"]
-    assert "imgsearch.store.lite_server" in graph["imgsearch.store.lite_keeper"]
+    assert "imgsearch.engine" in graph["imgsearch.serving.kept_index"]
+    assert "imgsearch.store.lite.server" in graph["imgsearch.store.lite.keeper"]
 
 
 def test_no_import_circles():

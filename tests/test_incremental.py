@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from imgsearch import ImageSearch
 from imgsearch.cli import app
 from imgsearch.errors import EmbedderMismatchError
-from imgsearch.files import path_key
+from imgsearch.pictures.files import path_key
 from imgsearch.store import PROP_DIMENSION, PROP_EMBEDDER
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from imgsearch.store.lite_keeper import info_path, read_note, running_socket, stop_keeper
+from imgsearch.store.lite.keeper import info_path, read_note, running_socket, stop_keeper
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
@@ -168,7 +168,7 @@ def test_the_socket_is_private_whatever_the_umask(captioned_folder, tmp_path):
 def _keeper_started_here(db: Path, env: dict[str, str]) -> subprocess.Popen:
     """A keeper that is this process's child, serving db; once killed it stays a zombie until reaped."""
     keeper = subprocess.Popen(
-        [sys.executable, "-m", "imgsearch.store.lite_keeper", str(db), "120"], env=env, start_new_session=True
+        [sys.executable, "-m", "imgsearch.store.lite.keeper", str(db), "120"], env=env, start_new_session=True
     )
     deadline = time.monotonic() + 30
     while running_socket(db) is None and time.monotonic() < deadline:

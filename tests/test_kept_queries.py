@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from imgsearch.store.lock import EmbeddedIndexLock
-from imgsearch.store.lite_keeper import read_note, stop_keeper
+from imgsearch.store.lite.lock import EmbeddedIndexLock
+from imgsearch.store.lite.keeper import read_note, stop_keeper
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.

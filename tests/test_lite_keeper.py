@@ -11,7 +11,7 @@ import time
 import pytest
 
 from imgsearch.store import MilvusStore
-from imgsearch.store.lite_keeper import info_path, running_socket, stop_keeper
+from imgsearch.store.lite.keeper import info_path, running_socket, stop_keeper
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
 

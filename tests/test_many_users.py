@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from imgsearch.store.lite_keeper import info_path, read_note, stop_keeper
-from imgsearch.store.lock import EmbeddedIndexLock
+from imgsearch.store.lite.keeper import info_path, read_note, stop_keeper
+from imgsearch.store.lite.lock import EmbeddedIndexLock
 from subprocess_helpers import IMGSEARCH, imgsearch_env, run_imgsearch, start_imgsearch
 
 # Whole commands in several processes at once: left out of the quick loop.

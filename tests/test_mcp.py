@@ -82,7 +82,7 @@ def http_url(coco, embedder) -> str:
     """The MCP server over an engine in this process, served by uvicorn on a free port, token required."""
     from imgsearch import ImageSearch
     from imgsearch.mcp_server import ImageSearchMcp
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     engine = ImageSearch(
         captioner="captions", captions_file=str(coco.captions), data_dir=coco.data(), embedder=SerializedEmbedder(embedder)
@@ -275,7 +275,7 @@ def test_http_bad_arguments_are_tool_errors_and_the_server_goes_on(http_url):
 
 
 def test_http_never_serves_a_path_outside_the_index(http_url, coco):
-    from imgsearch.files import path_key
+    from imgsearch.pictures.files import path_key
 
     never_indexed = coco.outside / NEVER_INDEXED
 
@@ -355,7 +355,7 @@ def test_stdio_session_searches_and_refuses_bad_arguments(coco, coco_captions, t
 
 @pytest.mark.slow
 def test_stdio_with_a_folder_indexes_it_and_shows_only_its_pictures(coco, tmp_path):
-    from imgsearch.files import path_key
+    from imgsearch.pictures.files import path_key
 
     async def scenario(client: Client) -> Any:
         tools = {tool.name for tool in (await client.list_tools()).tools}

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from imgsearch import ImageSearch
 from imgsearch.errors import MissingDependencyError
-from imgsearch.ocr import TextReader, searchable_text
+from imgsearch.pictures.ocr import TextReader, searchable_text
 from subprocess_helpers import run_imgsearch
 
 SIGN_CAPTION = "A white sign with black letters on a plain wall."

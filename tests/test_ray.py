@@ -27,7 +27,7 @@ from imgsearch.cluster.connection import ClusterShape, cluster_address
 from imgsearch.cluster.pipeline import plan_pipeline
 from imgsearch.config import Settings
 from imgsearch.errors import ClusterError, ConfigError
-from imgsearch.files import bytes_hash
+from imgsearch.pictures.files import bytes_hash
 
 from conftest import COCO_MINI, cached_caption_count, make_image
 from ray_cluster import RayCluster, can_hide_folders, ray_installed
@@ -274,7 +274,7 @@ def test_a_stopped_run_stops_the_work_on_the_cluster(ray_cluster, ray_address, t
 @pytest.mark.slow
 @pytest.mark.server
 def test_a_killed_driver_resumes_without_captioning_twice(ray_address, milvus_server, tiny_blip_dir, photos, tmp_path):
-    from imgsearch.caption_cache import CaptionCache
+    from imgsearch.cache.captions import CaptionCache
 
     data_dir = tmp_path / "data"
     env = imgsearch_env(data_dir)
@@ -359,7 +359,7 @@ def stored_image_vectors(engine: ImageSearch) -> dict[str, np.ndarray]:
 
 
 def cached_image_vectors(data_dir: Path, pictures: list[Path], model_dir: Path) -> dict[str, list[float]]:
-    from imgsearch.caption_cache import CaptionCache
+    from imgsearch.cache.captions import CaptionCache
 
     cache = CaptionCache(data_dir / "captions.sqlite")
     try:
@@ -430,7 +430,7 @@ def test_a_rebuild_on_the_cluster_adds_image_vectors_and_captions_nothing(
         assert len(cached_image_vectors(tmp_path / "data", pictures, tiny_clip_dir)) == VISUAL_PHOTOS
     # What the image–text model makes of each picture here, decoded as the local reader decodes it.
     from imgsearch.embedders.visual import VisualEmbedder
-    from imgsearch.images import inspect_picture
+    from imgsearch.pictures.images import inspect_picture
 
     here = VisualEmbedder(str(tiny_clip_dir), device="cpu")
     decoded = [inspect_picture(p.read_bytes(), p, here.image_side)[1] for p in pictures]

@@ -13,7 +13,7 @@ import pytest
 
 from imgsearch.config import DEFAULT_EMBED_MODEL, load_settings
 from imgsearch.embedders.base import Embedder
-from imgsearch.relevance import CALIBRATED_EMBEDDER, CAPTION_FLOORS, SearchHits, default_floor
+from imgsearch.search.relevance import CALIBRATED_EMBEDDER, CAPTION_FLOORS, SearchHits, default_floor
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 NONSENSE = "spaceship on mars"
@@ -185,7 +185,7 @@ def test_an_empty_index_says_nothing_matches_not_no_good_match(tmp_path):
 
 @pytest.mark.slow
 def test_the_process_keeping_the_index_loaded_applies_the_floor_too(captioned_folder, tmp_path):
-    from imgsearch.store.lite_keeper import read_note, stop_keeper
+    from imgsearch.store.lite.keeper import read_note, stop_keeper
 
     data = tmp_path / "data"
     env = floor_env(data, IMGSEARCH_KEEP_LOADED="120")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from imgsearch.files import path_key
+from imgsearch.pictures.files import path_key
 from pixel_captioner import PixelCaptioner
 from served_visual import serving
 from test_formats import BLUE, RED, SENSOR, phone_exif, sideways, top_and_bottom, write_avif, write_dng, write_heic
@@ -54,7 +54,7 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
 def engine(pictures, embedder, tmp_path_factory):
     """The pictures indexed with the pixel captioner (which reads each picture the indexer decodes)."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     data_dir = tmp_path_factory.mktemp("renditions-data")
     with pytest.MonkeyPatch.context() as env:

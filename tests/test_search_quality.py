@@ -16,7 +16,7 @@ from imgsearch import ImageSearch
 from imgsearch.config import load_settings
 from imgsearch.errors import ConfigError
 from imgsearch.evaluation import run_eval
-from imgsearch.search import SearchFilters, quote
+from imgsearch.search.plan import SearchFilters, quote
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
 pytestmark = pytest.mark.slow

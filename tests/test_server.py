@@ -353,7 +353,7 @@ def test_keep_alive_responses_are_not_held_back(served_index):
 def test_serve_against_a_milvus_server(milvus_server, captioned_folder, embedder, tmp_path):
     """The path docker/ takes: the server indexes and searches through a real Milvus server."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
     from imgsearch.web.run import build_server
 
     engine = ImageSearch(

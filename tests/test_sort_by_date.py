@@ -17,7 +17,7 @@ from subprocess_helpers import imgsearch_env, run_imgsearch
 
 from imgsearch.errors import ConfigError
 from imgsearch.results import SearchHit
-from imgsearch.search import SearchFilters, check_sort, ordered_hits
+from imgsearch.search.plan import SearchFilters, check_sort, ordered_hits
 
 ALL = len(PICTURES)
 # Every picture comes back, weak matches too: the order is what these tests look at.
@@ -40,7 +40,7 @@ def engine(built, embedder, tmp_path_factory):
     copy = tmp_path_factory.mktemp("sort-engine") / "data"
     shutil.copytree(data, copy)
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("XDG_CONFIG_HOME", str(copy / "config"))

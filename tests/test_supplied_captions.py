@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_image
 from imgsearch import ImageSearch
-from imgsearch.indexer import Indexer
+from imgsearch.indexing.pipeline import Indexer
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 

@@ -34,7 +34,7 @@ from imgsearch.captioners.transformers_local import (  # noqa: E402
 )
 from imgsearch.cli import app  # noqa: E402
 from imgsearch.errors import CaptionerError  # noqa: E402
-from imgsearch.images import load_rgb  # noqa: E402
+from imgsearch.pictures.images import load_rgb  # noqa: E402
 from tiny_models import blip_tokenizer, build_tiny_bert, build_tiny_llava, token_count  # noqa: E402
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240)]

@@ -20,7 +20,7 @@ from tiny_models import build_tiny_bert, build_tiny_clip, build_tiny_siglip
 
 from imgsearch import ImageSearch
 from imgsearch.embedders.visual import VisualEmbedder
-from imgsearch.files import path_key
+from imgsearch.pictures.files import path_key
 from imgsearch.errors import ConfigError, EmbedderError, EmbedderMismatchError, ImageLoadError
 
 

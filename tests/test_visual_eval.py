@@ -18,8 +18,8 @@ from tiny_models import build_tiny_clip
 from imgsearch.config import load_settings
 from imgsearch.embedders.visual import VisualEmbedder
 from imgsearch.evaluation import run_eval
-from imgsearch.images import inspect_picture
-from imgsearch.search import SEARCH_MODES
+from imgsearch.pictures.images import inspect_picture
+from imgsearch.search.plan import SEARCH_MODES
 
 IMAGES = 10
 QUERY_SETS = ("captions", "file names", "rare words")

@@ -24,7 +24,7 @@ from imgsearch.embedders.onnx_cache import OnnxCache
 from imgsearch.embedders.onnx_encoder import META_FILE, MODEL_FILE, POOLED_IN_GRAPH
 from imgsearch.embedders.sentence_transformer import resolve_model_source
 from imgsearch.embedders.visual import VisualEmbedder
-from imgsearch.store.lite_keeper import read_note, stop_keeper
+from imgsearch.store.lite.keeper import read_note, stop_keeper
 
 MIN_COSINE = 0.9999
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
-from imgsearch.watcher import ChangeCollector
+from imgsearch.indexing.watch import ChangeCollector
 
 
 def write_picture(path: Path, index: int, caption: str) -> None:

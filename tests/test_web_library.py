@@ -20,7 +20,7 @@ from test_caption_pending import store_pending_row
 from test_web_page import chromium  # noqa: F401 (a fixture)
 
 from imgsearch.errors import ConfigError
-from imgsearch.library import picture_date
+from imgsearch.search.library import picture_date
 
 # Older than every dated picture, one a day from 1 January 2005: enough for a second page of 60.
 OLD_PICTURES = 60
@@ -49,7 +49,7 @@ def library(embedder, tmp_path_factory) -> Iterator[Library]:
     """The five dated pictures, sixty older ones dated by their files, one waiting for its caption,
     and one deleted after it was indexed."""
     from imgsearch import ImageSearch
-    from imgsearch.web.jobs import SerializedEmbedder
+    from imgsearch.serving.jobs import SerializedEmbedder
 
     base = tmp_path_factory.mktemp("library")
     folder = dated_folder(base)
@@ -202,7 +202,7 @@ def _unexpected(problems: list[str], server: Any, library: Library) -> list[str]
 
 
 def _id(library: Library, name: str) -> str:
-    from imgsearch.files import path_key
+    from imgsearch.pictures.files import path_key
 
     return path_key(str(library.folder / name))
 

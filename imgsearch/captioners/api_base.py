@@ -303,7 +303,7 @@ class ApiCaptioner(Captioner):
         return [r if r is not None else CaptionFailure("not captioned") for r in results]
 
     def _encoded(self, item: CaptionInput) -> str:
-        from ..images import load_rgb
+        from ..pictures.images import load_rgb
 
         image = item.image if item.image is not None else load_rgb(item.path)
         return base64.b64encode(encode_jpeg(image, self.image_max_side)).decode("ascii")

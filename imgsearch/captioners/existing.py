@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CaptionerError
-from ..files import read_if_regular
+from ..pictures.files import read_if_regular
 from .base import CaptionFailure, CaptionInput, Captioner
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from ..results import CaptionUsage, join_captions, several_id
 from .base import CaptionFailure, CaptionInput, Captioner
 
 if TYPE_CHECKING:
-    from ..caption_cache import CaptionCache
+    from ..cache.captions import CaptionCache
 
 class SeveralCaptioners(Captioner):
     """Captions each picture with every one of parts; the caption is all of theirs, one per line.

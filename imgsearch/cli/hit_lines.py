@@ -25,7 +25,7 @@ _OTHER_COLUMNS_WIDTH = 7 + 8 + 10
 
 def print_hits(hits: "list[SearchHit]", with_dates: bool = False) -> None:
     """Print hits best first (or in the order given), with each one's date when with_dates."""
-    from ..progress import one_line
+    from .progress import one_line
 
     if not out.is_terminal:
         for hit in hits:
@@ -76,7 +76,7 @@ def _rich_caption(hit: "SearchHit") -> str:
 def _print_table(hits: "list[SearchHit]", with_dates: bool) -> None:
     from rich.table import Table
 
-    from ..progress import one_line
+    from .progress import one_line
 
     table = Table(show_lines=False)
     table.add_column("#", justify="right")
@@ -95,7 +95,7 @@ def _print_table(hits: "list[SearchHit]", with_dates: bool) -> None:
 
 
 def _print_blocks(hits: "list[SearchHit]", with_dates: bool) -> None:
-    from ..progress import one_line
+    from .progress import one_line
 
     for rank, hit in enumerate(hits, 1):
         # Printed without wrapping (the console soft-wraps): the terminal folds a long path for

@@ -34,8 +34,8 @@ def index(
 
     With --ray, a Ray cluster captions and embeds (one model per actor, --concurrency actors at most) while this machine finds the pictures and writes the index.
     """
-    from ..progress import RichIndexProgress
-    from ..stopping import stop_on_signals
+    from .progress import RichIndexProgress
+    from .stopping import stop_on_signals
 
     check_paths(paths)
     options = with_folder_captions(options, paths)
@@ -72,8 +72,8 @@ def watch(
 
     Changes are batched (after --debounce seconds of quiet). Ctrl-C or SIGTERM stops after the current batch. With --json, each batch's report is one JSON line on stdout.
     """
-    from ..progress import RichIndexProgress
-    from ..stopping import stop_on_signals
+    from .progress import RichIndexProgress
+    from .stopping import stop_on_signals
 
     check_paths(paths)
     options = with_folder_captions(options, paths)
@@ -135,7 +135,7 @@ def describe(
 def check_paths(paths: "list[Path]") -> None:
     """Stop with one line and exit code 2 on a path that is not there or cannot be read, before
     any model loads (which takes seconds): a typo should not cost a model load."""
-    from ..progress import one_line
+    from .progress import one_line
 
     for path in paths:
         shown = one_line(str(path))
@@ -191,7 +191,7 @@ def print_warnings(warnings: "list[str]") -> None:
 
 
 def _print_report(report: "IndexReport") -> None:
-    from ..progress import one_line
+    from .progress import one_line
 
     parts = [
         f"[green]{report.new} new[/]",

@@ -36,7 +36,7 @@ def mcp(
     import secrets
 
     from ..mcp_server import DEFAULT_HOST, DEFAULT_PORT, ImageSearchMcp, require_sdk, stdout_on_stderr
-    from ..web.jobs import shared_engine
+    from ..serving.jobs import shared_engine
     from ..web.run import check_token, is_loopback
 
     call(require_sdk)

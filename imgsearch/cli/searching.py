@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..evaluation import EvalReport
     from ..results import SearchHit
-    from ..search import SearchFilters
+    from ..search.plan import SearchFilters
 
 
 @with_options(EMBEDDER, STORE, CONFIG)
@@ -65,9 +65,9 @@ def query(
     (newest first with --sort date)."""
     if sum(given is not None for given in (text, like, image)) != 1:
         fail("give either TEXT to search for, --like PATH or --image FILE", EXIT_USAGE)
-    from ..kept_index import ask_keeper
-    from ..relevance import floor_facts
-    from ..search import SearchFilters, check_sort, ordered_hits
+    from ..serving.kept_index import ask_keeper
+    from ..search.relevance import floor_facts
+    from ..search.plan import SearchFilters, check_sort, ordered_hits
 
     call(lambda: check_sort(sort))
 
@@ -102,7 +102,7 @@ def query(
 
 def _no_good_match(text: Optional[str], like: Optional[Path], image: Optional[Path], facts: dict) -> str:
     """'no good match for ...; N pictures scored below the floor F (--min-score 0 shows them)'."""
-    from ..relevance import no_good_match_line
+    from ..search.relevance import no_good_match_line
 
     what = repr(text) if text is not None else f"pictures like {like or image}"
     return no_good_match_line(what, facts["below_floor"], facts["floor"], "--min-score 0")
@@ -187,7 +187,7 @@ def evaluate(
     The index is built in a throw-away folder; your own index is never touched.
     """
     from ..evaluation import run_eval
-    from ..search import check_mode
+    from ..search.plan import check_mode
 
     settings = call(lambda: settings_from(options))
     # None: every mode the dataset's index answers (visual where it has image vectors).

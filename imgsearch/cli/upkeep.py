@@ -19,7 +19,7 @@ from .options import CONFIG, EMBEDDER, STORE, JsonOut, engine_from
 if TYPE_CHECKING:
     from ..engine import ImageSearch
     from ..results import CheckReport, IndexStatus
-    from ..store.lite_keeper import KeeperState
+    from ..store.lite.keeper import KeeperState
 
 
 @with_options(STORE, CONFIG)
@@ -87,7 +87,7 @@ def check(
 
     Exit code 0: healthy (or repaired); 1: problems found (run with --repair); 3: could not check.
     """
-    from ..progress import RichIndexProgress
+    from .progress import RichIndexProgress
 
     engine = call(lambda: engine_from(options))
     with engine:
@@ -138,7 +138,7 @@ def _print_check(report: "CheckReport") -> None:
 
 def _repair_hint(problems: list[str]) -> str:
     """What `check --repair` would do about these problems, said once after them."""
-    from ..checking import CACHE_PROBLEM
+    from ..upkeep.check import CACHE_PROBLEM
 
     does = []
     if any(problem.startswith(CACHE_PROBLEM) for problem in problems):
@@ -157,8 +157,8 @@ def export(
     as_json: JsonOut = False,
 ) -> None:
     """Write every indexed picture's path, caption and metadata as JSONL or CSV, streamed."""
-    from ..export import EXPORT_FORMATS, atomic_output, export_columns, write_rows
-    from ..progress import RichRowProgress
+    from ..upkeep.export import EXPORT_FORMATS, atomic_output, export_columns, write_rows
+    from .progress import RichRowProgress
     from ..store import ROW_FIELDS
 
     if fmt not in EXPORT_FORMATS:
@@ -200,7 +200,7 @@ def prune(
     as_json: JsonOut = False,
 ) -> None:
     """Remove from the index every picture whose file is gone. Nothing is captioned."""
-    from ..progress import one_line
+    from .progress import one_line
 
     engine = call(lambda: engine_from(options))
     with engine:
@@ -222,7 +222,7 @@ def reembed(
 
     Nothing is captioned. The new index is built beside the old one and takes its place when complete; stopped part-way, the old index is left as it was.
     """
-    from ..progress import RichIndexProgress
+    from .progress import RichIndexProgress
 
     engine = call(lambda: engine_from(options))
     try:
@@ -242,7 +242,7 @@ def reembed(
 
 
 def _print_status(info: "IndexStatus", keeper: "Optional[KeeperState]", embedded: bool) -> None:
-    from ..status_text import caption_counts, run_progress
+    from ..serving.status_text import caption_counts, run_progress
     from .hit_lines import LabelledLines
 
     table = LabelledLines()

@@ -12,7 +12,7 @@ from .. import errors
 from ..captioners.base import Captioner, CaptionFailure
 from ..errors import ClusterError, ConfigError, ImgsearchError
 from ..factory import build_visual
-from ..files import display_path
+from ..pictures.files import display_path
 from .connection import RayConnection
 from .pipeline import BATCH_RETRIES, build_pipeline, plan_pipeline
 from .stand_in import ClusterCaptioner, ClusterVisual
@@ -34,7 +34,7 @@ from .workers import (
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..picture_reader import Picture
+    from ..indexing.reading import Picture
 
 # Pictures every node is asked to read before a run starts (the first, the last, and between).
 VISIBILITY_SAMPLE = 16

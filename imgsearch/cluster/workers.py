@@ -18,8 +18,8 @@ import numpy as np
 
 from ..captioners.base import CaptionFailure, CaptionInput
 from ..errors import ConfigError, ImageLoadError
-from ..files import bytes_hash, read_file
-from ..ocr import searchable_text
+from ..pictures.files import bytes_hash, read_file
+from ..pictures.ocr import searchable_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,7 +43,7 @@ CHANGED_SINCE_READ = "the file changed while it was being indexed; index it agai
 def decode_pictures(batch: Batch) -> Batch:
     """Read each picture and decode it at its side, as the local reader does (side 0: only check it is whole)."""
     # Pillow and the HEIF and RAW readers load here, on the worker, not in the driver's import.
-    from ..images import inspect_picture
+    from ..pictures.images import inspect_picture
 
     pixels: list[bytes] = []
     sizes: list[tuple[int, int]] = []

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..web.limits import TOKEN_HEADER
-from ..web.listener import ListeningServer, bind, url_of
+from ..serving.listener import ListeningServer, bind, url_of
 from ..web.run import check_token
 
 MCP_PATH = "/mcp"

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ImageLoadError
-from ..files import path_key, root_path
-from ..web.guard import FileGuard
-from ..web.thumbnails import ThumbnailCache
+from ..pictures.files import path_key, root_path
+from ..serving.guard import FileGuard
+from ..serving.thumbnails import ThumbnailCache
 
 if TYPE_CHECKING:
     from ..engine import ImageSearch

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..search import SearchFilters
+from ..search.plan import SearchFilters
 
 MAX_QUERY_CHARS = 1000
 MAX_PATH_CHARS = 4096

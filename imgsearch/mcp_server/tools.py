@@ -24,10 +24,10 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from ..errors import ImgsearchError
-from ..files import path_key
-from ..relevance import floor_facts, no_good_match_line
-from ..status_text import status_lines
-from ..web.jobs import IndexJob
+from ..pictures.files import path_key
+from ..search.relevance import floor_facts, no_good_match_line
+from ..serving.status_text import status_lines
+from ..serving.jobs import IndexJob
 from .pictures import PICTURE_URI, IndexedPictures, is_picture_id, picture_uri
 from .schemas import (
     CaptionByCaptioner,

@@ -10,7 +10,7 @@ collection_rows: rows and searches · milvus_store: MilvusStore, all of these be
 """
 
 from .catalog import CATALOG
-from .lock import EmbeddedIndexLock
+from .lite.lock import EmbeddedIndexLock
 from .milvus_store import MilvusStore
 from .schema import (
     PROP_CAPTIONERS,

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ConfigError, StoreError
 from .connection import lite_file
 from .catalog import read_catalog_copy
-from .lite_damage import damage_error, mark_damaged
+from .lite.damage import damage_error, mark_damaged
 from .index_facts import (
     COLLECTION_KEY,
     captioners_in,
@@ -22,7 +22,7 @@ from .index_facts import (
     properties_in,
 )
 from .link import StoreLink
-from .writes import signals_damage
+from .lite.writes import signals_damage
 from .schema import (
     PROP_CAPTIONERS,
     PROP_DIMENSION,

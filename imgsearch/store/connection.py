@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexBusyError, StoreError
-from .disk import make_folders
-from .lite_host import HostUse, release_host, use_host
-from .lite_keeper import mark_used
-from .lite_server import quiet_lite_import
-from .lock import busy_message
+from .lite.disk import make_folders
+from .lite.host import HostUse, release_host, use_host
+from .lite.keeper import mark_used
+from .lite.server import quiet_lite_import
+from .lite.lock import busy_message
 
 # pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

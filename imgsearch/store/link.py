@@ -10,9 +10,9 @@ from typing import Any
 from ..errors import StoreError
 from .catalog import Catalog
 from .connection import Connection, call, is_embedded, lite_file
-from .disk import make_folders, unwritable_index_error
-from .lock import EmbeddedIndexLock
-from .writes import with_damage_hint, write
+from .lite.disk import make_folders, unwritable_index_error
+from .lite.lock import EmbeddedIndexLock
+from .lite.writes import with_damage_hint, write
 
 
 class StoreLink:

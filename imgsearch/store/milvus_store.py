@@ -14,7 +14,7 @@ from .link import StoreLink
 from .schema import ROW_FIELDS
 
 if TYPE_CHECKING:
-    from .lite_keeper import KeeperState
+    from .lite.keeper import KeeperState
 
 
 class MilvusStore:
@@ -101,7 +101,7 @@ class MilvusStore:
         if not self.is_embedded:
             return
         from .connection import lite_file
-        from .lite_keeper import stop_keeper
+        from .lite.keeper import stop_keeper
 
         self.forget_opened()
         self._link.disconnect()
@@ -112,7 +112,7 @@ class MilvusStore:
         if not self.is_embedded:
             return None
         from .connection import lite_file
-        from .lite_keeper import keeper_state
+        from .lite.keeper import keeper_state
 
         return keeper_state(lite_file(self.uri))
 
@@ -122,7 +122,7 @@ class MilvusStore:
         if not self.is_embedded:
             return False
         from .connection import lite_file
-        from .lite_keeper import unload_keeper
+        from .lite.keeper import unload_keeper
 
         return unload_keeper(lite_file(self.uri))
 

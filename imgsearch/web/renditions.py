@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from .thumbnails import ThumbnailCache
+from ..serving.thumbnails import ThumbnailCache
 
 VIEW_SIZES = (1024, 2048)
 DEFAULT_VIEW_SIZE = 2048

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .guard import FileGuard
-from .jobs import IndexJob
+from ..serving.guard import FileGuard
+from ..serving.jobs import IndexJob
 from .limits import ServeLimits
-from .thumbnails import ThumbnailCache
+from ..serving.thumbnails import ThumbnailCache
 
 if TYPE_CHECKING:
     from ..engine import ImageSearch

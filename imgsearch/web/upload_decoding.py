@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from starlette.exceptions import HTTPException
 
 from ..errors import ImageLoadError
-from ..files import RAW_SUFFIXES
+from ..pictures.files import RAW_SUFFIXES
 
 if TYPE_CHECKING:  # Pillow loads with the first upload
     from PIL import Image
@@ -68,7 +68,7 @@ class UploadDecoder:
         """The picture upright and RGB, at least UPLOAD_SIDE on its short side where it has that many
         pixels and at most UPLOAD_MAX_SIDE on its long side; HTTP 400 when it cannot be read, 413
         when it would take more than max_pixels to decode."""
-        from ..images import inspect_picture, pixels_to_decode
+        from ..pictures.images import inspect_picture, pixels_to_decode
 
         if not data:
             raise HTTPException(400, "the uploaded picture is empty")

@@ -15,7 +15,7 @@ from ...errors import ConfigError, ImageLoadError
 from ...results import captions_of_row, is_pending_row
 from ..renditions import DEFAULT_VIEW_SIZE, VIEW_SIZES, RenditionCache, browser_type
 from ..served import Served
-from ..thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
+from ...serving.thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
 
 _HEX = frozenset("0123456789abcdef")
 

@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from ...errors import ConfigError
-from ...relevance import floor_facts
-from ...search import check_sort
+from ...search.relevance import floor_facts
+from ...search.plan import check_sort
 from ..forms import FormError, FormPart, is_form, parse_form
 from ..served import Served
 from ..upload_decoding import UploadDecoder

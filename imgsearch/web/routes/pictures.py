@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from ...files import path_key
-from ...library import MAX_PAGE, LibraryPicture
+from ...pictures.files import path_key
+from ...search.library import MAX_PAGE, LibraryPicture
 from ...results import captions_of_row
 from ..served import Served
 from .images import image_links

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from ...errors import ConfigError
-from ...files import path_key
-from ...relevance import floor_facts
-from ...search import check_sort
+from ...pictures.files import path_key
+from ...search.relevance import floor_facts
+from ...search.plan import check_sort
 from ..served import Served
 from .images import image_links
 
@@ -106,7 +106,7 @@ def search_filters(values: Mapping[str, Any]) -> Any:
     A value of the wrong type is a ConfigError naming the filter, before it reaches the store.
     """
     try:
-        from ...search import SearchFilters
+        from ...search.plan import SearchFilters
     except ImportError:
         raise ConfigError("this version of imgsearch has no search filters") from None
     known = {f.name: str(f.type) for f in dataclasses.fields(SearchFilters)}

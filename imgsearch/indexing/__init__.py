@@ -1,0 +1,1 @@
+"""The indexing pipeline: read, caption (or reuse), embed and store pictures, and keep watching folders."""

@@ -1,0 +1,1 @@
+"""Reading picture files: finding and hashing them, decoding safely (RAW too), their facts, text inside them."""

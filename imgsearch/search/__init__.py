@@ -1,0 +1,1 @@
+"""The query side: planning and running a search, the relevance floor, browsing the library, near-copies."""

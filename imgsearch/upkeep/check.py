@@ -1,0 +1,261 @@
+"""`imgsearch check`: read the whole index and the caption cache, and say what is wrong with them.
+
+Run on demand (never on the query path). Repair sets a damaged caption cache aside, carrying
+what it still holds into a fresh one, writes the captions the index holds and the cache lacks
+back into the cache, and rebuilds a damaged index from the caption cache without captioning,
+keeping the damaged copy aside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..cache.captions import inspect_cache_file
+from ..errors import ImgsearchError
+from ..pictures.ocr import searchable_text
+from ..private_files import write_private_text
+from ..results import CheckReport, is_pending_row
+
+if TYPE_CHECKING:
+    from ..engine import ImageSearch
+
+# Rows whose vector is compared with a fresh embedding of their caption.
+EMBEDDING_SAMPLE = 200
+# Below this cosine a stored vector no longer says what its caption says.
+SAME_VECTOR = 0.99
+UNIT_TOLERANCE = 1e-3
+# More problems than this of one kind are counted, not listed.
+_LISTED = 5
+FOLDERS_FILE = "indexed-folders.json"
+# How every problem with the caption cache starts (the rest are the index's).
+CACHE_PROBLEM = "the caption cache"
+# SQLite's integrity check heads its findings with the database they are in.
+_SQLITE_SECTION = re.compile(r"\*\*\* in database \w+ \*\*\*")
+
+
+def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
+    """Every problem found in engine's index and caption cache; an empty list means healthy."""
+    started = time.monotonic()
+    report = CheckReport(index=engine.store.uri, cache=str(engine.settings.caption_cache_path))
+    report.cache_captions, cache_problems = _check_cache(engine.settings.caption_cache_path)
+    report.problems.extend(cache_problems)
+    try:
+        # The file as it is on disk, not the copy a keeper loaded before it was damaged.
+        engine.store.read_from_disk()
+        _check_index(engine, report, sample)
+    except ImgsearchError as exc:
+        report.index_readable = False
+        report.problems.append(f"the index cannot be read: {exc}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _check_cache(path: Path) -> tuple[int, list[str]]:
+    count, damage = inspect_cache_file(path)
+    if damage:
+        return count, [f"{CACHE_PROBLEM} {path} is damaged: {_summary(damage)}"]
+    return count, []
+
+
+def _summary(damage: list[str]) -> str:
+    """SQLite's findings (one per bad cell, a page of them for one bad page) as one short line."""
+    findings = [
+        line.strip() for entry in damage for line in entry.splitlines()
+        if line.strip() and not _SQLITE_SECTION.fullmatch(line.strip())
+    ] or ["SQLite's integrity check failed"]
+    more = len(findings) - 1
+    return findings[0] + (f" (and {more} more finding{'s' if more > 1 else ''} of SQLite's integrity check)" if more else "")
+
+
+def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
+    store = engine.store
+    if not store.exists():
+        report.problems.append(f"there is no index in collection {store.collection!r} at {store.uri}")
+        return
+    store.load_existing()
+    counted = store.count()
+    bad_vectors: list[str] = []
+    paths: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+    captioned: list[dict[str, Any]] = []
+    dimension = store.dimension
+    for row in store.iter_rows(fields=["path", "caption", "captioner", "content_hash", "ocr_text", "vector"]):
+        report.rows += 1
+        paths[row["path"]] += 1
+        captioned.append(row)
+        vector = [float(x) for x in row["vector"]]
+        problem = _vector_problem(vector, dimension)
+        if problem:
+            bad_vectors.append(f"{row['path']}: {problem}")
+        elif not is_pending_row(row):  # a row waiting for its caption has no caption vector yet
+            rows.append(row)
+    if counted != report.rows:
+        report.problems.append(f"the index counts {counted} rows but {report.rows} could be read")
+    _add_listed(report, bad_vectors, "rows with a broken vector")
+    duplicates = [f"{path} ({times} rows)" for path, times in paths.items() if times > 1]
+    _add_listed(report, duplicates, "pictures stored more than once")
+    if not any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
+        # Opening a damaged cache would repair it: these look at a healthy one only.
+        _check_lost_rows(engine, report, set(paths))
+        _check_cached_captions(engine, report, captioned)
+    _check_embeddings(engine, report, rows, sample)
+
+
+def _check_lost_rows(engine: ImageSearch, report: CheckReport, stored: set[str]) -> None:
+    """Pictures under the indexed folders with a cached caption but no row: lost from the index."""
+    from ..pictures.files import FoundFile, content_hash, display_path, walk_images
+
+    folders = indexed_folders(engine.settings.data_dir)
+    absent = [
+        found.path for found in walk_images(folders)
+        if isinstance(found, FoundFile) and display_path(found.path) not in stored
+    ]
+    if not absent:
+        return
+    hashes = {}
+    for path in absent:
+        try:
+            hashes[path] = content_hash(path)
+        except OSError:
+            continue
+    cached = engine.cache.latest_any(hashes.values())
+    lost = [display_path(path) for path, digest in hashes.items() if digest in cached]
+    _add_listed(report, lost, "pictures that were indexed (their caption is cached) but have no row")
+
+
+def _check_cached_captions(engine: ImageSearch, report: CheckReport, rows: list[dict[str, Any]]) -> None:
+    """Rows whose caption the cache has lost (salvaged in part, deleted): a rebuild would caption them again."""
+    from ..cache.refill import uncached
+
+    lacking = [row["path"] for row in uncached(rows, engine.cache)]
+    if lacking:
+        report.problems.append(
+            f"{CACHE_PROBLEM} lacks the captions of {len(lacking)} indexed pictures, so a rebuild of the index "
+            f"would caption them again (`imgsearch check --repair` writes them back): {_listed(lacking)}"
+        )
+
+
+def _vector_problem(vector: list[float], dimension: int) -> str:
+    if dimension and len(vector) != dimension:
+        return f"{len(vector)}-d vector in a {dimension}-d index"
+    if not all(math.isfinite(x) for x in vector):
+        return "vector has values that are not finite numbers"
+    norm = math.sqrt(sum(x * x for x in vector))
+    if abs(norm - 1.0) > UNIT_TOLERANCE:
+        return f"vector length {norm:.4g}, not 1"
+    return ""
+
+
+def _check_embeddings(engine: ImageSearch, report: CheckReport, rows: list[dict[str, Any]], sample: int) -> None:
+    """A stored vector must still be its caption's embedding (a sample, to keep check quick)."""
+    chosen = random.Random(0).sample(rows, min(sample, len(rows)))
+    if not chosen:
+        return
+    texts = [searchable_text(row["caption"], row.get("ocr_text") or "") for row in chosen]
+    fresh = engine.embedder.embed(texts)
+    report.rows_re_embedded = len(chosen)
+    differing = []
+    for index, (row, vector) in enumerate(zip(chosen, fresh)):
+        cosine = _cosine(vector, row["vector"])
+        if cosine < SAME_VECTOR:
+            # Stored before captions of several sentences were embedded sentence by sentence:
+            # the whole text's vector is that caption's embedding too.
+            cosine = max(cosine, _cosine(engine.embedder.embed_queries([texts[index]])[0], row["vector"]))
+        if cosine < SAME_VECTOR:
+            differing.append(f"{row['path']}: cosine {cosine:.3f} to its caption's embedding")
+    _add_listed(report, differing, f"of {len(chosen)} sampled rows whose vector does not match their caption")
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * float(y) for x, y in zip(a, b))
+
+
+def _add_listed(report: CheckReport, items: list[str], what: str) -> None:
+    if items:
+        report.problems.append(f"{len(items)} {what}: {_listed(items)}")
+
+
+def _listed(items: list[str]) -> str:
+    return "; ".join(items[:_LISTED]) + (f"; and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
+
+
+def remember_folders(data_dir: Path, folders: Iterable[Path]) -> None:
+    """Record the folders an index was built from, so a repair can rebuild it without them."""
+    path = data_dir / FOLDERS_FILE
+    known = indexed_folders(data_dir)
+    wanted = [*known, *(str(folder) for folder in folders if str(folder) not in known)]
+    if wanted == known:
+        return
+    try:
+        # 0600: a repair rebuilds the index from this list, so no other user may change it.
+        write_private_text(path, json.dumps(wanted, indent=1))
+    except OSError:  # a full disk: the index run itself goes on
+        pass
+
+
+def indexed_folders(data_dir: Path) -> list[str]:
+    """The folders recorded by remember_folders; entries that are no folder name are left out."""
+    try:
+        folders = json.loads((data_dir / FOLDERS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(folders, list):
+        return []
+    # A number or null (a damaged or hand-edited file) names no folder: as text it would be
+    # a folder "5" or "None" under the current one, and "" the current folder itself.
+    return [folder for folder in folders if isinstance(folder, str) and folder]
+
+
+def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
+    """Set a damaged cache aside, carrying what it still holds into a fresh one, then write the
+    captions the index holds and the cache lacks back into it.
+
+    Done before any rebuild of the index: the readable rows are the only copy of those captions.
+    """
+    from ..cache.refill import write_back_captions
+
+    cache = engine.cache
+    # Opening the cache replaces it only when the damage lies on the way; some never is.
+    if inspect_cache_file(cache.path)[1]:
+        cache.replace_damaged()
+    written = 0
+    try:
+        written = write_back_captions(engine.store, cache)
+    except ImgsearchError:
+        pass  # an index that cannot be read gives nothing back; its rebuild goes on
+    report.repairs.extend(cache.take_warnings())
+    if written:
+        report.repairs.append(f"the captions of {written} indexed pictures were written back into the caption cache")
+
+
+def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> CheckReport:
+    """Rebuild the index from the caption cache, captioning nothing, beside the damaged one,
+    which is kept aside once the new one is complete (a stopped repair leaves it as it was).
+
+    Pictures with no cached caption are reported as failed (`imgsearch index` captions them).
+    """
+    from ..errors import ConfigError
+
+    folders = indexed_folders(engine.settings.data_dir)
+    if not folders:
+        raise ConfigError(
+            "no record of which folders this index was built from: run `imgsearch index FOLDER --rebuild`"
+        )
+    report.rebuilt = engine.rebuild_from_cache(folders, progress)
+    if report.rebuilt.replaced:
+        report.repairs.append(f"the damaged index was kept aside as {report.rebuilt.replaced}")
+    report.repairs.append(
+        f"the index was rebuilt from the caption cache: {report.rebuilt.new} pictures, nothing captioned"
+        + (f", {len(report.rebuilt.failed)} without a cached caption (`imgsearch index` captions them)"
+           if report.rebuilt.failed else "")
+    )
+    report.repairs.extend(report.rebuilt.warnings)
+    return report
