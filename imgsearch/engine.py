@@ -434,7 +434,7 @@ class ImageSearch:
                 report.repairs.extend(self.cache.take_warnings())
                 refill_cache(self, report)
             if any(not problem.startswith(CACHE_PROBLEM) for problem in report.problems):
-                repair(self, report, progress)
+                repair(self, report, self.rebuild_from_cache, progress)
         return report
 
     def prune(self, paths: Iterable[str | Path] | None = None) -> PruneReport:

@@ -1,4 +1,5 @@
-"""The package's modules import each other without circles, lazy imports inside functions included."""
+"""The package's modules import each other without circles, lazy imports inside functions and
+type-only imports (under `if TYPE_CHECKING:`) included; the two servers share only serving/."""
 
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The package modules this file imports at run time (at the top or inside functions)."""
+def _imports(path: Path, modules: set[str], type_only: bool = True) -> set[str]:
+    """The package modules this file imports (at the top or inside functions); with type_only,
+    those imported only for type checking too."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_only:
             for child in node.orelse:
                 visit(child)
             return
@@ -52,7 +54,7 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return {module for module in found if module in modules and module != name}
 
 
-def _graph() -> dict[str, set[str]]:
+def _graph(type_only: bool = True) -> dict[str, set[str]]:
     files = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(path) for path in files}
     graph = {}
@@ -60,7 +62,7 @@ def _graph() -> dict[str, set[str]]:
         name = _module_name(path)
         # A module's import of its own package's __init__ (or a parent's) is not a dependency
         # on the modules that __init__ re-exports; package inits are checked as modules too.
-        graph[name] = {m for m in _imports(path, modules) if not name.startswith(m + ".")}
+        graph[name] = {m for m in _imports(path, modules, type_only) if not name.startswith(m + ".")}
     return graph
 
 
@@ -100,11 +102,34 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_walk_sees_imports_inside_functions():
-    graph = _graph()
+    graph = _graph(type_only=False)
     # kept_index imports the engine only inside a method: the walk must still see it.
     assert "imgsearch.engine" in graph["imgsearch.serving.kept_index"]
     assert "imgsearch.store.lite.server" in graph["imgsearch.store.lite.keeper"]
 
 
+def test_the_walk_sees_type_only_imports():
+    # The MCP server names the engine's type only under `if TYPE_CHECKING:`.
+    assert "imgsearch.engine" not in _graph(type_only=False)["imgsearch.mcp_server.server"]
+    assert "imgsearch.engine" in _graph()["imgsearch.mcp_server.server"]
+
+
 def test_no_import_circles():
+    assert _cycles(_graph(type_only=False)) == []
+
+
+def test_no_import_circles_counting_type_only_imports():
+    # A circle of type-only imports is a circle of design: two modules that each need the other.
     assert _cycles(_graph()) == []
+
+
+def test_the_servers_share_only_serving():
+    """The MCP server and the web server each import what they share from serving/, not from each other."""
+    crossings = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in sorted(targets)
+        for own, other in (("imgsearch.mcp_server", "imgsearch.web"), ("imgsearch.web", "imgsearch.mcp_server"))
+        if (module == own or module.startswith(own + ".")) and (target == other or target.startswith(other + "."))
+    ]
+    assert crossings == []

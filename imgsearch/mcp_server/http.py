@@ -6,9 +6,8 @@ import hmac
 import json
 from typing import Any
 
-from ..web.limits import TOKEN_HEADER
 from ..serving.listener import ListeningServer, bind, url_of
-from ..web.run import check_token
+from ..serving.tokens import check_token, sent_tokens
 
 MCP_PATH = "/mcp"
 # Open event streams would hold a stop back for as long as their clients stay connected.
@@ -44,10 +43,7 @@ class TokenGate:
 
     def _carries_token(self, scope: dict[str, Any]) -> bool:
         headers = {name.decode("latin-1").lower(): value for name, value in scope.get("headers", [])}
-        candidates = [headers.get(TOKEN_HEADER, b"")]
-        bearer = headers.get("authorization", b"")
-        if bearer[:7].lower() == b"bearer ":
-            candidates.append(bearer[7:].strip())
+        candidates = sent_tokens(headers)
         return any(candidate and hmac.compare_digest(candidate, self.token) for candidate in candidates)
 
 

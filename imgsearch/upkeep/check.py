@@ -14,7 +14,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +22,10 @@ from ..cache.captions import inspect_cache_file
 from ..errors import ImgsearchError
 from ..pictures.ocr import searchable_text
 from ..private_files import write_private_text
-from ..results import CheckReport, is_pending_row
+from ..results import CheckReport, IndexReport, is_pending_row
 
 if TYPE_CHECKING:
-    from ..engine import ImageSearch
+    from .parts import IndexParts
 
 # Rows whose vector is compared with a fresh embedding of their caption.
 EMBEDDING_SAMPLE = 200
@@ -41,16 +41,16 @@ CACHE_PROBLEM = "the caption cache"
 _SQLITE_SECTION = re.compile(r"\*\*\* in database \w+ \*\*\*")
 
 
-def check(engine: ImageSearch, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
-    """Every problem found in engine's index and caption cache; an empty list means healthy."""
+def check(parts: IndexParts, sample: int = EMBEDDING_SAMPLE) -> CheckReport:
+    """Every problem found in the index and caption cache; an empty list means healthy."""
     started = time.monotonic()
-    report = CheckReport(index=engine.store.uri, cache=str(engine.settings.caption_cache_path))
-    report.cache_captions, cache_problems = _check_cache(engine.settings.caption_cache_path)
+    report = CheckReport(index=parts.store.uri, cache=str(parts.settings.caption_cache_path))
+    report.cache_captions, cache_problems = _check_cache(parts.settings.caption_cache_path)
     report.problems.extend(cache_problems)
     try:
         # The file as it is on disk, not the copy a keeper loaded before it was damaged.
-        engine.store.read_from_disk()
-        _check_index(engine, report, sample)
+        parts.store.read_from_disk()
+        _check_index(parts, report, sample)
     except ImgsearchError as exc:
         report.index_readable = False
         report.problems.append(f"the index cannot be read: {exc}")
@@ -75,8 +75,8 @@ def _summary(damage: list[str]) -> str:
     return findings[0] + (f" (and {more} more finding{'s' if more > 1 else ''} of SQLite's integrity check)" if more else "")
 
 
-def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
-    store = engine.store
+def _check_index(parts: IndexParts, report: CheckReport, sample: int) -> None:
+    store = parts.store
     if not store.exists():
         report.problems.append(f"there is no index in collection {store.collection!r} at {store.uri}")
         return
@@ -104,16 +104,16 @@ def _check_index(engine: ImageSearch, report: CheckReport, sample: int) -> None:
     _add_listed(report, duplicates, "pictures stored more than once")
     if not any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
         # Opening a damaged cache would repair it: these look at a healthy one only.
-        _check_lost_rows(engine, report, set(paths))
-        _check_cached_captions(engine, report, captioned)
-    _check_embeddings(engine, report, rows, sample)
+        _check_lost_rows(parts, report, set(paths))
+        _check_cached_captions(parts, report, captioned)
+    _check_embeddings(parts, report, rows, sample)
 
 
-def _check_lost_rows(engine: ImageSearch, report: CheckReport, stored: set[str]) -> None:
+def _check_lost_rows(parts: IndexParts, report: CheckReport, stored: set[str]) -> None:
     """Pictures under the indexed folders with a cached caption but no row: lost from the index."""
     from ..pictures.files import FoundFile, content_hash, display_path, walk_images
 
-    folders = indexed_folders(engine.settings.data_dir)
+    folders = indexed_folders(parts.settings.data_dir)
     absent = [
         found.path for found in walk_images(folders)
         if isinstance(found, FoundFile) and display_path(found.path) not in stored
@@ -126,16 +126,16 @@ def _check_lost_rows(engine: ImageSearch, report: CheckReport, stored: set[str])
             hashes[path] = content_hash(path)
         except OSError:
             continue
-    cached = engine.cache.latest_any(hashes.values())
+    cached = parts.cache.latest_any(hashes.values())
     lost = [display_path(path) for path, digest in hashes.items() if digest in cached]
     _add_listed(report, lost, "pictures that were indexed (their caption is cached) but have no row")
 
 
-def _check_cached_captions(engine: ImageSearch, report: CheckReport, rows: list[dict[str, Any]]) -> None:
+def _check_cached_captions(parts: IndexParts, report: CheckReport, rows: list[dict[str, Any]]) -> None:
     """Rows whose caption the cache has lost (salvaged in part, deleted): a rebuild would caption them again."""
     from ..cache.refill import uncached
 
-    lacking = [row["path"] for row in uncached(rows, engine.cache)]
+    lacking = [row["path"] for row in uncached(rows, parts.cache)]
     if lacking:
         report.problems.append(
             f"{CACHE_PROBLEM} lacks the captions of {len(lacking)} indexed pictures, so a rebuild of the index "
@@ -154,13 +154,13 @@ def _vector_problem(vector: list[float], dimension: int) -> str:
     return ""
 
 
-def _check_embeddings(engine: ImageSearch, report: CheckReport, rows: list[dict[str, Any]], sample: int) -> None:
+def _check_embeddings(parts: IndexParts, report: CheckReport, rows: list[dict[str, Any]], sample: int) -> None:
     """A stored vector must still be its caption's embedding (a sample, to keep check quick)."""
     chosen = random.Random(0).sample(rows, min(sample, len(rows)))
     if not chosen:
         return
     texts = [searchable_text(row["caption"], row.get("ocr_text") or "") for row in chosen]
-    fresh = engine.embedder.embed(texts)
+    fresh = parts.embedder.embed(texts)
     report.rows_re_embedded = len(chosen)
     differing = []
     for index, (row, vector) in enumerate(zip(chosen, fresh)):
@@ -168,7 +168,7 @@ def _check_embeddings(engine: ImageSearch, report: CheckReport, rows: list[dict[
         if cosine < SAME_VECTOR:
             # Stored before captions of several sentences were embedded sentence by sentence:
             # the whole text's vector is that caption's embedding too.
-            cosine = max(cosine, _cosine(engine.embedder.embed_queries([texts[index]])[0], row["vector"]))
+            cosine = max(cosine, _cosine(parts.embedder.embed_queries([texts[index]])[0], row["vector"]))
         if cosine < SAME_VECTOR:
             differing.append(f"{row['path']}: cosine {cosine:.3f} to its caption's embedding")
     _add_listed(report, differing, f"of {len(chosen)} sampled rows whose vector does not match their caption")
@@ -214,7 +214,7 @@ def indexed_folders(data_dir: Path) -> list[str]:
     return [folder for folder in folders if isinstance(folder, str) and folder]
 
 
-def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
+def refill_cache(parts: IndexParts, report: CheckReport) -> None:
     """Set a damaged cache aside, carrying what it still holds into a fresh one, then write the
     captions the index holds and the cache lacks back into it.
 
@@ -222,13 +222,13 @@ def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
     """
     from ..cache.refill import write_back_captions
 
-    cache = engine.cache
+    cache = parts.cache
     # Opening the cache replaces it only when the damage lies on the way; some never is.
     if inspect_cache_file(cache.path)[1]:
         cache.replace_damaged()
     written = 0
     try:
-        written = write_back_captions(engine.store, cache)
+        written = write_back_captions(parts.store, cache)
     except ImgsearchError:
         pass  # an index that cannot be read gives nothing back; its rebuild goes on
     report.repairs.extend(cache.take_warnings())
@@ -236,7 +236,12 @@ def refill_cache(engine: ImageSearch, report: CheckReport) -> None:
         report.repairs.append(f"the captions of {written} indexed pictures were written back into the caption cache")
 
 
-def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> CheckReport:
+def repair(
+    parts: IndexParts,
+    report: CheckReport,
+    rebuild_from_cache: Callable[[list[str], Any], IndexReport],
+    progress: Any = None,
+) -> CheckReport:
     """Rebuild the index from the caption cache, captioning nothing, beside the damaged one,
     which is kept aside once the new one is complete (a stopped repair leaves it as it was).
 
@@ -244,12 +249,12 @@ def repair(engine: ImageSearch, report: CheckReport, progress: Any = None) -> Ch
     """
     from ..errors import ConfigError
 
-    folders = indexed_folders(engine.settings.data_dir)
+    folders = indexed_folders(parts.settings.data_dir)
     if not folders:
         raise ConfigError(
             "no record of which folders this index was built from: run `imgsearch index FOLDER --rebuild`"
         )
-    report.rebuilt = engine.rebuild_from_cache(folders, progress)
+    report.rebuilt = rebuild_from_cache(folders, progress)
     if report.rebuilt.replaced:
         report.repairs.append(f"the damaged index was kept aside as {report.rebuilt.replaced}")
     report.repairs.append(

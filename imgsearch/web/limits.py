@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-TOKEN_HEADER = "x-imgsearch-token"
+from ..serving.tokens import sent_tokens
+
 TOKEN_COOKIE = "imgsearch_token"
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -139,10 +140,7 @@ class RequestLimits:
             self.in_flight -= 1
 
     def _authorized(self, headers: dict[str, bytes]) -> bool:
-        bearer = headers.get("authorization", b"")
-        candidates = [headers.get(TOKEN_HEADER, b"")]
-        if bearer[:7].lower() == b"bearer ":
-            candidates.append(bearer[7:].strip())
+        candidates = sent_tokens(headers)
         for part in headers.get("cookie", b"").split(b";"):
             name, _, value = part.strip().partition(b"=")
             if name == TOKEN_COOKIE.encode():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,17 +12,10 @@ from ..config import Settings
 from ..errors import ConfigError, MissingDependencyError, install_hint
 from .limits import ServeLimits
 from ..serving.listener import ListeningServer, bind, url_of
+from ..serving.tokens import check_token
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-# The token also travels in a cookie and a URL, so it keeps to characters that need no escaping.
-_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~\-]{8,256}")
-
-
-def check_token(token: str) -> str:
-    if token and not _TOKEN_CHARS.fullmatch(token):
-        raise ConfigError("the server token must be 8 to 256 characters of letters, digits and . _ ~ -")
-    return token
 
 
 def is_loopback(host: str) -> bool:
