@@ -151,7 +151,7 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
         say(f"  {preset}: loaded and warmed up in {time.perf_counter() - started:.0f} s"
             f" ({pick_dtype('cpu', dtype)}, {prompt_tokens[preset]} prompt tokens with the picture's)")
     seconds: dict[str, list[float]] = {p: [] for p in presets}
-    cpu_seconds: dict[str, float] = {p: 0.0 for p in presets}
+    cpu_seconds: dict[str, float] = dict.fromkeys(presets, 0.0)
     for photo in photos:
         for preset in presets:
             started, cpu_started = time.perf_counter(), time.process_time()

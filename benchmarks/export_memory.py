@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgsearch.store import MilvusStore  # noqa: E402
+from imgsearch.store import MilvusStore
 
 
 def fill(store: MilvusStore, rows: int, dimension: int = 384, batch: int = 5000) -> None:

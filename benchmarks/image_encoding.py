@@ -246,8 +246,9 @@ def build_metaclip2(folder: Path, name: str = "metaclip2") -> dict[str, int]:
 
 def build_blip_counted(folder: Path) -> dict[str, int]:
     import torch
-    from caption_throughput import build_blip
     from transformers import BlipForConditionalGeneration
+
+    from caption_throughput import build_blip
 
     build_blip(folder)
     with torch.device("meta"):  # counts only: no weights are made

@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_data import coco_mini_or_exit  # noqa: E402
+from demo_data import coco_mini_or_exit
 
 SIDE = (4000, 3000)
 
@@ -282,13 +282,13 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
     own (new contents, so nothing is cached), and the best of each is compared: on a shared
     machine other processes slow some rounds, never speed one up.
     """
-    from caption_throughput import build_blip
-
     from imgsearch.captioners.base import CaptionInput
     from imgsearch.captioners.transformers_local import TransformersCaptioner
     from imgsearch.engine import ImageSearch
     from imgsearch.pictures.files import read_file
     from imgsearch.pictures.images import inspect_picture
+
+    from caption_throughput import build_blip
 
     count, batch, tokens, rounds = args.overlap, 8, 20, max(1, args.rounds)
     photos = make_photos(work / "12mp", max(count * rounds + batch, 30), SIDE)

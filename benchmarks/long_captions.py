@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import announce_cpu  # noqa: E402
+from machine import announce_cpu
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_data import coco_mini_or_exit  # noqa: E402
-from machine import announce_cpu  # noqa: E402
+from demo_data import coco_mini_or_exit
+from machine import announce_cpu
 
 QUERIES = ["a dog on a bed", "a giraffe near trees", "people on a beach", "a plate of food", "a red bus"]
 
@@ -137,7 +137,7 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def _ms(seconds: float) -> str:

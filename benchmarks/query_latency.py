@@ -118,7 +118,7 @@ def unit_vectors(rng, count: int, dimension: int):
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_mode(engine, mode: str, count: int) -> tuple[float, float] | None:
@@ -337,8 +337,9 @@ def main() -> None:
 def start_server(data_dir: Path):
     """A Milvus standalone server on 127.0.0.1, in its own process group (tests/milvus_server.py)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from milvus_server import MilvusServer
     from pymilvus import MilvusClient
+
+    from milvus_server import MilvusServer
 
     server = MilvusServer(data_dir).start()
     client = MilvusClient(uri=server.uri)

@@ -204,13 +204,13 @@ class NamedEmbedder:
 
 
 def driver_ceiling(args: argparse.Namespace, work: Path) -> None:
-    from conftest import make_image
-
     from imgsearch.cache.captions import CaptionCache
     from imgsearch.captioners.existing import ExistingCaptions
-    from imgsearch.pictures.files import bytes_hash
     from imgsearch.indexing.pipeline import Indexer
+    from imgsearch.pictures.files import bytes_hash
     from imgsearch.store import MilvusStore
+
+    from conftest import make_image
 
     server = None
     uri = args.uri
@@ -314,8 +314,8 @@ def _cycle(values):
 
 def _row(i: int, vector: list[float]) -> dict:
     """A row as the row writer makes it, for a 12-megapixel JPEG in a dated folder."""
-    from imgsearch.pictures.images import ImageHeader
     from imgsearch.pictures.facts import file_facts, keyword_text
+    from imgsearch.pictures.images import ImageHeader
 
     path, caption, mtime = f"/photos/2024/summer/IMG_{i:06d}.jpg", f"a small test picture number {i}", 1.7e9 + i
     return {

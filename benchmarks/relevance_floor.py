@@ -24,11 +24,10 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import announce_cpu, cpu_line  # noqa: E402
+from machine import announce_cpu, cpu_line
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 # Things no coco-mini photo shows: as sentences (where hybrid searches meaning only) ...
@@ -60,8 +59,8 @@ def main() -> None:
     from imgsearch.config import Settings
     from imgsearch.engine import ImageSearch
     from imgsearch.evaluation import caption_queries, joined_description, load_dataset, rare_word_queries
-    from imgsearch.search.relevance import CAPTION_FLOORS, passes_floor
     from imgsearch.search.plan import plan_query, run_plan
+    from imgsearch.search.relevance import CAPTION_FLOORS, passes_floor
 
     arguments = sys.argv[1:]
     as_json = "--json" in arguments

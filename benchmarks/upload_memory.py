@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_data import coco_mini_or_exit  # noqa: E402
+from demo_data import coco_mini_or_exit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PHOTOS = 8

@@ -50,15 +50,15 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .captioners.base import CaptionFailure, CaptionInput, Captioner
+    from .captioners.base import Captioner, CaptionFailure, CaptionInput
     from .config import Settings, load_settings
     from .embedders.base import Embedder
     from .engine import ImageSearch
     from .errors import ImgsearchError
-    from .search.library import LibraryPage, LibraryPicture
-    from .search.relevance import SearchHits
     from .results import FailedFile, IndexReport, IndexStatus, SearchHit
+    from .search.library import LibraryPage, LibraryPicture
     from .search.plan import SearchFilters
+    from .search.relevance import SearchHits
 
 
 def __getattr__(name: str) -> Any:

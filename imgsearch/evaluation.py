@@ -190,7 +190,7 @@ def run_eval(
                 json.dumps({"image": name, "captions": [joined_description(texts[:captions_per_picture])]}) + "\n"
                 for name, texts in captions.items()
             ), encoding="utf-8")
-        measure = dict(live=live, depth=depth, embedder=embedder, say=say)
+        measure = {"live": live, "depth": depth, "embedder": embedder, "say": say}
         result, modes = _index_and_measure(
             dataset, images, captions, settings, Path(scratch) / "main", captions_file, captions_per_picture,
             modes, **measure,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .captioners.base import Captioner
 from .config import Settings, coerce_setting
-from .errors import ConfigError
 from .embedders.base import Embedder
+from .errors import ConfigError
 from .plugins import CAPTIONER_GROUP, EMBEDDER_GROUP, load_plugin
 from .store import MilvusStore
 

@@ -16,15 +16,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from api_servers import SERVERS, Scripted, colour_name
-from conftest import make_image
-from subprocess_helpers import run_imgsearch
 from imgsearch import ImageSearch
 from imgsearch.captioners.api_base import ApiCaptioner, parse_retry_after, retry_delay
 from imgsearch.captioners.base import CaptionFailure, CaptionInput
 from imgsearch.captioners.prompts import PRESETS
 from imgsearch.errors import ApiAuthError, CaptionerError, ConfigError, MissingDependencyError
 from imgsearch.plugins import CAPTIONER_GROUP, load_plugin
+
+from api_servers import SERVERS, Scripted, colour_name
+from conftest import make_image
+from subprocess_helpers import run_imgsearch
 
 FLAVOURS = ["openai", "anthropic", "ollama"]
 SECRET = "sk-test-DO-NOT-PRINT-4242"
@@ -62,7 +63,7 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
 def build(flavour: str, server, **settings) -> ApiCaptioner:
     """The captioner as the engine builds it: by name, through the entry point."""
     cls = load_plugin(CAPTIONER_GROUP, flavour)
-    options = dict(api_key=SECRET, api_base_url=server.base_url, request_timeout=TIMEOUT, max_attempts=3)
+    options = {"api_key": SECRET, "api_base_url": server.base_url, "request_timeout": TIMEOUT, "max_attempts": 3}
     options.update(settings)
     captioner = cls(**options)
     captioner.backoff_base = 0.05  # keeps the backoff tests quick; Retry-After is honoured as sent
@@ -274,10 +275,10 @@ def test_index_and_query_through_the_python_api(flavour, server, pictures, embed
 def test_failed_images_are_retried_next_run_and_captions_are_never_paid_twice(
     flavour, server, pictures, embedder, tmp_path
 ):
-    settings = dict(
-        captioner=flavour, embedder=embedder, data_dir=tmp_path / "data", api_base_url=server.base_url,
-        api_key=SECRET, request_timeout=TIMEOUT, concurrency=1,
-    )
+    settings = {
+        "captioner": flavour, "embedder": embedder, "data_dir": tmp_path / "data", "api_base_url": server.base_url,
+        "api_key": SECRET, "request_timeout": TIMEOUT, "concurrency": 1,
+    }
     folder = pictures["red"].parent
     server.queue(Scripted(200, body="{not json"))
     with ImageSearch(**settings) as engine:
@@ -298,10 +299,10 @@ def test_failed_images_are_retried_next_run_and_captions_are_never_paid_twice(
 
 @pytest.mark.slow
 def test_a_refused_key_mid_run_keeps_the_captions_already_made(flavour, server, pictures, embedder, tmp_path):
-    settings = dict(
-        captioner=flavour, embedder=embedder, data_dir=tmp_path / "data", api_base_url=server.base_url,
-        api_key=SECRET, request_timeout=TIMEOUT, concurrency=1,
-    )
+    settings = {
+        "captioner": flavour, "embedder": embedder, "data_dir": tmp_path / "data", "api_base_url": server.base_url,
+        "api_key": SECRET, "request_timeout": TIMEOUT, "concurrency": 1,
+    }
     folder = pictures["red"].parent
     server.queue(Scripted(), Scripted(401))  # the key is revoked after the first answer
     with ImageSearch(**settings) as engine, pytest.raises(ApiAuthError):

@@ -15,12 +15,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from conftest import caption_inputs, make_image
-from tiny_models import token_count
 
 from imgsearch.captioners.base import CaptionInput
 from imgsearch.captioners.transformers_local import TransformersCaptioner, pick_dtype
 from imgsearch.errors import ConfigError
+
+from conftest import caption_inputs, make_image
+from tiny_models import token_count
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 FIXED_LENGTH = 6

@@ -12,9 +12,10 @@ import sqlite3
 
 import pytest
 
-from conftest import make_image
 from imgsearch import ImageSearch
 from imgsearch.indexing.pipeline import Indexer
+
+from conftest import make_image
 from pixel_captioner import PixelCaptioner
 from subprocess_helpers import imgsearch_env, run_imgsearch
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image
 from imgsearch.cache.captions import inspect_cache_file
+
+from conftest import make_image
 from pixel_captioner import register_plugin
 from subprocess_helpers import TESTS, imgsearch_env, run_imgsearch
 

@@ -73,7 +73,7 @@ def test_piped_query_prints_one_plain_line_a_hit_with_whole_paths(indexed):
 
 @pytest.mark.slow
 def test_piped_query_sorted_by_date_shows_each_date(indexed):
-    folder, data = indexed
+    _folder, data = indexed
     proc = run_imgsearch(
         "query", QUERY, "-k", str(len(PICTURES)), "--min-score=-1", "--sort", "date", env=imgsearch_env(data), check_code=0
     )
@@ -123,8 +123,9 @@ def test_help_shows_flags_as_flags(command, tmp_path):
 def test_every_command_but_mcp_takes_json_as_the_readme_says():
     import typer.main
 
-    from conftest import REPO
     from imgsearch.cli import app
+
+    from conftest import REPO
 
     commands = typer.main.get_command(app).commands
     without = sorted(name for name, command in commands.items() if not any("--json" in param.opts for param in command.params))

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from api_servers import SERVERS
-from conftest import caption_inputs, make_image
 from imgsearch import ImageSearch
 from imgsearch.captioners.base import CaptionInput
 from imgsearch.captioners.prompts import (
@@ -25,6 +23,9 @@ from imgsearch.captioners.prompts import (
 )
 from imgsearch.config import Settings, load_settings
 from imgsearch.factory import build_captioner
+
+from api_servers import SERVERS
+from conftest import caption_inputs, make_image
 
 DETAILED = "Describe this image in detail for search indexing. Include objects, actions, setting, colors, and mood."
 FLAVOURS = ["openai", "anthropic", "ollama"]

@@ -8,9 +8,9 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 from dataclasses import fields
 
+import tomllib
 import yaml
 from packaging.specifiers import SpecifierSet
 

@@ -4,8 +4,8 @@ import csv
 import io
 import json
 import random
-import sys
 import subprocess
+import sys
 import time
 import tracemalloc
 from datetime import datetime, timedelta
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from imgsearch import ImageSearch
-from imgsearch.upkeep.export import export_columns, write_rows
 from imgsearch.store import ROW_FIELDS, MilvusStore
+from imgsearch.upkeep.export import export_columns, write_rows
+
 from subprocess_helpers import run_imgsearch
 
 

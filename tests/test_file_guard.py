@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_image
-from imgsearch.web import guard as guard_module
+
 from imgsearch.serving.guard import FileGuard
+from imgsearch.web import guard as guard_module
+
+from conftest import make_image
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path, Path]:

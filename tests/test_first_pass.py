@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image
 from imgsearch.store.lite.keeper import stop_keeper
+
+from conftest import make_image
 from pixel_captioner import register_plugin
 from subprocess_helpers import TESTS, imgsearch_env, run_imgsearch, start_imgsearch
 

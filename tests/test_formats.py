@@ -21,9 +21,9 @@ from PIL import Image
 
 from imgsearch import images
 from imgsearch.errors import ImageLoadError
+from imgsearch.pictures.facts import file_facts
 from imgsearch.pictures.files import FoundFile, walk_images
 from imgsearch.pictures.images import inspect_picture, load_rgb, read_header
-from imgsearch.pictures.facts import file_facts
 from imgsearch.pictures.raw_photos import cr3_exifs, read_facts
 from imgsearch.search.plan import SearchFilters
 from imgsearch.store import MilvusStore

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from imgsearch.cli.progress import one_line
+from imgsearch.pictures.files import display_path, path_key
+from imgsearch.store import MilvusStore
+
 from pixel_captioner import PixelCaptioner, register_plugin
 from subprocess_helpers import IMGSEARCH, TESTS, imgsearch_env
-
-from imgsearch.pictures.files import display_path, path_key
-from imgsearch.cli.progress import one_line
-from imgsearch.store import MilvusStore
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
 pytestmark = pytest.mark.slow

@@ -9,8 +9,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_image
-from subprocess_helpers import imgsearch_env, run_imgsearch
 from typer.testing import CliRunner
 
 from imgsearch import ImageSearch
@@ -18,6 +16,9 @@ from imgsearch.cli import app
 from imgsearch.errors import EmbedderMismatchError
 from imgsearch.pictures.files import path_key
 from imgsearch.store import PROP_DIMENSION, PROP_EMBEDDER
+
+from conftest import make_image
+from subprocess_helpers import imgsearch_env, run_imgsearch
 
 runner = CliRunner()
 

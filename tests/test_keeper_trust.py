@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image
 from imgsearch.store.lite.keeper import info_path, read_note, running_socket, stop_keeper
+
+from conftest import make_image
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.

@@ -12,6 +12,7 @@ import pytest
 
 from imgsearch.store import MilvusStore
 from imgsearch.store.lite.keeper import info_path, running_socket, stop_keeper
+
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from imgsearch.embedders.sentences import split_sentences
 from imgsearch.evaluation import joined_description
+
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 

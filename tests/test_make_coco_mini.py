@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_image
 from imgsearch.evaluation import load_dataset
+
+from conftest import REPO, make_image
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 MAKE = REPO / "benchmarks" / "make_coco_mini.py"

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.request
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image
 from imgsearch.store.lite.keeper import info_path, read_note, stop_keeper
 from imgsearch.store.lite.lock import EmbeddedIndexLock
+
+from conftest import make_image
 from subprocess_helpers import IMGSEARCH, imgsearch_env, run_imgsearch, start_imgsearch
 
 # Whole commands in several processes at once: left out of the quick loop.

@@ -3,8 +3,8 @@
 import base64
 from io import BytesIO
 
-import pytest
 import nbformat
+import pytest
 from nbclient import NotebookClient
 from PIL import Image
 

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from imgsearch import ImageSearch
 from imgsearch.errors import MissingDependencyError
 from imgsearch.pictures.ocr import TextReader, searchable_text
+
 from subprocess_helpers import run_imgsearch
 
 SIGN_CAPTION = "A white sign with black letters on a plain wall."
@@ -95,7 +96,7 @@ def test_text_in_pictures_is_stored_shown_and_searchable(signs, embedder, tmp_pa
         assert opening.caption == SIGN_CAPTION  # the caption field keeps the caption alone
         assert opening.metadata["captioner"] == "captions:sidecar-txt+ocr"
         assert engine.query("a sign saying closed, sorry", k=3)[0].path.endswith("closed.png")
-        sky = [hit for hit in engine.query("blue sky", k=3) if hit.path.endswith("sky.png")][0]
+        sky = next(hit for hit in engine.query("blue sky", k=3) if hit.path.endswith("sky.png"))
         assert sky.ocr_text == ""
         again = engine.index([signs])
         assert again.unchanged == 3  # text already read is not read again

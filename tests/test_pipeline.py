@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imgsearch import ImageSearch
-from imgsearch.captioners.base import CaptionInput, Captioner
+from imgsearch.captioners.base import Captioner, CaptionInput
 from imgsearch.errors import StoreError
 
 from conftest import make_image

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 from imgsearch.pictures.files import path_key
+
+import test_web_page
 from pixel_captioner import PixelCaptioner
 from served_visual import serving
 from test_formats import BLUE, RED, SENSOR, phone_exif, sideways, top_and_bottom, write_avif, write_dng, write_heic
 from test_server import _raw_get
-import test_web_page
 
 # Stored wide and turned by EXIF orientation 6: upright each is tall, red on top, blue below.
 HEIC_STORED = (2600, 1300)

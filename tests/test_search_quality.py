@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import make_image
 from imgsearch import ImageSearch
 from imgsearch.config import load_settings
 from imgsearch.errors import ConfigError
 from imgsearch.evaluation import run_eval
 from imgsearch.search.plan import SearchFilters, quote
+
+from conftest import make_image
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.
 pytestmark = pytest.mark.slow

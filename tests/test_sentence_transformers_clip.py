@@ -10,12 +10,13 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from served_visual import PHOTOS, photo_folder
-from tiny_models import build_tiny_clip
 
 from imgsearch import ImageSearch
 from imgsearch.embedders.sentence_transformers_clip import clip_module_folder
 from imgsearch.embedders.visual import VisualEmbedder
+
+from served_visual import PHOTOS, photo_folder
+from tiny_models import build_tiny_clip
 
 PUBLISHED_MODULES = [{"idx": 0, "name": "0", "path": "0_CLIPModel", "type": "sentence_transformers.models.CLIPModel"}]
 

@@ -18,7 +18,6 @@ from served_coco import DOG_TRUCK, GIRAFFE, finished_index_job, running_server
 from subprocess_helpers import IMGSEARCH, run_imgsearch
 
 
-
 def _no_stack_trace(response):
     assert "Traceback" not in response.text and 'File "' not in response.text
     assert set(response.json()) == {"error"}, response.text

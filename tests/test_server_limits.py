@@ -9,8 +9,8 @@ import threading
 import time
 from contextlib import contextmanager
 
-import pytest
 import httpx
+import pytest
 
 from served_coco import running_server
 
@@ -41,7 +41,7 @@ def _read_until_closed(conn, deadline):
         conn.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             chunk = conn.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return None
         except ConnectionResetError:
             return data

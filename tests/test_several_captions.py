@@ -14,12 +14,13 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import make_image
 from imgsearch.config import Settings
 from imgsearch.embedders.sentences import split_sentences
 from imgsearch.errors import ConfigError
 from imgsearch.factory import also_caption_settings
 from imgsearch.results import CaptionText, join_captions, part_ids, several_id, split_caption
+
+from conftest import make_image
 from pixel_captioner import register_plugin
 from subprocess_helpers import IMGSEARCH, TESTS, imgsearch_env, run_imgsearch
 

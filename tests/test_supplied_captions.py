@@ -9,9 +9,10 @@ import shutil
 
 import pytest
 
-from conftest import make_image
 from imgsearch import ImageSearch
 from imgsearch.indexing.pipeline import Indexer
+
+from conftest import make_image
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 

@@ -12,14 +12,15 @@ import shutil
 
 import numpy as np
 import pytest
-from subprocess_helpers import imgsearch_env, run_imgsearch
-from tiny_models import build_tiny_clip
 
 from imgsearch.config import load_settings
 from imgsearch.embedders.visual import VisualEmbedder
 from imgsearch.evaluation import run_eval
 from imgsearch.pictures.images import inspect_picture
 from imgsearch.search.plan import SEARCH_MODES
+
+from subprocess_helpers import imgsearch_env, run_imgsearch
+from tiny_models import build_tiny_clip
 
 IMAGES = 10
 QUERY_SETS = ("captions", "file names", "rare words")

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from subprocess_helpers import imgsearch_env, run_imgsearch
-from tiny_models import TEXT_LENGTH, VISUAL_WORDS, build_tiny_clip, build_tiny_siglip
 
 from imgsearch import ImageSearch
 from imgsearch.embedders.onnx_cache import OnnxCache
@@ -25,6 +23,9 @@ from imgsearch.embedders.onnx_encoder import META_FILE, MODEL_FILE, POOLED_IN_GR
 from imgsearch.embedders.sentence_transformer import resolve_model_source
 from imgsearch.embedders.visual import VisualEmbedder
 from imgsearch.store.lite.keeper import read_note, stop_keeper
+
+from subprocess_helpers import imgsearch_env, run_imgsearch
+from tiny_models import TEXT_LENGTH, VISUAL_WORDS, build_tiny_clip, build_tiny_siglip
 
 MIN_COSINE = 0.9999
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

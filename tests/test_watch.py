@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
 from imgsearch.indexing.watch import ChangeCollector
+
+from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
 
 def write_picture(path: Path, index: int, caption: str) -> None:
@@ -126,7 +127,7 @@ def test_watch_survives_a_burst_follows_changes_and_stops_on_sigterm(watched):
 
 @pytest.mark.slow
 def test_watch_stops_cleanly_on_ctrl_c(watched):
-    folder, watcher, _ = watched
+    _folder, watcher, _ = watched
     watcher.wait_until(lambda t: t["new"] >= 2)
     took = watcher.stop(signal.SIGINT)
     stderr = "".join(watcher.stderr)

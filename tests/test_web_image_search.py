@@ -11,10 +11,11 @@ from io import BytesIO
 import httpx
 import pytest
 from PIL import Image
-from served_visual import PHOTOS, clip_indexed_engine, indexed_engine, photo_folder, serving
 
 from imgsearch.web.forms import FormError, parse_form
 from imgsearch.web.limits import ServeLimits
+
+from served_visual import PHOTOS, clip_indexed_engine, indexed_engine, photo_folder, serving
 
 TOKEN = "picture-token-for-tests"
 

@@ -13,14 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from dated_pictures import CAR_FILE_TIME, NEWEST_FIRST, QUERY, dated_folder
 from PIL import Image
-from served_visual import serving
-from test_caption_pending import store_pending_row
-from test_web_page import chromium  # noqa: F401 (a fixture)
 
 from imgsearch.errors import ConfigError
 from imgsearch.search.library import picture_date
+
+from dated_pictures import CAR_FILE_TIME, NEWEST_FIRST, QUERY, dated_folder
+from served_visual import serving
+from test_caption_pending import store_pending_row
+from test_web_page import chromium  # noqa: F401 (a fixture)
 
 # Older than every dated picture, one a day from 1 January 2005: enough for a second page of 60.
 OLD_PICTURES = 60

@@ -13,6 +13,7 @@ import pytest
 
 from imgsearch.errors import ConfigError
 from imgsearch.web.origin_gate import AllowedHosts
+
 from served_coco import GIRAFFE
 from subprocess_helpers import run_imgsearch
 from test_web_page import CHROMIUM_FLAGS

@@ -629,10 +629,7 @@ def build_tiny_florence2(target_dir: pathlib.Path) -> pathlib.Path:
 # -- image–text models (CLIP, SigLIP), for image vectors ----------------------------------
 
 # Words the tiny text towers know, English and French alike; any other word is unknown.
-VISUAL_WORDS = (
-    "a the of in on with picture photo dog cat red blue green white black car street park table "
-    "people cake train sky un une le la chien chat rouge voiture rue gâteau personnes table ciel"
-).split()
+VISUAL_WORDS = ["a", "the", "of", "in", "on", "with", "picture", "photo", "dog", "cat", "red", "blue", "green", "white", "black", "car", "street", "park", "table", "people", "cake", "train", "sky", "un", "une", "le", "la", "chien", "chat", "rouge", "voiture", "rue", "gâteau", "personnes", "table", "ciel"]
 _TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
 _VISION = {**_TOWER, "image_size": 32, "patch_size": 8}
 TEXT_LENGTH = 16

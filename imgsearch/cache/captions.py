@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import cache_error, is_damage, os_error_advice, os_reason
-from .schema import IMAGE_VECTORS_SCHEMA, VERSION, ensure_version, inspect_cache_file, refuse_newer
-from .salvage import salvage_captions
-from ..private_files import create_private_file, private_folder
 from ..errors import StoreError
+from ..private_files import create_private_file, private_folder
+from .errors import cache_error, is_damage, os_error_advice, os_reason
+from .salvage import salvage_captions
+from .schema import IMAGE_VECTORS_SCHEMA, VERSION, ensure_version, inspect_cache_file, refuse_newer
 
 __all__ = ["FOR_FILE", "VERSION", "CaptionCache", "inspect_cache_file"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .captions import FOR_FILE, CaptionCache
 from ..pictures.ocr import captioner_of_row
 from ..store import MilvusStore
 from ..store.schema import MAX_CAPTION, fit_row
+from .captions import FOR_FILE, CaptionCache
 
 # Rows whose captions are looked up in the cache at a time.
 ROWS_PER_LOOKUP = 1000

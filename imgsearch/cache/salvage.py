@@ -95,7 +95,7 @@ def _leaf_page_records(data: bytes, wal: bytes) -> Iterator[list[object]]:
     for size in sizes:
         # With the header gone the page size is unknown: the size that reads the most wins.
         pages = _pages(data, wal, size)
-        latest = {number: page for number, page in pages}
+        latest = dict(pages)
         records = [values for number, page in pages for values in _page_cells(page, number, size - reserved, latest)]
         if len(records) > len(found):
             found = records

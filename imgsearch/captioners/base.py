@@ -23,7 +23,7 @@ class CaptionInput:
     its content hash when known (for captioners that look their captions up in the cache)."""
 
     path: Path
-    image: "Image.Image | None" = None
+    image: Image.Image | None = None
     content_hash: str = ""
 
 

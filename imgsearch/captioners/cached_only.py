@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ImgsearchError
-from .base import CaptionFailure, CaptionInput, Captioner
+from .base import Captioner, CaptionFailure, CaptionInput
 
 
 class CachedCaptionsOnly(Captioner):

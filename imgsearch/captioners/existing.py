@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CaptionerError
 from ..pictures.files import read_if_regular
-from .base import CaptionFailure, CaptionInput, Captioner
+from .base import Captioner, CaptionFailure, CaptionInput
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..results import CaptionUsage, join_captions, several_id
-from .base import CaptionFailure, CaptionInput, Captioner
+from .base import Captioner, CaptionFailure, CaptionInput
 
 if TYPE_CHECKING:
     from ..cache.captions import CaptionCache

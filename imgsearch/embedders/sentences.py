@@ -11,8 +11,7 @@ import re
 
 # Words whose trailing period does not end a sentence.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e approx no fig inc ltd co corp dept est jan feb mar apr "
-    "jun jul aug sep sept oct nov dec u.s u.k a.m p.m".split()
+    ["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e", "approx", "no", "fig", "inc", "ltd", "co", "corp", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "a.m", "p.m"]
 )
 # A sentence ends at . ! ? (and any closing quotes or brackets) followed by space; the period
 # of "3.5" has no space after it. Captions often start lower-case, so case is no clue.

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..pictures.files import display_path
-from .reading import Picture
 from ..results import FailedFile, IndexReport
+from .reading import Picture
 from .run_file import RunProgressFile
 
 # The stages a progress display may show, each with its own rate and ETA.

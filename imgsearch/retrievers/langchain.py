@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import MissingDependencyError, install_hint
 from . import hit_metadata, hit_text, search_options
@@ -29,9 +29,9 @@ class ImageSearchRetriever(BaseRetriever):
     engine: Any
     """An imgsearch.ImageSearch; its models stay loaded between calls."""
     k: int = 4
-    mode: Optional[str] = None
+    mode: str | None = None
     filters: Any = None
-    min_score: Optional[float] = None
+    min_score: float | None = None
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         hits = self.engine.query(query, k=self.k, **search_options(self.mode, self.filters, self.min_score))

@@ -24,6 +24,15 @@ from .schema import (
 )
 
 __all__ = [
-    "CATALOG", "EmbeddedIndexLock", "MilvusStore", "PROP_CAPTIONERS", "PROP_DIMENSION", "PROP_EMBEDDER",
-    "PROP_KEYWORD_SEARCH", "PROP_SCHEMA", "PROP_VISUAL_MODEL", "ROW_FIELDS", "SCHEMA_VERSION",
+    "CATALOG",
+    "PROP_CAPTIONERS",
+    "PROP_DIMENSION",
+    "PROP_EMBEDDER",
+    "PROP_KEYWORD_SEARCH",
+    "PROP_SCHEMA",
+    "PROP_VISUAL_MODEL",
+    "ROW_FIELDS",
+    "SCHEMA_VERSION",
+    "EmbeddedIndexLock",
+    "MilvusStore",
 ]

@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, StoreError
-from .connection import lite_file
 from .catalog import read_catalog_copy
-from .lite.damage import damage_error, mark_damaged
+from .connection import lite_file
 from .index_facts import (
     COLLECTION_KEY,
     captioners_in,
@@ -22,6 +21,7 @@ from .index_facts import (
     properties_in,
 )
 from .link import StoreLink
+from .lite.damage import damage_error, mark_damaged
 from .lite.writes import signals_damage
 from .schema import (
     PROP_CAPTIONERS,

@@ -13,8 +13,8 @@ from ..errors import IndexBusyError, StoreError
 from .lite.disk import make_folders
 from .lite.host import HostUse, release_host, use_host
 from .lite.keeper import mark_used
-from .lite.server import quiet_lite_import
 from .lite.lock import busy_message
+from .lite.server import quiet_lite_import
 
 # pymilvus logs every failed RPC with a traceback; errors reach users through StoreError instead.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

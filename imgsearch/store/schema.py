@@ -25,10 +25,7 @@ MAX_FOLDERS = 64
 MAX_KEYWORDS = 16384
 MAX_CAMERA = 256
 # Lower-cased words minus the glue words every caption has, which only add noise to BM25.
-STOP_WORDS = (
-    "a an the of in on at to with and or is are was were be been it its this that these those "
-    "there some for by from as into onto while his her their has have very"
-).split()
+STOP_WORDS = ["a", "an", "the", "of", "in", "on", "at", "to", "with", "and", "or", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "there", "some", "for", "by", "from", "as", "into", "onto", "while", "his", "her", "their", "has", "have", "very"]
 # The English stemmer makes word forms one word ("giraffes" finds "giraffe", "runs" finds "running");
 # queries go through the same analyzer. A collection keeps the analyzer it was made with: an index
 # made before the stemmer matches exact forms until `imgsearch index FOLDER --rebuild`.

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from ..serving.guard import FileGuard
 from ..serving.jobs import IndexJob
-from .limits import ServeLimits
 from ..serving.thumbnails import ThumbnailCache
+from .limits import ServeLimits
 
 if TYPE_CHECKING:
     from ..engine import ImageSearch

@@ -22,9 +22,18 @@ from pathlib import Path
 
 from ...errors import IndexBusyError
 from .damage import damage_error, inspect_file, mark_damaged
-from .keeper import KeeperNote, start_time, ensure_keeper, mark_used, read_note, retire_stale_keeper, running_socket, write_note
-from .server import LiteServer, start_quiet_server
+from .keeper import (
+    KeeperNote,
+    ensure_keeper,
+    mark_used,
+    read_note,
+    retire_stale_keeper,
+    running_socket,
+    start_time,
+    write_note,
+)
 from .lock import busy_message, hosting_lock, lite_file_locked
+from .server import LiteServer, start_quiet_server
 
 # How long a file locked by a server with no note may take to be let go (a keeper killed a
 # moment ago leaves its server stopping) before it counts as held by another program.

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .server import LiteServer, start_quiet_server
 from .lock import hosting_lock
+from .server import LiteServer, start_quiet_server
 
 _START_TIMEOUT = 30.0
 _POLL = 0.02

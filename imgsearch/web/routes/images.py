@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import mimetypes
 from dataclasses import asdict
 from typing import Any
@@ -13,9 +12,9 @@ from starlette.exceptions import HTTPException
 
 from ...errors import ConfigError, ImageLoadError
 from ...results import captions_of_row, is_pending_row
+from ...serving.thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
 from ..renditions import DEFAULT_VIEW_SIZE, VIEW_SIZES, RenditionCache, browser_type
 from ..served import Served
-from ...serving.thumbnails import DEFAULT_THUMBNAIL_SIZE, THUMBNAIL_SIZES, ThumbnailCache
 
 _HEX = frozenset("0123456789abcdef")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
@@ -15,7 +15,7 @@ from ..served import Served
 class IndexRequest(BaseModel):
     """Which configured folder to index; all of them when left out."""
 
-    folder: Optional[str] = Field(default=None, max_length=4096)
+    folder: str | None = Field(default=None, max_length=4096)
 
 
 def router(served: Served) -> APIRouter:

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from ...pictures.files import path_key
-from ...search.library import MAX_PAGE, LibraryPicture
 from ...results import captions_of_row
+from ...search.library import MAX_PAGE, LibraryPicture
 from ..served import Served
 from .images import image_links
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from ...errors import ConfigError
 from ...pictures.files import path_key
-from ...search.relevance import floor_facts
 from ...search.plan import check_sort
+from ...search.relevance import floor_facts
 from ..served import Served
 from .images import image_links
 
@@ -44,10 +43,10 @@ class SearchRequest(BaseModel):
 
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=12, ge=1)
-    mode: Optional[str] = Field(default=None, max_length=20)
-    min_score: Optional[float] = Field(default=None, allow_inf_nan=False)
+    mode: str | None = Field(default=None, max_length=20)
+    min_score: float | None = Field(default=None, allow_inf_nan=False)
     filters: dict[str, Any] = Field(default_factory=dict, description="Any of the engine's search filters, by name.")
-    sort: Optional[str] = Field(default=None, max_length=20, description="score (best first, the default) or date (newest first).")
+    sort: str | None = Field(default=None, max_length=20, description="score (best first, the default) or date (newest first).")
 
 
 def router(served: Served) -> APIRouter:
@@ -78,12 +77,12 @@ def router(served: Served) -> APIRouter:
         request: Request,
         q: str = Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for."),
         k: int = Query(12, ge=1, description="How many results (bounded by the server)."),
-        mode: Optional[str] = Query(None, max_length=20, description="Search mode, when the engine has several."),
-        min_score: Optional[float] = Query(
+        mode: str | None = Query(None, max_length=20, description="Search mode, when the engine has several."),
+        min_score: float | None = Query(
             None, allow_inf_nan=False,
             description="Drop results scoring below this (default: the mode's relevance floor; 0 keeps every result).",
         ),
-        sort: Optional[str] = Query(None, max_length=20, description="score (best first, the default) or date (newest first)."),
+        sort: str | None = Query(None, max_length=20, description="score (best first, the default) or date (newest first)."),
     ) -> dict[str, Any]:
         """Ranked pictures for q. Other query parameters are search filters, by name."""
         filters = {name: value for name, value in request.query_params.items() if name not in named}
