@@ -23,7 +23,7 @@ from conftest import make_image
 from subprocess_helpers import run_imgsearch
 
 BLIP = "Salesforce/blip-image-captioning-base"
-# Before model_fetch, an unreachable hub cost 77 s of retries for the embedder and 82 s for BLIP.
+# Before local_models/fetch.py, an unreachable hub cost 77 s of retries for the embedder and 82 s for BLIP.
 FAST = 20.0
 
 
@@ -158,7 +158,7 @@ def test_a_mistyped_model_id_is_reported_as_not_found(pictures, tmp_path, hub_wi
 def test_model_folders_are_never_looked_up_on_the_hub(tmp_path, tiny_blip_dir, hub_without_the_model):
     endpoint, asked = hub_without_the_model
     code = (
-        "from imgsearch.model_fetch import ensure_model_available\n"
+        "from imgsearch.local_models.fetch import ensure_model_available\n"
         "from imgsearch.errors import CaptionerError\n"
         f"ensure_model_available({str(tiny_blip_dir)!r}, 'captioning model', CaptionerError)\n"
         # A folder that is not there is a path, not a hub id: the loader says "no such folder".

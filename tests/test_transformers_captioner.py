@@ -29,9 +29,9 @@ from imgsearch.captioners.base import CaptionFailure, CaptionInput, clean_captio
 from imgsearch.captioners.transformers_local import (  # noqa: E402
     DEFAULT_CHAT_PROMPT,
     TransformersCaptioner,
-    cpu_computes_bf16,
     pick_device,
 )
+from imgsearch.local_models.loading import cpu_computes_bf16  # noqa: E402
 from imgsearch.cli import app  # noqa: E402
 from imgsearch.errors import CaptionerError  # noqa: E402
 from imgsearch.pictures.images import load_rgb  # noqa: E402

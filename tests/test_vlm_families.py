@@ -27,11 +27,11 @@ from imgsearch import ImageSearch  # noqa: E402
 from imgsearch.captioners.base import CaptionFailure, CaptionInput  # noqa: E402
 from imgsearch.captioners.prompts import PRESETS  # noqa: E402
 from imgsearch.captioners.transformers_local import (  # noqa: E402
-    cpu_computes_bf16,
     DEFAULT_CHAT_PROMPT,
     FLORENCE_TASK,
     TransformersCaptioner,
 )
+from imgsearch.local_models.loading import cpu_computes_bf16  # noqa: E402
 from imgsearch.errors import MissingDependencyError  # noqa: E402
 from tiny_models import (  # noqa: E402
     build_tiny_florence2,

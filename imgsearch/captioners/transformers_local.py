@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import CaptionerError, ConfigError, MissingDependencyError, install_hint
-from ..model_fetch import ensure_model_available
+from ..local_models.fetch import ensure_model_available
+from ..local_models.loading import DTYPES, load_hint, pick_device, pick_dtype, quiet_pil_fallback
 from .base import CaptionFailure, CaptionInput, Captioner
 from .prompts import DEFAULT_PRESET, PRESETS, max_new_tokens_of, preset_max_new_tokens, resolve_prompt
 
@@ -19,58 +17,12 @@ if TYPE_CHECKING:
 
 # Instruction VLMs need to be asked; the search preset asks for what makes a caption searchable.
 DEFAULT_CHAT_PROMPT = PRESETS[DEFAULT_PRESET]
-# int8: nn.Linear weights quantized after loading (torch dynamic quantization), CPU only.
-DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 # How a BLIP model runs on the CPU (cpu_runtimes.py): torch as loaded, or its vision encoder
 # int8 in ONNX Runtime, alone or with an int8 text decoder. benchmarks/caption_runtimes.py measured
 # both 2-3.5x float32 at batch 8; the int8 decoder alone, 1.2x there, is not offered.
 CAPTION_RUNTIMES = ("torch", "onnx-int8-vision", "onnx-int8-vision+int8-decoder")
 # Florence-2 is steered by task tokens rather than free text.
 FLORENCE_TASK = "<MORE_DETAILED_CAPTION>"
-
-
-def pick_device(requested: str = "auto") -> str:
-    """cuda, then mps, then cpu, unless a device is named."""
-    import torch
-
-    if requested and requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(device: str, requested: str = "auto") -> Any:
-    """The named dtype; for auto, half precision on accelerators (bf16 where supported), and on
-    a CPU bf16 where it computes bf16 natively, else fp32."""
-    import torch
-
-    if requested and requested != "auto":
-        if requested not in DTYPES:
-            raise ConfigError(f"unknown dtype {requested!r} (known: {', '.join(DTYPES)})")
-        # int8 models load and compute their activations in float32.
-        return torch.float32 if requested == "int8" else getattr(torch, requested)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.startswith("mps"):
-        return torch.float16
-    # Measured with full-size models (benchmarks/caption_throughput.py): on a CPU with AMX,
-    # bf16 captions 2-3x faster than fp32; without native bf16 it is emulated and slower.
-    return torch.bfloat16 if cpu_computes_bf16() else torch.float32
-
-
-def cpu_computes_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU has bf16 arithmetic (Intel AMX or AVX-512 BF16), from /proc/cpuinfo."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-                cpuinfo = info.read(1 << 16)
-        except OSError:  # not Linux: fp32, which is always right
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class TransformersCaptioner(Captioner):
@@ -287,26 +239,6 @@ class TransformersCaptioner(Captioner):
         return list(self._processor.batch_decode(output, skip_special_tokens=True))
 
 
-class _PilFallbackFilter(logging.Filter):
-    """Drops transformers' notice that an image processor runs on PIL for want of torchvision."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed); falling back to" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def quiet_pil_fallback() -> Iterator[None]:
-    """While processors load: PIL is the processors' intended backend here, not a degraded one,
-    so transformers' advice to install torchvision is noise to an imgsearch user."""
-    logger = logging.getLogger("transformers.utils.import_utils")
-    quiet = _PilFallbackFilter()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
-
-
 def processor_image_side(processor: Any, fallback: int = 2048) -> int:
     """The longest side a processor feeds its model, from its size settings.
 
@@ -360,20 +292,3 @@ def _missing_package_hint(model_id: str, exc: ImportError, part: str = "") -> st
     reason = message.split(". ")[0].rstrip(".") if message else f"it needs the {exc.name} package"
     what = f"captioning model {model_id!r}" + (f" ({part})" if part else "")
     return f"cannot load {what}: {reason[:300]}; install it and try again"
-
-
-def load_hint(model_id: str, exc: BaseException, part: str = "", kind: str = "captioning model") -> str:
-    """One line saying why model_id (of kind) did not load, and what to do about it."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    source = os.path.expanduser(model_id)
-    what = f"{kind} {model_id!r}" + (f" ({part})" if part else "")
-    if os.path.isdir(source):
-        hint = "the folder should hold a model and its processor, saved with save_pretrained"
-    elif os.path.isabs(source) or model_id.startswith((".", "~")):
-        # Hub ids never start with these; without this, transformers says "Repo id must be...".
-        return f"cannot load {what}: no such folder"
-    elif os.environ.get("HF_HUB_OFFLINE") == "1":
-        hint = "the hub is unreachable offline: download it once while online, or give a local folder"
-    else:
-        hint = "check the model id, your network, or give a local folder"
-    return f"cannot load {what}: {reason[:200]} ({hint})"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_EMBED_MODEL
 from ..errors import EmbedderError
-from ..model_fetch import ensure_model_available
+from ..local_models.fetch import ensure_model_available
 from .base import Embedder
 from .fast_path import FastPath
 

@@ -163,8 +163,8 @@ class VisualEmbedder:
             from transformers import AutoConfig, AutoModel, AutoProcessor
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise MissingDependencyError(f"visual models need {exc.name}") from None
-        from ..captioners.transformers_local import load_hint, pick_device, pick_dtype, quiet_pil_fallback
-        from ..model_fetch import ensure_model_available
+        from ..local_models.fetch import ensure_model_available
+        from ..local_models.loading import load_hint, pick_device, pick_dtype, quiet_pil_fallback
         from .sentence_transformers_clip import clip_module_folder
 
         ensure_model_available(self.model_name, "visual model", EmbedderError)

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import ImgsearchError
+from ..errors import ImgsearchError
 
 # Download sizes of the models imgsearch names in its defaults and docs (their weights).
 KNOWN_SIZES = {
@@ -63,7 +63,7 @@ def ensure_model_available(model_id: str, kind: str, error: type[ImgsearchError]
 
 def _offline_way(kind: str) -> str:
     """What works with no download at all, said after the way to download the model."""
-    from .errors import DISTRIBUTION
+    from ..errors import DISTRIBUTION
 
     if kind == "captioning model":
         return (
@@ -110,7 +110,7 @@ def _cached_module_config(model_id: str) -> str | None:
     """The cached config of a sentence-transformers CLIP's module folder (its model is there)."""
     from huggingface_hub import try_to_load_from_cache
 
-    from .embedders.sentence_transformers_clip import MODULES_FILE, clip_folder_listed
+    from ..embedders.sentence_transformers_clip import MODULES_FILE, clip_folder_listed
 
     listing = try_to_load_from_cache(model_id, MODULES_FILE)
     if not isinstance(listing, str):
