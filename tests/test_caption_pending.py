@@ -83,9 +83,9 @@ def pending_index(embedder, tmp_path_factory) -> PendingIndex:
 def store_pending_row(engine: Any, picture: Path, like: Path) -> None:
     """picture stored as an index run's first pass stores it: no caption and no captioner yet, its
     names as keyword text; the caption vector is like's, which the caption channel never reads."""
+    from imgsearch.pictures.facts import file_facts, keyword_text
     from imgsearch.pictures.files import content_hash, path_key
     from imgsearch.pictures.images import read_header
-    from imgsearch.pictures.facts import file_facts, keyword_text
 
     engine.store.load()
     [source] = [row for row in engine.store.iter_rows() if row["path"] == str(like)]
@@ -272,9 +272,11 @@ def _over_mcp(engine: Any, scenario: Any) -> Any:
 
     async def session() -> Any:
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=300)) as http:
-            async with Client(streamable_http_client(server.url, http_client=http)) as client:
-                return await scenario(client)
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=300)) as http,
+            Client(streamable_http_client(server.url, http_client=http)) as client,
+        ):
+            return await scenario(client)
 
     try:
         # In a thread of its own: Playwright's sync API keeps an event loop running in this one.

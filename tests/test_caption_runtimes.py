@@ -16,15 +16,16 @@ import pytest
 # Must be set before huggingface_hub is first imported: it reads the flag once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import torch
+from typer.testing import CliRunner
 
-from conftest import caption_inputs, make_image  # noqa: E402
-from imgsearch.captioners.transformers_local import CAPTION_RUNTIMES, TransformersCaptioner  # noqa: E402
-from imgsearch.cli import app  # noqa: E402
-from imgsearch.config import Settings, load_settings  # noqa: E402
-from imgsearch.errors import CaptionerError, ConfigError  # noqa: E402
-from tiny_models import build_tiny_llava  # noqa: E402
+from imgsearch.captioners.transformers_local import CAPTION_RUNTIMES, TransformersCaptioner
+from imgsearch.cli import app
+from imgsearch.config import Settings, load_settings
+from imgsearch.errors import CaptionerError, ConfigError
+
+from conftest import caption_inputs, make_image
+from tiny_models import build_tiny_llava
 
 MAX_NEW = 6
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
@@ -113,7 +114,7 @@ def test_what_a_runtime_cannot_do_is_refused_before_loading(tiny_blip_dir, tmp_p
     with pytest.raises(ConfigError, match="CPU only"):
         TransformersCaptioner(model=str(tiny_blip_dir), caption_runtime="onnx-int8-vision", device="cuda")
     llava = TransformersCaptioner(model=str(build_tiny_llava(tmp_path / "llava")), caption_runtime="onnx-int8-vision")
-    with pytest.raises(CaptionerError, match="for BLIP models.*'llava' model"):
+    with pytest.raises(CaptionerError, match=r"for BLIP models.*'llava' model"):
         llava.load()
     assert llava.loaded_model is None
     # Measured below 1.3x float32 at batch 8 (benchmarks/caption_runtimes.py): not offered alone.

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from conftest import cached_caption_count
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 
@@ -118,7 +119,7 @@ def test_sigkill_at_many_points_then_resume(coco_run):
     for label, growth, delay in kill_points:
         proc = start_imgsearch(*args, "--batch-size", "4", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if growth is not None:
-            wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)
+            wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)  # noqa: B023 - called at once
         time.sleep(delay)
         alive = proc.poll() is None
         os.killpg(proc.pid, signal.SIGKILL)
@@ -164,7 +165,7 @@ def test_sigkill_at_twenty_moments_spread_over_a_run(coco_run):
     for growth, delay in kill_points:
         proc = start_imgsearch(*args, "--batch-size", "1", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if growth is not None:
-            wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)
+            wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)  # noqa: B023 - called at once
         time.sleep(delay)
         alive = proc.poll() is None
         with contextlib.suppress(ProcessLookupError):  # finished already: the check below says so
@@ -256,7 +257,7 @@ def test_readers_are_answered_and_writers_wait_their_turn_during_an_index_run(co
 def test_query_during_indexing_works_with_a_milvus_server(coco_run, milvus_server, embedder):
     from imgsearch import ImageSearch
 
-    folder, data, env, args, truth = coco_run
+    _folder, data, env, args, _truth = coco_run
     collection = f"crash_{uuid.uuid4().hex[:8]}"
     server_args = ["--uri", milvus_server.uri, "--collection", collection]
     # A server flushes each batch in a few seconds: 8 batches keep the run long enough to query into.

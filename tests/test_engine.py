@@ -109,9 +109,11 @@ def test_mismatched_embedder_is_refused(embedder, captioned_folder, tmp_path):
     from imgsearch.embedders.sentence_transformer import SentenceTransformerEmbedder
 
     other = SentenceTransformerEmbedder("some/other-model")
-    with ImageSearch(captioner="captions", data_dir=tmp_path / "d", embedder=other) as engine:
-        with pytest.raises(EmbedderMismatchError, match="built with sentence-transformers/all-MiniLM-L6-v2"):
-            engine.query("dog")
+    with (
+        ImageSearch(captioner="captions", data_dir=tmp_path / "d", embedder=other) as engine,
+        pytest.raises(EmbedderMismatchError, match="built with sentence-transformers/all-MiniLM-L6-v2"),
+    ):
+        engine.query("dog")
 
 
 def test_settings_object_and_overrides_are_exclusive():

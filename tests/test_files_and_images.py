@@ -93,5 +93,5 @@ def test_truncated_jpeg_fails_cleanly(tmp_path):
     good = make_image(tmp_path / "good.jpg", size=(400, 300))
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(good.read_bytes()[:400])
-    with pytest.raises(ImageLoadError, match="cannot decode|not a readable"):
+    with pytest.raises(ImageLoadError, match=r"cannot decode|not a readable"):
         load_rgb(cut)

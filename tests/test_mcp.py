@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,8 +21,8 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
 from subprocess_helpers import IMGSEARCH, imgsearch_env, run_imgsearch, start_imgsearch
@@ -98,9 +99,11 @@ def http_url(coco, embedder) -> str:
 @asynccontextmanager
 async def http_client(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[Client]:
     sent = {"Authorization": f"Bearer {TOKEN}"} if headers is None else headers
-    async with httpx2.AsyncClient(headers=sent, timeout=httpx2.Timeout(60, read=300)) as http:
-        async with Client(streamable_http_client(url, http_client=http)) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=sent, timeout=httpx2.Timeout(60, read=300)) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
 
 
 def over_http(url: str, scenario: Callable[[Client], Awaitable[Any]]) -> Any:
@@ -140,6 +143,10 @@ def images_in(result: Any) -> list[Image.Image]:
 
 def text_of(result: Any) -> str:
     return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # anyio's backport; a builtin from 3.11
 
 
 def leaves(error: BaseException) -> list[BaseException]:

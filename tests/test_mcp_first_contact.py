@@ -15,7 +15,7 @@ from test_mcp import DOG_TRUCK, coco, over_stdio, text_of  # noqa: F401 - coco i
 pytestmark = pytest.mark.slow
 
 
-def test_offline_describe_uses_the_recorded_captioner_and_refusals_are_one_line(coco, coco_captions, tmp_path):
+def test_offline_describe_uses_the_recorded_captioner_and_refusals_are_one_line(coco, coco_captions, tmp_path):  # noqa: F811
     async def scenario(client: Client) -> Any:
         tools = await client.list_tools()
         described = await client.call_tool("describe_picture", {"picture": str(coco.photos / DOG_TRUCK)})

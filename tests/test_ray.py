@@ -116,9 +116,11 @@ def test_an_address_nobody_answers_at_is_refused_at_once(captioned_folder, tmp_p
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     started = time.monotonic()
-    with ImageSearch(captioner="captions", data_dir=tmp_path / "data") as engine:
-        with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"):
-            engine.index([captioned_folder], ray=f"127.0.0.1:{port}")
+    with (
+        ImageSearch(captioner="captions", data_dir=tmp_path / "data") as engine,
+        pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"),
+    ):
+        engine.index([captioned_folder], ray=f"127.0.0.1:{port}")
     assert time.monotonic() - started < 30  # Ray itself would retry for minutes
 
 
@@ -413,10 +415,10 @@ def test_a_rebuild_on_the_cluster_adds_image_vectors_and_captions_nothing(
     ray_address, tiny_clip_dir, captioned_photos, tmp_path
 ):
     pictures = sorted(captioned_photos.glob("*.jpg"))
-    common = dict(
-        captioner="captions", captions_file=str(captioned_photos.parent / "captions.jsonl"), device="cpu",
-        data_dir=tmp_path / "data", ray=ray_address,
-    )
+    common = {
+        "captioner": "captions", "captions_file": str(captioned_photos.parent / "captions.jsonl"), "device": "cpu",
+        "data_dir": tmp_path / "data", "ray": ray_address,
+    }
     with ImageSearch(**common) as engine:
         assert engine.index([captioned_photos]).captioned == VISUAL_PHOTOS
     assert cached_image_vectors(tmp_path / "data", pictures, tiny_clip_dir) == {}

@@ -11,13 +11,13 @@ import anyio
 import httpx
 import pytest
 
-from dated_pictures import CAR_FILE_TIME, NEWEST_FIRST, PICTURES, QUERY, dated_engine, dated_folder, names
-from served_visual import serving
-from subprocess_helpers import imgsearch_env, run_imgsearch
-
 from imgsearch.errors import ConfigError
 from imgsearch.results import SearchHit
 from imgsearch.search.plan import SearchFilters, check_sort, ordered_hits
+
+from dated_pictures import CAR_FILE_TIME, NEWEST_FIRST, PICTURES, QUERY, dated_engine, dated_folder, names
+from served_visual import serving
+from subprocess_helpers import imgsearch_env, run_imgsearch
 
 ALL = len(PICTURES)
 # Every picture comes back, weak matches too: the order is what these tests look at.
@@ -36,7 +36,7 @@ def built(tmp_path_factory, embedder):
 
 @pytest.fixture(scope="module")
 def engine(built, embedder, tmp_path_factory):
-    folder, data = built
+    _folder, data = built
     copy = tmp_path_factory.mktemp("sort-engine") / "data"
     shutil.copytree(data, copy)
     from imgsearch import ImageSearch
@@ -181,9 +181,11 @@ def _mcp_calls(url: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     from mcp.client.streamable_http import streamable_http_client
 
     async def session() -> list[Any]:
-        async with httpx2.AsyncClient(timeout=httpx2.Timeout(60, read=300)) as http:
-            async with Client(streamable_http_client(url, http_client=http)) as client:
-                return [await client.call_tool(name, arguments) for name, arguments in calls]
+        async with (
+            httpx2.AsyncClient(timeout=httpx2.Timeout(60, read=300)) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            return [await client.call_tool(name, arguments) for name, arguments in calls]
 
     return anyio.run(session)
 

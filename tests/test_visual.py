@@ -14,14 +14,15 @@ import uuid
 import numpy as np
 import pytest
 from PIL import Image
-from served_visual import PHOTOS, photo_folder
-from subprocess_helpers import imgsearch_env, run_imgsearch
-from tiny_models import build_tiny_bert, build_tiny_clip, build_tiny_siglip
 
 from imgsearch import ImageSearch
 from imgsearch.embedders.visual import VisualEmbedder
-from imgsearch.pictures.files import path_key
 from imgsearch.errors import ConfigError, EmbedderError, EmbedderMismatchError, ImageLoadError
+from imgsearch.pictures.files import path_key
+
+from served_visual import PHOTOS, photo_folder
+from subprocess_helpers import imgsearch_env, run_imgsearch
+from tiny_models import build_tiny_bert, build_tiny_clip, build_tiny_siglip
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +88,11 @@ def test_siglip_text_is_the_same_alone_or_beside_a_longer_one(tiny_siglip_dir):
 def test_a_model_that_is_not_image_text_is_refused_in_one_line(tmp_path):
     bert = build_tiny_bert(tmp_path / "bert")
     with pytest.raises(ConfigError) as refused:
-        VisualEmbedder(str(bert), device="cpu").dimension
+        VisualEmbedder(str(bert), device="cpu").dimension  # noqa: B018 - the property loads the model
     message = str(refused.value)
     assert "not an image–text embedding model" in message and str(bert) in message and "\n" not in message
-    with pytest.raises(EmbedderError, match="cannot load visual model .*no such folder"):
-        VisualEmbedder(str(tmp_path / "missing"), device="cpu").dimension
+    with pytest.raises(EmbedderError, match=r"cannot load visual model .*no such folder"):
+        VisualEmbedder(str(tmp_path / "missing"), device="cpu").dimension  # noqa: B018 - the property loads the model
 
 
 def test_a_picture_queried_by_itself_comes_first(tiny_clip_dir, photos, embedder):

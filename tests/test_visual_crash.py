@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from subprocess_helpers import imgsearch_env, run_imgsearch, start_imgsearch
 from test_crash_safety import wait_for
 from tiny_models import build_tiny_clip
@@ -133,7 +134,7 @@ def test_adding_image_vectors_stopped_or_killed_leaves_the_index_as_it_was(coco_
     for sig in (signal.SIGINT, signal.SIGKILL):
         proc = start_imgsearch(*with_vectors, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            assert wait_for(lambda: image_vectors_cached(data) > cached, proc), "the run ended before the signal"
+            assert wait_for(lambda: image_vectors_cached(data) > cached, proc), "the run ended before the signal"  # noqa: B023 - called at once
             os.killpg(proc.pid, sig)
             _, stderr = proc.communicate(timeout=120)
         finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,16 +17,16 @@ MAX_K = 100
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 PixelCount = Annotated[int, Field(ge=0, le=MAX_PIXELS)]
 # A date given as text (2024-06-30, an ISO date-time) or as a Unix time; the engine parses it.
-Moment = Union[Annotated[str, Field(max_length=64)], Finite]
+Moment = Annotated[str, Field(max_length=64)] | Finite
 
 Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for, in plain words.")]
 TopK = Annotated[int, Field(ge=1, le=MAX_K, description=f"How many results, best first (at most {MAX_K}).")]
 Mode = Annotated[
-    Optional[Literal["dense", "keyword", "hybrid", "visual"]],
+    Literal["dense", "keyword", "hybrid", "visual"] | None,
     Field(description="dense (caption meaning), keyword (words, text in the picture, file and folder names), "
           "hybrid (both; the usual default), visual (image vectors only, for an index built with one)."),
 ]
-MinScore = Annotated[Optional[Finite], Field(
+MinScore = Annotated[Finite | None, Field(
     description="Drop results scoring below this (default: the search mode's calibrated floor; 0 keeps every "
     "result); none left means no good match."
 )]
@@ -49,17 +49,17 @@ class Filters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    folder: Optional[str] = Field(None, max_length=MAX_PATH_CHARS, description="Only pictures under this folder (at any depth).")
+    folder: str | None = Field(None, max_length=MAX_PATH_CHARS, description="Only pictures under this folder (at any depth).")
     file_types: list[Annotated[str, Field(max_length=16)]] = Field(
         default_factory=list, max_length=20, description="Only these file types: jpeg, png, webp, heic, ..."
     )
-    taken_after: Optional[Moment] = Field(None, description="Taken on or after this date (YYYY-MM-DD) or Unix time.")
-    taken_before: Optional[Moment] = Field(None, description="Taken before this date (YYYY-MM-DD) or Unix time.")
-    camera: Optional[str] = Field(None, max_length=256, description="Only this camera (EXIF make and model).")
-    min_width: Optional[PixelCount] = None
-    max_width: Optional[PixelCount] = None
-    min_height: Optional[PixelCount] = None
-    max_height: Optional[PixelCount] = None
+    taken_after: Moment | None = Field(None, description="Taken on or after this date (YYYY-MM-DD) or Unix time.")
+    taken_before: Moment | None = Field(None, description="Taken before this date (YYYY-MM-DD) or Unix time.")
+    camera: str | None = Field(None, max_length=256, description="Only this camera (EXIF make and model).")
+    min_width: PixelCount | None = None
+    max_width: PixelCount | None = None
+    min_height: PixelCount | None = None
+    max_height: PixelCount | None = None
 
     def search_filters(self) -> SearchFilters:
         """The engine's filters; the engine checks each value again as it builds the expression."""
@@ -106,7 +106,7 @@ class SearchResults(BaseModel):
         "index, nor filters nothing passes): nothing indexed matches well; min_score 0 shows the weak ones.",
     )
     below_floor: int = Field(default=0, description="How many of the best matches fell below the score floor.")
-    floor: Optional[float] = Field(default=None, description="The score floor applied (None: none).")
+    floor: float | None = Field(default=None, description="The score floor applied (None: none).")
 
 
 class SimilarResults(BaseModel):
@@ -123,7 +123,7 @@ class SimilarResults(BaseModel):
         "index, nor filters nothing passes): nothing indexed matches well; min_score 0 shows the weak ones.",
     )
     below_floor: int = Field(default=0, description="How many of the best matches fell below the score floor.")
-    floor: Optional[float] = Field(default=None, description="The score floor applied (None: none).")
+    floor: float | None = Field(default=None, description="The score floor applied (None: none).")
 
 
 class PictureDescription(BaseModel):
@@ -148,10 +148,10 @@ class IndexRun(BaseModel):
     done: int
     total: int
     failed: int
-    started_at: Optional[float]
-    finished_at: Optional[float]
-    report: Optional[dict[str, Any]] = Field(description="new, updated, unchanged, moved, removed, failed files, ...")
-    error: Optional[str]
+    started_at: float | None
+    finished_at: float | None
+    report: dict[str, Any] | None = Field(description="new, updated, unchanged, moved, removed, failed files, ...")
+    error: str | None
 
 
 class IndexFacts(BaseModel):
@@ -161,16 +161,16 @@ class IndexFacts(BaseModel):
     collection: str
     exists: bool
     images: int
-    embedder: Optional[str]
-    dimension: Optional[int]
+    embedder: str | None
+    dimension: int | None
     captioners: list[str]
     data_dir: str
-    config_file: Optional[str]
-    visual_model: Optional[str]
+    config_file: str | None
+    visual_model: str | None
     captioned: int = Field(description="Of images, how many have their caption.")
     caption_pending: int = Field(description="Of images, how many are stored and wait for their caption.")
     with_image_vectors: int = Field(description="Of images, how many have an image vector (0 without visual_model).")
-    run: Optional[dict[str, Any]] = Field(
+    run: dict[str, Any] | None = Field(
         description="The index run under way, or None: pid, started_at, stage (storing or captioning), found, stored, "
         "captioned of to_caption, caption_rate (pictures/s) and eta_seconds."
     )
@@ -180,7 +180,7 @@ class ServerStatus(BaseModel):
     """The index, the indexing run (when folders may be indexed) and this server."""
 
     index: IndexFacts
-    indexing: Optional[IndexRun] = Field(description="None when the server was started without --folder.")
+    indexing: IndexRun | None = Field(description="None when the server was started without --folder.")
     folders: list[str] = Field(
         description="The --folder folders: the only ones index_folder may index and whose pictures are shown "
         "(none: any indexed picture whose stored path holds no symlink is shown)."

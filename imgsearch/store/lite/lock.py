@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import IndexBusyError
 from .disk import folder_refusal, unwritable_index_error
@@ -29,7 +29,7 @@ class EmbeddedIndexLock:
     other, instead of one failing. Within one process the lock is shared (counted).
     """
 
-    _held: dict[Path, tuple[Any, int]] = {}
+    _held: ClassVar[dict[Path, tuple[Any, int]]] = {}
     _guard = threading.Lock()
     #: How a writer that must wait says so (one line; the CLI's stderr by default).
     on_wait: Callable[[str], None] = staticmethod(_say_waiting)
