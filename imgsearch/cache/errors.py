@@ -72,5 +72,5 @@ def cache_error(doing: str, path: Path, exc: sqlite3.DatabaseError) -> StoreErro
     if code in (_SQLITE_FULL, _SQLITE_IOERR) and _nearly_full(path.parent):
         reason, advice = f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}", os_error_advice(errno.ENOSPC)
     else:
-        reason, advice = str(exc), _SQLITE_ADVICE.get(code, "")
+        reason, advice = str(exc), _SQLITE_ADVICE.get(code, "") if code is not None else ""
     return StoreError(f"cannot {doing} the caption cache {path}: {reason}{advice}")

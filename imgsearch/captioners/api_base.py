@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import ApiAuthError, CaptionerError, ConfigError, ImageLoadError, MissingDependencyError, install_hint
-from .base import CaptionFailure, CaptionInput, Captioner
+from .base import Captioner, CaptionFailure, CaptionInput
 from .prompts import max_new_tokens_of, preset_max_new_tokens, resolve_prompt
 
 if TYPE_CHECKING:
@@ -291,9 +291,9 @@ class ApiCaptioner(Captioner):
             stop.set()
             pool.shutdown(wait=not isinstance(exc, KeyboardInterrupt), cancel_futures=True)
             finished = {
-                futures[f]: f.result()
+                futures[f]: caption
                 for f in futures
-                if f.done() and not f.cancelled() and f.exception() is None and isinstance(f.result(), str)
+                if f.done() and not f.cancelled() and f.exception() is None and isinstance(caption := f.result(), str)
             }
             keep_partial(finished)
             raise

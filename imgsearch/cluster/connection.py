@@ -10,10 +10,10 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from ..errors import ClusterError, ConfigError, MissingDependencyError, install_hint
 
@@ -194,7 +194,7 @@ def _without_log_level_notice() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def _signal_handlers() -> dict[int, object]:
+def _signal_handlers() -> dict[int, Callable[[int, FrameType | None], object] | int | None]:
     if threading.current_thread() is not threading.main_thread():
         return {}  # only the main thread has handlers to keep (and ray.init sets none elsewhere)
     return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}

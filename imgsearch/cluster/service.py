@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
@@ -76,7 +76,7 @@ class RayCaptionService:
         """Join the cluster (from the main thread: where Ray sets itself up to be stopped)."""
         self.connection.ray()
 
-    def caption_and_embed(self, pictures: list[Picture]) -> Iterator[Finished]:
+    def caption_and_embed(self, pictures: list[Picture]) -> Generator[Finished, None, None]:
         """Finished (picture, caption or CaptionFailure, vector) lists, in the order blocks finish.
 
         A picture sent with its caption is only embedded (and encoded); one that needs an image
@@ -92,7 +92,7 @@ class RayCaptionService:
         # Decoded at the side the local reader uses: the captioner's, or the visual model's if larger.
         caption_side = self.captioner.image_side if to_caption else 0
         visual_side = self.visual.image_side if self.visual is not None and any(encode) else 0
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 INDEX: i, PATH: str(picture.file.path), CONTENT_HASH: picture.content_hash,
                 CAPTION: picture.caption or "", KNOWN: picture.caption is not None, ENCODE: encode[i],

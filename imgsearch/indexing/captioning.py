@@ -9,12 +9,12 @@ stop from there on loses no caption.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Protocol
 
-from ..captioners.base import CaptionFailure, CaptionInput, Captioner
-from .reading import Picture
+from ..captioners.base import Captioner, CaptionFailure, CaptionInput
 from .captions import RunCaptions
+from .reading import Picture
 from .tally import CAPTIONING, STORING, RunTally
 
 # Pictures read ahead of the captioner at most (each holds its decoded pixels).
@@ -38,7 +38,7 @@ class CaptionService(Protocol):
 
     def caption_and_embed(
         self, pictures: list[Picture]
-    ) -> Iterator[list[tuple[Picture, str | CaptionFailure, list[float] | None]]]: ...
+    ) -> Generator[list[tuple[Picture, str | CaptionFailure, list[float] | None]], None, None]: ...
 
 
 class CaptioningStage(Protocol):
@@ -53,7 +53,7 @@ class CaptioningStage(Protocol):
     def take(self, picture: Picture) -> list[Picture]:
         """Accept a picture that needs a caption; the pictures captioned meanwhile, if any."""
 
-    def finish(self) -> Iterator[list[Picture]]:
+    def finish(self) -> Generator[list[Picture], None, None]:
         """Caption what is left, yielding pictures as they get their caption; closing it stops."""
 
 
@@ -81,7 +81,7 @@ class LocalCaptioning:
         self._waiting.append(picture)
         return self._caption_waiting() if len(self._waiting) >= self.batch_size else []
 
-    def finish(self) -> Iterator[list[Picture]]:
+    def finish(self) -> Generator[list[Picture], None, None]:
         if self._waiting:
             yield self._caption_waiting()
 
@@ -168,13 +168,13 @@ class ServiceCaptioning:
             self._waiting.append(picture)
         return []
 
-    def finish(self) -> Iterator[list[Picture]]:
+    def finish(self) -> Generator[list[Picture], None, None]:
         groups = {group[0].key: group for group in self.captions.sharing_groups(self._waiting)}
         to_encode, self._waiting, self._to_encode = self._to_encode, [], []
         if not groups and not to_encode:
             return
         results = self.service.caption_and_embed([group[0] for group in groups.values()] + to_encode)
-        with contextlib.closing(results):  # type: ignore[arg-type]
+        with contextlib.closing(results):
             for finished in results:
                 yield self._commit(finished, groups)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -137,7 +137,7 @@ class PictureReader:
             picture.caption = None
         return picture
 
-    def stream(self, pictures: Iterable[Picture], window: int) -> Iterator[Picture]:
+    def stream(self, pictures: Iterable[Picture], window: int) -> Generator[Picture, None, None]:
         """Prepared pictures, in order, with at most window of them read ahead."""
         source = iter(pictures)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="imgsearch-read")

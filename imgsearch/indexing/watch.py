@@ -118,7 +118,8 @@ def watch_folders(
     collector = ChangeCollector()
     observer = Observer()
     for folder in folders:
-        observer.schedule(collector, str(folder), recursive=True)
+        # Duck-typed: watchdog calls only dispatch(), and its handler class is imported lazily.
+        observer.schedule(collector, str(folder), recursive=True)  # type: ignore[arg-type]
     observer.start()
     try:
         pending: tuple[list[Path], list[Path]] | None = (folders, [])

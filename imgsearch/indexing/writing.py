@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 from ..cache.captions import CaptionCache
 from ..embedders.base import Embedder
 from ..errors import ImageLoadError
+from ..pictures.facts import file_facts, keyword_text
 from ..pictures.files import display_path
 from ..pictures.images import ImageHeader, load_rgb
 from ..pictures.ocr import TextReader, searchable_text
-from ..pictures.facts import file_facts, keyword_text
-from .reading import Picture
 from ..results import PENDING_CAPTIONER, IndexReport
 from ..store import MilvusStore
+from .reading import Picture
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from ..embedders.visual import VisualEmbedder
 
 # Batches waiting to be stored: enough to keep the thread busy, few enough to bound memory.
@@ -150,12 +152,12 @@ class RowWriter:
     def _encode_pictures(self, ready: list[Picture]) -> None:
         """Give each picture its image vector: encoded once per content, kept in the cache at once."""
         assert self.visual is not None
-        to_encode: dict[str, Picture] = {}
+        to_encode: dict[str, Image.Image] = {}
         for picture in ready:
             if picture.visual_vector is None and picture.image is not None:
-                to_encode.setdefault(picture.content_hash, picture)
+                to_encode.setdefault(picture.content_hash, picture.image)
         if to_encode:
-            encoded = dict(zip(to_encode, self.visual.encode_images([p.image for p in to_encode.values()])))
+            encoded = dict(zip(to_encode, self.visual.encode_images(list(to_encode.values()))))
             self.cache.put_image_vectors(encoded, self.visual.id)
             for picture in ready:
                 picture.visual_vector = picture.visual_vector or encoded.get(picture.content_hash)

@@ -173,14 +173,15 @@ def _embedded_preview(raw: rawpy.RawPy) -> Image.Image | None:
     except (rawpy.LibRawError, MemoryError, ValueError):
         return None  # none, a kind LibRaw cannot hand over, or damaged: demosaic instead
     try:
-        if thumb.format == rawpy.ThumbFormat.JPEG:
+        data = thumb.data  # bytes for a JPEG preview, an array for a bitmap
+        if thumb.format == rawpy.ThumbFormat.JPEG and isinstance(data, bytes):
             with warnings.catch_warnings():
                 # A full-size preview of a 100-megapixel sensor passes Pillow's warning level.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return Image.open(io.BytesIO(thumb.data))
-        if thumb.format == rawpy.ThumbFormat.BITMAP and thumb.data.ndim == 3:
-            channels = thumb.data.shape[2]
-            pixels = thumb.data[:, :, :3] if channels >= 3 else thumb.data[:, :, 0]
+                return Image.open(io.BytesIO(data))
+        if thumb.format == rawpy.ThumbFormat.BITMAP and not isinstance(data, bytes) and data.ndim == 3:
+            channels = data.shape[2]
+            pixels = data[:, :, :3] if channels >= 3 else data[:, :, 0]
             return Image.fromarray(pixels.astype("uint8", copy=True))  # RGB or greyscale
     except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError):
         pass

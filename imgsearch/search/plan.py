@@ -356,8 +356,8 @@ def _unix_time(value: Any, name: str) -> float:
             raise ConfigError(f"{name} must be a finite Unix time or a date like 2024-06-30, got {value!r}")
         return moment
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware.timestamp()
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
     try:

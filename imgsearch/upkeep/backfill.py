@@ -60,7 +60,9 @@ def add_image_vectors(
     for captioner in store.captioners():
         target.record_captioner(captioner)
     _stage(progress, total=total)
-    copied, deleted, unreadable = 0, [], []
+    copied = 0
+    deleted: list[str] = []
+    unreadable: list[str] = []
     # Every stored field is carried over as it is, the caption vector too; only the image vector is new.
     fields = [*store.stored_fields(), "vector"]
     batch: list[dict[str, Any]] = []

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from ..errors import ConfigError
 from ..results import captions_of_row, is_pending_row
@@ -37,7 +37,7 @@ def export_columns(stored_fields: Sequence[str]) -> list[str]:
 
 def write_rows(
     rows: Iterable[dict[str, Any]],
-    stream: TextIO,
+    stream: IO[str],
     fmt: str,
     columns: Sequence[str],
     on_row: Callable[[], None] | None = None,
@@ -98,7 +98,7 @@ def atomic_output(path: Path) -> Iterator[TextIO]:
         raise ConfigError(f"{path}: folder {path.parent} does not exist")
     partial = path.with_name(f".{path.name}.partial")
     try:
-        handle = open(partial, "w", encoding="utf-8", newline="")
+        handle = open(partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 - the with below closes it
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write ({exc.strerror})") from None
     try:

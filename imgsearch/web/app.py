@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ def create_app(engine: ImageSearch, options: ServeOptions | None = None) -> Fast
     served = Served.over(engine, options or ServeOptions())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ARG001 - FastAPI's signature
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # noqa: ARG001 - FastAPI's signature
         from starlette.concurrency import run_in_threadpool
 
         # Loaded once, before the first request: no request pays for (or repeats) a model load.

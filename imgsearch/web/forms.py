@@ -88,11 +88,11 @@ def _part(head: bytes, data: bytes) -> FormPart:
     disposition = headers.get("content-disposition", "")
     if disposition.split(";", 1)[0].strip().lower() != "form-data":
         raise FormError("a form part has no Content-Disposition: form-data header")
-    name = _param(disposition, "name", "content-disposition")
-    if name is None:
+    part_name = _param(disposition, "name", "content-disposition")
+    if part_name is None:
         raise FormError("a form part has no name")
     return FormPart(
-        name=name,
+        name=part_name,
         filename=_param(disposition, "filename", "content-disposition"),
         content_type=headers.get("content-type", "text/plain"),
         data=data,

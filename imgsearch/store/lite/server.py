@@ -58,7 +58,7 @@ def start_quiet_server(path: Path) -> LiteServer | None:
     quiet_lite_import()
     import milvus_lite.server as lite_server
 
-    lite_server.subprocess = _QuietProcesses  # type: ignore[attr-defined]
+    lite_server.subprocess = _QuietProcesses
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.CRITICAL)  # Milvus Lite logs its failures to the root logger

@@ -4,6 +4,7 @@ vectors are closest to it. Needs an index built with --visual-model."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,8 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from ...errors import ConfigError
-from ...search.relevance import floor_facts
 from ...search.plan import check_sort
+from ...search.relevance import floor_facts
 from ..forms import FormError, FormPart, is_form, parse_form
 from ..served import Served
 from ..upload_decoding import UploadDecoder
@@ -29,7 +30,7 @@ _WORD_FIELDS = ("text", "q", "mode")
 class FormRoute(APIRoute):
     """A route that takes form posts only, so a form and a JSON body can share a path and method."""
 
-    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+    def matches(self, scope: MutableMapping[str, Any]) -> tuple[Match, MutableMapping[str, Any]]:
         match, child = super().matches(scope)
         if match is Match.FULL and not is_form(_content_type(scope)):
             return Match.NONE, {}
@@ -114,7 +115,7 @@ def _finite_number(name: str, text: str) -> float | None:
     return number
 
 
-def _content_type(scope: dict[str, Any]) -> str:
+def _content_type(scope: Mapping[str, Any]) -> str:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-type":
             return value.decode("latin-1")
