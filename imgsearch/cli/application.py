@@ -3,13 +3,18 @@
 Commands are attached in imgsearch/cli/__init__.py; this module knows none of them, so
 every command module can import it without a cycle. (Not named app.py: the package
 exports the Typer object as `imgsearch.cli.app`, and a submodule of that name would clash.)
+
+Commands call the library directly: the app's group runs every one of them inside
+library_errors_rendered, the one place where the library's typed errors become a red line
+and an exit code.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -40,7 +45,12 @@ class PlainFlags:
 
 
 class _AppGroup(PlainFlags, TyperGroup):
-    """The top-level command, its --version and --help shown as plain flags."""
+    """The top-level command, its --version and --help shown as plain flags; every command runs
+    inside it, so library errors are rendered here for all of them (see library_errors_rendered)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with library_errors_rendered():
+            return super().invoke(ctx)
 
 
 app = typer.Typer(
@@ -77,8 +87,6 @@ def _options(
 ) -> None:
     """Search a folder of pictures with plain words."""
 
-T = TypeVar("T")
-
 
 def fail(message: str, code: int) -> NoReturn:
     """Print one red error line and exit with code."""
@@ -86,19 +94,27 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def call(func: Callable[[], T]) -> T:
-    """Call into the library, turning its typed errors into one red line and an exit code.
+def interrupted(*then: str) -> NoReturn:
+    """Say the command was interrupted (and then what that left behind, a line each); exit 130."""
+    err.print("interrupted")
+    for line in then:
+        err.print(line)
+    raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@contextmanager
+def library_errors_rendered() -> Iterator[None]:
+    """Turn the library's typed errors, raised anywhere in the block, into one red line and an exit code.
 
     Bad settings or names are usage errors (2); anything else the library raises on
-    purpose means a model or the store could not be used (3).
+    purpose means a model or the store could not be used (3); Ctrl-C is 130. The block's
+    own cleanup (closing the engine, stopping a progress bar) runs before the line is printed.
     """
     try:
-        return func()
+        yield
     except (ConfigError, PluginNotFoundError) as exc:
         fail(str(exc), EXIT_USAGE)
     except ImgsearchError as exc:
         fail(str(exc), EXIT_RUNTIME)
     except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
+        interrupted()

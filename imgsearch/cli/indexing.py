@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
+from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, err, fail, out
 from .option_groups import Options, with_options
 from .options import CAPTIONER, CONFIG, EMBEDDER, RAY, STORE, JsonOut, engine_from, settings_from
 
@@ -39,12 +39,12 @@ def index(
 
     check_paths(paths)
     options = with_folder_captions(options, paths)
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
-        print_notes(call(lambda: engine.follow_recorded_models(captioning=True)))
-        report = call(lambda: engine.index(
+        print_notes(engine.follow_recorded_models(captioning=True))
+        report = engine.index(
             paths, progress=progress, stop=stop, keep_missing=keep_missing, rebuild=rebuild,
-        ))
+        )
     print_warnings(report.warnings)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
@@ -77,7 +77,7 @@ def watch(
 
     check_paths(paths)
     options = with_folder_captions(options, paths)
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
 
     def show(report: "IndexReport") -> None:
         if as_json:
@@ -89,11 +89,11 @@ def watch(
         err.print(f"waiting: {escape(message)}", highlight=False)
 
     with engine, stop_on_signals(_stopping_notice) as stop:
-        print_notes(call(lambda: engine.follow_recorded_models(captioning=True)))
+        print_notes(engine.follow_recorded_models(captioning=True))
         err.print(f"watching {escape(', '.join(str(p) for p in paths))} (Ctrl-C to stop)", highlight=False)
-        call(lambda: engine.watch(
+        engine.watch(
             paths, stop, show, progress=lambda: RichIndexProgress(err), on_busy=busy, debounce=debounce,
-        ))
+        )
     err.print("stopped watching")
 
 
@@ -114,10 +114,10 @@ def describe(
 ) -> None:
     """Print a caption for IMAGE (or the answer to --prompt about it) with the captioner the index was built
     with, unless one is named; the index is not touched."""
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     with engine:
-        print_notes(call(engine.follow_recorded_captioner))
-        described = call(lambda: engine.describe(image))
+        print_notes(engine.follow_recorded_captioner())
+        described = engine.describe(image)
     if as_json:
         out.print_json(json.dumps(described.to_dict()))
         return
@@ -151,7 +151,7 @@ def with_folder_captions(options: Options, paths: "list[Path]") -> Options:
     captions captioner is to run without a captions file; said in one line."""
     from ..captioners.existing import FOLDER_CAPTIONS_NAME, folder_captions_files
 
-    settings = call(lambda: settings_from(options))
+    settings = settings_from(options)
     if settings.captioner != "captions" or settings.captions_file:
         return options
     found = folder_captions_files(paths)

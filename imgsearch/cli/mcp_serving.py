@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from .application import EXIT_USAGE, call, err, fail
+from .application import EXIT_USAGE, err, fail
 from .option_groups import Options, with_options
 from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, settings_from
 
@@ -39,31 +39,32 @@ def mcp(
     from ..serving.jobs import shared_engine
     from ..web.run import check_token, is_loopback
 
-    call(require_sdk)
-    settings = call(lambda: settings_from(options))
-    token = call(lambda: check_token(secrets.token_urlsafe(24) if new_token else settings.serve_token))
-    engine = call(lambda: shared_engine(settings))
+    require_sdk()
+    settings = settings_from(options)
+    token = check_token(secrets.token_urlsafe(24) if new_token else settings.serve_token)
+    engine = shared_engine(settings)
     with engine:
-        server = call(lambda: ImageSearchMcp(engine, folders or ()))
-        # Loaded now, once: a model that cannot load is one clear error here, and no call waits for it.
+        server = ImageSearchMcp(engine, folders or ())
+        # Loaded now, once (reading its dimension loads the model): a model that cannot load is one
+        # clear error here, and no call waits for it.
         if http:
-            call(lambda: engine.embedder.dimension)
+            _ = engine.embedder.dimension
         else:
             with stdout_on_stderr():
-                call(lambda: engine.embedder.dimension)
+                _ = engine.embedder.dimension
         with _terminate_as_interrupt():
             try:
                 if not http:
-                    call(server.run_stdio)
+                    server.run_stdio()
                     return
                 bound_host = host or DEFAULT_HOST
-                listening = call(lambda: server.http_server(bound_host, DEFAULT_PORT if port is None else port, token))
+                listening = server.http_server(bound_host, DEFAULT_PORT if port is None else port, token)
                 err.print(f"MCP server at {escape(listening.url)} (Ctrl-C to stop)")
                 if new_token:
                     err.print(f"access token: {escape(token)}")
                 if not is_loopback(bound_host) and not token:
                     err.print("[yellow]warning:[/] listening beyond this machine with no access token; set IMGSEARCH_SERVE_TOKEN")
-                call(listening.run)
+                listening.run()
             finally:
                 server.stop()
 

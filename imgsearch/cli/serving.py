@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from .application import call, err, out
+from .application import err, out
 from .option_groups import Options, with_options
 from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 
@@ -36,13 +36,13 @@ def serve(
     from ..web.run import build_server, is_loopback
 
     joined = os.pathsep.join(str(f) for f in folders) if folders else None
-    settings = call(lambda: settings_from(options, serve_host=host, serve_port=port, serve_folders=joined))
+    settings = settings_from(options, serve_host=host, serve_port=port, serve_folders=joined)
     access_token = secrets.token_urlsafe(24) if new_token else settings.serve_token
     served = [Path(f) for f in settings.serve_folders.split(os.pathsep) if f]
-    server = call(lambda: build_server(
+    server = build_server(
         settings, host=settings.serve_host, port=settings.serve_port, folders=served,
         token=access_token, max_k=max_k, access_log=access_log, allow_hosts=allow_hosts or (),
-    ))
+    )
     if as_json:
         out.print_json(json.dumps({"url": server.url, "token_required": bool(access_token), "folders": [str(f) for f in served]}))
     opening = f"{server.url}?token={access_token}" if new_token else server.url
@@ -51,4 +51,4 @@ def serve(
         err.print("[yellow]warning:[/] listening beyond this machine with no access token; set IMGSEARCH_SERVE_TOKEN")
     if settings.serve_host in ("0.0.0.0", "::") and not allow_hosts:
         err.print("other machines reach it by this machine's IP address; for a name, add --allow-host NAME")
-    call(server.run)
+    server.run()

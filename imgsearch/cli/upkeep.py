@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from .application import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, call, err, fail, out
+from .application import EXIT_FILES_FAILED, EXIT_USAGE, err, fail, interrupted, out
 from .option_groups import Options, with_options
 from .options import CONFIG, EMBEDDER, STORE, JsonOut, engine_from
 
@@ -29,9 +29,9 @@ def status(
 ) -> None:
     """Print where the index lives, which models built it, how many images it holds (and how many wait
     for their caption), and the index run under way."""
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     with engine:
-        info = call(engine.status)
+        info = engine.status()
         keeper = engine.store.keeper()
     if as_json:
         out.print_json(json.dumps({**info.to_dict(), "keeper": keeper.to_dict() if keeper else None}))
@@ -48,10 +48,10 @@ def unload(
 
     It stops on its own once no command used the index for a while (keep_loaded, 10 minutes by default); the next command starts it again. While an index run is writing, unload leaves it alone and says who writes (exit code 3).
     """
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     with engine:
         keeper = engine.store.keeper()
-        stopped = call(engine.store.unload)
+        stopped = engine.store.unload()
     if as_json:
         out.print_json(json.dumps({"unloaded": stopped, "keeper": keeper.to_dict() if keeper else None}))
     elif stopped and keeper is not None:
@@ -89,14 +89,14 @@ def check(
     """
     from .progress import RichIndexProgress
 
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     with engine:
-        call(lambda: _open_index_to_check(engine))
+        _open_index_to_check(engine)
         if repair:
             with RichIndexProgress(err) as progress:
-                report = call(lambda: engine.repair(progress))
+                report = engine.repair(progress)
         else:
-            report = call(lambda: engine.check(sample))
+            report = engine.check(sample)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
@@ -163,7 +163,7 @@ def export(
 
     if fmt not in EXPORT_FORMATS:
         fail(f"unknown --format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}", EXIT_USAGE)
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     columns = export_columns(ROW_FIELDS)
 
     def write(stream: IO[str]) -> int:
@@ -174,7 +174,7 @@ def export(
     with engine:
         if out_file is None:
             try:
-                written = call(lambda: write(sys.stdout))
+                written = write(sys.stdout)
             except BrokenPipeError:
                 # The reader (e.g. `| head`) stopped early: not an error.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -184,7 +184,7 @@ def export(
                 with atomic_output(out_file) as stream:
                     return write(stream)
 
-            written = call(write_file)
+            written = write_file()
     summary = {"exported": written, "format": fmt, "out": str(out_file) if out_file else None}
     if as_json and out_file is not None:
         out.print_json(json.dumps(summary))
@@ -202,9 +202,9 @@ def prune(
     """Remove from the index every picture whose file is gone. Nothing is captioned."""
     from .progress import one_line
 
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     with engine:
-        report = call(lambda: engine.prune(paths or None))
+        report = engine.prune(paths or None)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
@@ -224,14 +224,12 @@ def reembed(
     """
     from .progress import RichIndexProgress
 
-    engine = call(lambda: engine_from(options))
+    engine = engine_from(options)
     try:
         with engine, RichIndexProgress(err, "re-embedding") as progress:
-            report = call(lambda: engine.reembed(progress))
-    except typer.Exit as stopped:
-        if stopped.exit_code == EXIT_INTERRUPTED:
-            err.print("the index is unchanged; run `imgsearch reembed` again to start over")
-        raise
+            report = engine.reembed(progress)
+    except KeyboardInterrupt:
+        interrupted("the index is unchanged; run `imgsearch reembed` again to start over")
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
