@@ -32,6 +32,7 @@ QUERIES = [
     ["query", "red car", "--folder", "photos/city", "--json"],
     ["query", "anything", "--min-score", "0.99", "--json"],
     ["query", "--like", "photos/dog.jpg", "-k", "2", "--json"],
+    ["query", "a dog chasing a ball", "--sort", "date", "--json"],
 ]
 
 

@@ -11,15 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from .application import EXIT_USAGE, call, err, fail, out
+from .application import EXIT_USAGE, err, fail, out
 from .hit_lines import print_hits
 from .option_groups import Options, with_options
 from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 
 if TYPE_CHECKING:
-    from ..config import Settings
     from ..evaluation import EvalReport
-    from ..results import SearchHit
     from ..search.plan import SearchFilters
 
 
@@ -65,29 +63,24 @@ def query(
     (newest first with --sort date)."""
     if sum(given is not None for given in (text, like, image)) != 1:
         fail("give either TEXT to search for, --like PATH or --image FILE", EXIT_USAGE)
-    from ..serving.kept_index import ask_keeper
-    from ..search.relevance import floor_facts
-    from ..search.plan import SearchFilters, check_sort, ordered_hits
+    from ..search.plan import SearchFilters, check_sort
+    from ..serving.kept_index import search
 
-    call(lambda: check_sort(sort))
-
+    check_sort(sort)
     filters = SearchFilters(
         folder=folder, file_types=tuple(file_type or ()), taken_after=taken_after, taken_before=taken_before,
         camera=camera, min_width=min_width, max_width=max_width, min_height=min_height, max_height=max_height,
     )
-    settings = call(lambda: settings_from(options))
-    # The process keeping an embedded index loaded answers at once; otherwise search here.
+    settings = settings_from(options)
+    # Answered by the process keeping an embedded index loaded where one can, else searched here;
+    # either way filtered, floored and ordered by the engine.
     request = {
         "text": text, "like": str(like) if like is not None else None,
         "image": str(image.expanduser().absolute()) if image is not None else None, "k": k, "mode": mode,
-        "min_score": min_score, "filters": dataclasses.asdict(filters),
+        "min_score": min_score, "filters": dataclasses.asdict(filters), "sort": sort,
     }
-    hits = call(lambda: ask_keeper(settings, request))
-    if hits is None:
-        hits = _search_here(settings, text, like, image, k, mode, filters, min_score)
-    facts = floor_facts(hits)
-    # Ordered here, not by the engine, so hits from the process keeping the index loaded are too.
-    hits = ordered_hits(hits, sort)
+    hits = search(settings, request)
+    facts = hits.floor_facts()
     if as_json:
         out.print_json(json.dumps([hit.to_dict() for hit in hits]))
         # The list stays a list for scripts; that it is empty for want of a good match goes to stderr.
@@ -116,20 +109,6 @@ def _no_match(filters: "SearchFilters") -> str:
     return "no match: nothing in the index matches this query"
 
 
-def _search_here(
-    settings: "Settings", text: Optional[str], like: Optional[Path], image: Optional[Path], k: int,
-    mode: Optional[str], filters: "SearchFilters", min_score: Optional[float],
-) -> "list[SearchHit]":
-    from ..engine import ImageSearch
-
-    with ImageSearch(settings) as engine:
-        if like is not None:
-            return call(lambda: engine.similar(like, k=k, filters=filters, min_score=min_score))
-        if image is not None:
-            return call(lambda: engine.query_image(image, k=k, filters=filters, min_score=min_score))
-        return call(lambda: engine.query(text or "", k=k, mode=mode, filters=filters, min_score=min_score))
-
-
 @with_options(EMBEDDER, STORE, CONFIG)
 def duplicates(
     folder: Annotated[Optional[Path], typer.Argument(help="Only pictures under this folder.", show_default=False)] = None,
@@ -144,9 +123,9 @@ def duplicates(
     where the index has image vectors. Nothing is deleted."""
     from ..engine import ImageSearch
 
-    settings = call(lambda: settings_from(options))
+    settings = settings_from(options)
     with ImageSearch(settings) as engine:
-        groups = call(lambda: engine.duplicates(threshold, folder))
+        groups = engine.duplicates(threshold, folder)
         by_vectors = bool(engine.store.visual_model)
     if as_json:
         out.print_json(json.dumps(groups))
@@ -189,14 +168,14 @@ def evaluate(
     from ..evaluation import run_eval
     from ..search.plan import check_mode
 
-    settings = call(lambda: settings_from(options))
+    settings = settings_from(options)
     # None: every mode the dataset's index answers (visual where it has image vectors).
-    chosen = [call(lambda m=m: check_mode(m)) for m in modes] if modes else None
+    chosen = [check_mode(m) for m in modes] if modes else None
     with err.status("evaluating…") as spinner:
-        report = call(lambda: run_eval(
+        report = run_eval(
             dataset, settings, live=live, modes=chosen, progress=lambda text: spinner.update(text),
             captions_per_picture=captions_per_picture,
-        ))
+        )
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return

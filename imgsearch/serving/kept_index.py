@@ -35,8 +35,8 @@ from ..store.lite.keeper import mark_used, read_note, serve
 if TYPE_CHECKING:
     from ..config import Settings
     from ..engine import ImageSearch
-    from ..results import SearchHit
     from ..search.plan import SearchFilters
+    from ..search.relevance import SearchHits
     from ..store.lite.server import LiteServer
 
 # Waiting for an answer: the first one loads the embedder (and may export it once).
@@ -47,13 +47,31 @@ _MAX_ENGINES = 2
 _SECRETS = ("api_key", "serve_token")
 
 
-def ask_keeper(settings: Settings, request: dict[str, Any]) -> list[SearchHit] | None:
+def search(settings: Settings, request: dict[str, Any]) -> SearchHits:
+    """The hits for request, whichever process answers: the one keeping settings' embedded index
+    loaded where it can, else an engine here. Both run the same engine call (filtered, floored
+    and in the order request's "sort" asks for), so the answers are the same.
+
+    request: as for ask_keeper. Raises the library's error, from either.
+    """
+    hits = ask_keeper(settings, request)
+    if hits is not None:
+        return hits
+    from ..engine import ImageSearch
+
+    with ImageSearch(settings) as engine:
+        return _search(engine, request)
+
+
+def ask_keeper(settings: Settings, request: dict[str, Any]) -> SearchHits | None:
     """The hits for request from the process keeping settings' embedded index loaded; None
     when no such process can answer (the caller then searches the ordinary way).
 
-    request: "text" or "like", and "k", "mode", "filters" (SearchFilters fields), "min_score".
-    Raises the library's error when the engine there raised one.
+    request: "text", "like" or "image" (paths as text), and "k", "mode", "filters" (SearchFilters
+    fields), "min_score", "sort". Raises the library's error when the engine there raised one.
     """
+    from ..search.plan import check_sort
+
     if not settings.uses_embedded_store or settings.keep_loaded <= 0:
         return None
     db_path = lite_file(settings.resolved_milvus_uri)
@@ -73,7 +91,8 @@ def ask_keeper(settings: Settings, request: dict[str, Any]) -> list[SearchHit] |
         return None
     if "error" in answer:
         raise _library_error(answer["error"])
-    if "hits" not in answer:
+    # A keeper started before answers said their order would answer in score order.
+    if "hits" not in answer or answer.get("sort", "score") != check_sort(request.get("sort")):
         return None
     from ..search.relevance import SearchHits
     from ..results import SearchHit
@@ -151,10 +170,14 @@ class QueryAnswerer:
                 # The connection is closed after each answer; the embedder stays loaded.
                 with contextlib.suppress(Exception):
                     engine.close()
+            from ..search.plan import check_sort
             from ..search.relevance import floor_facts
 
             facts = floor_facts(hits)
-            return {"hits": [hit.to_dict() for hit in hits], "floor": facts["floor"], "below_floor": facts["below_floor"]}
+            return {
+                "hits": [hit.to_dict() for hit in hits], "floor": facts["floor"], "below_floor": facts["below_floor"],
+                "sort": check_sort(request.get("sort")),
+            }
 
     def _engine_for(self, settings: Settings) -> ImageSearch:
         from ..engine import ImageSearch
@@ -173,14 +196,16 @@ class QueryAnswerer:
         return engine
 
 
-def _search(engine: ImageSearch, request: dict[str, Any]) -> list[SearchHit]:
+def _search(engine: ImageSearch, request: dict[str, Any]) -> SearchHits:
     filters = _filters(request.get("filters") or {})
-    k, min_score = int(request.get("k", 10)), request.get("min_score")
+    k, min_score, sort = int(request.get("k", 10)), request.get("min_score"), request.get("sort") or "score"
     if request.get("like") is not None:
-        return engine.similar(request["like"], k=k, filters=filters, min_score=min_score)
+        return engine.similar(request["like"], k=k, filters=filters, min_score=min_score, sort=sort)
     if request.get("image") is not None:
-        return engine.query_image(request["image"], k=k, filters=filters, min_score=min_score)
-    return engine.query(request.get("text") or "", k=k, mode=request.get("mode"), filters=filters, min_score=min_score)
+        return engine.query_image(request["image"], k=k, filters=filters, min_score=min_score, sort=sort)
+    return engine.query(
+        request.get("text") or "", k=k, mode=request.get("mode"), filters=filters, min_score=min_score, sort=sort
+    )
 
 
 def _filters(given: dict[str, Any]) -> SearchFilters:
