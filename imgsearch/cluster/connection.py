@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType, ModuleType
+from typing import Any
 
 from ..errors import ClusterError, ConfigError, MissingDependencyError, install_hint
 
@@ -148,7 +149,7 @@ class RayConnection:
             self._ray, self._joined_here = None, False
 
 
-def _can_run_work(node: dict) -> bool:
+def _can_run_work(node: dict[str, Any]) -> bool:
     offered = node.get("Resources", {})
     return bool(offered.get("CPU", 0) or offered.get("GPU", 0))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 MODULES_FILE = "modules.json"
 # Module types are recorded as dotted class paths, which moved between releases.
@@ -32,7 +33,7 @@ def clip_folder_listed(modules: object) -> str | None:
     return None
 
 
-def _module_list(model: str) -> list | None:
+def _module_list(model: str) -> list[Any] | None:
     local = Path(os.path.expanduser(model))
     try:
         if local.is_dir():

@@ -118,7 +118,7 @@ class _QuietProcesses:
     TimeoutExpired = subprocess.TimeoutExpired
 
     @staticmethod
-    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:  # noqa: N802 - subprocess's name
         kwargs.update(
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_private_and_deaf_to_stops,
