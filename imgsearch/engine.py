@@ -317,7 +317,7 @@ class ImageSearch:
         recorded: dict[str, Any] | None = None,
     ) -> IndexReport:
         from .captioners.cached_only import CachedCaptionsOnly
-        from .upkeep.check import remember_folders
+        from .upkeep.folders_record import remember_folders
         from .indexing.pipeline import Indexer
 
         if recorded is None:
@@ -425,17 +425,10 @@ class ImageSearch:
         Nothing is captioned; the damaged index is kept aside. The report lists the problems
         found before the repair, where the old index went, and the rebuild's IndexReport.
         """
-        from .upkeep.check import CACHE_PROBLEM, check, refill_cache, repair
+        from .upkeep.repair import repair
 
         with self.store.writing():
-            report = check(self)
-            if any(problem.startswith(CACHE_PROBLEM) for problem in report.problems):
-                self.cache.count()  # opening a damaged cache keeps it aside and salvages what it can
-                report.repairs.extend(self.cache.take_warnings())
-                refill_cache(self, report)
-            if any(not problem.startswith(CACHE_PROBLEM) for problem in report.problems):
-                repair(self, report, self.rebuild_from_cache, progress)
-        return report
+            return repair(self, self.rebuild_from_cache, progress)
 
     def prune(self, paths: Iterable[str | Path] | None = None) -> PruneReport:
         """Remove the rows whose picture file is gone (under paths, or anywhere); no captioning."""

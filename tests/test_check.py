@@ -116,7 +116,7 @@ def test_an_index_run_into_garbage_inside_the_index_file_says_how_to_repair_it(d
 def test_only_folder_names_count_as_indexed_folders(tmp_path):
     from pathlib import Path
 
-    from imgsearch.upkeep.check import FOLDERS_FILE, indexed_folders, remember_folders
+    from imgsearch.upkeep.folders_record import FOLDERS_FILE, indexed_folders, remember_folders
 
     # Not the folders "5" and "None" (nor "", the current folder): entries that name no folder are left out.
     (tmp_path / FOLDERS_FILE).write_text(json.dumps([5, None, "", ["/nested"], "/photos"]))

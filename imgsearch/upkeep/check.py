@@ -1,28 +1,23 @@
 """`imgsearch check`: read the whole index and the caption cache, and say what is wrong with them.
 
-Run on demand (never on the query path). Repair sets a damaged caption cache aside, carrying
-what it still holds into a fresh one, writes the captions the index holds and the cache lacks
-back into the cache, and rebuilds a damaged index from the caption cache without captioning,
-keeping the damaged copy aside.
+Run on demand (never on the query path); repair.py mends what it finds.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache.captions import inspect_cache_file
 from ..errors import ImgsearchError
 from ..pictures.ocr import searchable_text
-from ..private_files import write_private_text
-from ..results import CheckReport, IndexReport, is_pending_row
+from ..results import CheckReport, is_pending_row
+from .folders_record import indexed_folders
 
 if TYPE_CHECKING:
     from .parts import IndexParts
@@ -34,7 +29,6 @@ SAME_VECTOR = 0.99
 UNIT_TOLERANCE = 1e-3
 # More problems than this of one kind are counted, not listed.
 _LISTED = 5
-FOLDERS_FILE = "indexed-folders.json"
 # How every problem with the caption cache starts (the rest are the index's).
 CACHE_PROBLEM = "the caption cache"
 # SQLite's integrity check heads its findings with the database they are in.
@@ -185,82 +179,3 @@ def _add_listed(report: CheckReport, items: list[str], what: str) -> None:
 
 def _listed(items: list[str]) -> str:
     return "; ".join(items[:_LISTED]) + (f"; and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
-
-
-def remember_folders(data_dir: Path, folders: Iterable[Path]) -> None:
-    """Record the folders an index was built from, so a repair can rebuild it without them."""
-    path = data_dir / FOLDERS_FILE
-    known = indexed_folders(data_dir)
-    wanted = [*known, *(str(folder) for folder in folders if str(folder) not in known)]
-    if wanted == known:
-        return
-    try:
-        # 0600: a repair rebuilds the index from this list, so no other user may change it.
-        write_private_text(path, json.dumps(wanted, indent=1))
-    except OSError:  # a full disk: the index run itself goes on
-        pass
-
-
-def indexed_folders(data_dir: Path) -> list[str]:
-    """The folders recorded by remember_folders; entries that are no folder name are left out."""
-    try:
-        folders = json.loads((data_dir / FOLDERS_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(folders, list):
-        return []
-    # A number or null (a damaged or hand-edited file) names no folder: as text it would be
-    # a folder "5" or "None" under the current one, and "" the current folder itself.
-    return [folder for folder in folders if isinstance(folder, str) and folder]
-
-
-def refill_cache(parts: IndexParts, report: CheckReport) -> None:
-    """Set a damaged cache aside, carrying what it still holds into a fresh one, then write the
-    captions the index holds and the cache lacks back into it.
-
-    Done before any rebuild of the index: the readable rows are the only copy of those captions.
-    """
-    from ..cache.refill import write_back_captions
-
-    cache = parts.cache
-    # Opening the cache replaces it only when the damage lies on the way; some never is.
-    if inspect_cache_file(cache.path)[1]:
-        cache.replace_damaged()
-    written = 0
-    try:
-        written = write_back_captions(parts.store, cache)
-    except ImgsearchError:
-        pass  # an index that cannot be read gives nothing back; its rebuild goes on
-    report.repairs.extend(cache.take_warnings())
-    if written:
-        report.repairs.append(f"the captions of {written} indexed pictures were written back into the caption cache")
-
-
-def repair(
-    parts: IndexParts,
-    report: CheckReport,
-    rebuild_from_cache: Callable[[list[str], Any], IndexReport],
-    progress: Any = None,
-) -> CheckReport:
-    """Rebuild the index from the caption cache, captioning nothing, beside the damaged one,
-    which is kept aside once the new one is complete (a stopped repair leaves it as it was).
-
-    Pictures with no cached caption are reported as failed (`imgsearch index` captions them).
-    """
-    from ..errors import ConfigError
-
-    folders = indexed_folders(parts.settings.data_dir)
-    if not folders:
-        raise ConfigError(
-            "no record of which folders this index was built from: run `imgsearch index FOLDER --rebuild`"
-        )
-    report.rebuilt = rebuild_from_cache(folders, progress)
-    if report.rebuilt.replaced:
-        report.repairs.append(f"the damaged index was kept aside as {report.rebuilt.replaced}")
-    report.repairs.append(
-        f"the index was rebuilt from the caption cache: {report.rebuilt.new} pictures, nothing captioned"
-        + (f", {len(report.rebuilt.failed)} without a cached caption (`imgsearch index` captions them)"
-           if report.rebuilt.failed else "")
-    )
-    report.repairs.extend(report.rebuilt.warnings)
-    return report
