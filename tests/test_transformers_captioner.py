@@ -20,22 +20,23 @@ import pytest
 # Must be set before huggingface_hub is first imported: it reads the flag once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import torch
+from typer.testing import CliRunner
 
-from conftest import caption_inputs, make_image  # noqa: E402
-from imgsearch import ImageSearch  # noqa: E402
-from imgsearch.captioners.base import CaptionFailure, CaptionInput, clean_caption  # noqa: E402
-from imgsearch.captioners.transformers_local import (  # noqa: E402
+from imgsearch import ImageSearch
+from imgsearch.captioners.base import CaptionFailure, CaptionInput, clean_caption
+from imgsearch.captioners.transformers_local import (
     DEFAULT_CHAT_PROMPT,
     TransformersCaptioner,
     pick_device,
 )
-from imgsearch.local_models.loading import cpu_computes_bf16  # noqa: E402
-from imgsearch.cli import app  # noqa: E402
-from imgsearch.errors import CaptionerError  # noqa: E402
-from imgsearch.pictures.images import load_rgb  # noqa: E402
-from tiny_models import blip_tokenizer, build_tiny_bert, build_tiny_llava, token_count  # noqa: E402
+from imgsearch.cli import app
+from imgsearch.errors import CaptionerError
+from imgsearch.local_models.loading import cpu_computes_bf16
+from imgsearch.pictures.images import load_rgb
+
+from conftest import caption_inputs, make_image
+from tiny_models import blip_tokenizer, build_tiny_bert, build_tiny_llava, token_count
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240)]
 MAX_NEW = 8
@@ -223,8 +224,8 @@ def test_max_new_tokens_bounds_the_caption(which, tiny_blip_dir, tiny_llava_dir,
     assert max(short_lengths) <= 3 and max(long_lengths) <= 12
     # The bound binds: the longer budget was used, and greedy decoding only extends.
     assert max(long_lengths) > 3
-    for s, l in zip(short, long):
-        assert l.startswith(s)
+    for shorter, longer in zip(short, long):
+        assert longer.startswith(shorter)
 
 
 def test_empty_generation_becomes_a_caption_failure(tiny_blip_mute_dir, inputs):

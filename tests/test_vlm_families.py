@@ -19,21 +19,22 @@ import pytest
 # Must be set before huggingface_hub is first imported: it reads the flag once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers.utils import is_torchvision_available  # noqa: E402
+import torch
+from transformers.utils import is_torchvision_available
 
-from conftest import caption_inputs, make_image  # noqa: E402
-from imgsearch import ImageSearch  # noqa: E402
-from imgsearch.captioners.base import CaptionFailure, CaptionInput  # noqa: E402
-from imgsearch.captioners.prompts import PRESETS  # noqa: E402
-from imgsearch.captioners.transformers_local import (  # noqa: E402
+from imgsearch import ImageSearch
+from imgsearch.captioners.base import CaptionFailure, CaptionInput
+from imgsearch.captioners.prompts import PRESETS
+from imgsearch.captioners.transformers_local import (
     DEFAULT_CHAT_PROMPT,
     FLORENCE_TASK,
     TransformersCaptioner,
 )
-from imgsearch.local_models.loading import cpu_computes_bf16  # noqa: E402
-from imgsearch.errors import MissingDependencyError  # noqa: E402
-from tiny_models import (  # noqa: E402
+from imgsearch.errors import MissingDependencyError
+from imgsearch.local_models.loading import cpu_computes_bf16
+
+from conftest import caption_inputs, make_image
+from tiny_models import (
     build_tiny_florence2,
     build_tiny_qwen2_vl,
     build_tiny_smolvlm,
@@ -293,8 +294,8 @@ def test_max_new_tokens_bounds_the_caption(family, loaded, inputs):
     assert max(short_lengths) <= 3 and max(long_lengths) <= 12
     # The bound binds: the longer budget was used, and greedy decoding only extends.
     assert max(long_lengths) > 3
-    for s, l in zip(short, long):
-        assert l.startswith(s)
+    for shorter, longer in zip(short, long):
+        assert longer.startswith(shorter)
 
 
 # ---------------------------------------------------------------- end to end
