@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -218,8 +219,11 @@ def test_processor_loading_hides_the_pil_fallback_notice():
         "from imgsearch.captioners.transformers_local import quiet_pil_fallback\n"
         f"with quiet_pil_fallback():\n    exec({reach!r})\n"
     )
-    loud = subprocess.run([sys.executable, "-c", reach], capture_output=True, text=True, timeout=120)
-    hushed = subprocess.run([sys.executable, "-c", quiet], capture_output=True, text=True, timeout=120)
+    # Both at once: each is mostly importing transformers, one core each.
+    with ThreadPoolExecutor(2) as pool:
+        loud, hushed = pool.map(
+            lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120), [reach, quiet]
+        )
     assert hushed.returncode == 0, hushed.stderr
     if "torchvision (not installed)" not in loud.stderr:
         pytest.fail("transformers no longer prints its PIL fallback notice here: this test checks nothing")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
-from conftest import make_image, mounted_tmpfs
+from conftest import make_image, mounted_tmpfs, shared_env, write_captioned_folder
 from imgsearch import ImageSearch
 from imgsearch.cache.captions import CaptionCache
 from imgsearch.captioners.base import CaptionInput, Captioner, clean_caption
@@ -251,11 +251,14 @@ def test_relative_folder_filter_is_resolved_against_the_current_folder(tmp_path,
     assert SearchFilters(folder="~/coco/images").expression() == expected
 
 
-@pytest.fixture
-def indexed(embedder, tmp_path, captioned_folder):
-    with ImageSearch(captioner="captions", data_dir=tmp_path / "data", embedder=embedder) as engine:
-        assert engine.index([captioned_folder]).new == 3
-        yield engine, captioned_folder
+@pytest.fixture(scope="module")
+def indexed(embedder, tmp_path_factory):
+    """The three captioned pictures indexed once for the module: its tests only query them."""
+    base = tmp_path_factory.mktemp("indexed")
+    folder = write_captioned_folder(base / "photos")
+    with shared_env(tmp_path_factory), ImageSearch(captioner="captions", data_dir=base / "data", embedder=embedder) as engine:
+        assert engine.index([folder]).new == 3
+        yield engine, folder
 
 
 def test_relative_folder_filter_finds_what_the_absolute_one_does(indexed, monkeypatch):

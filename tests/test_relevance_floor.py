@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_env, write_captioned_folder
 from imgsearch.config import DEFAULT_EMBED_MODEL, load_settings
 from imgsearch.embedders.base import Embedder
 from imgsearch.search.relevance import CALIBRATED_EMBEDDER, CAPTION_FLOORS, SearchHits, default_floor
@@ -25,15 +26,30 @@ def names(hits) -> list[str]:
     return [Path(hit.path).name for hit in hits]
 
 
-@pytest.fixture
-def floor_engine(embedder, captioned_folder, tmp_path, monkeypatch):
-    """The three captioned pictures indexed, searched with the default floor (conftest sets 0)."""
+@pytest.fixture(scope="module")
+def captioned_folder(tmp_path_factory) -> Path:
+    """conftest's three captioned pictures, one folder for the module: its tests only read them."""
+    return write_captioned_folder(tmp_path_factory.mktemp("floor") / "photos")
+
+
+@pytest.fixture(scope="module")
+def floor_index(embedder, captioned_folder, tmp_path_factory):
+    """The three pictures indexed once for the module (its tests only query them)."""
     from imgsearch import ImageSearch
 
+    with shared_env(tmp_path_factory) as patch:
+        patch.delenv("IMGSEARCH_MIN_SCORE")
+        data = tmp_path_factory.mktemp("floor-data")
+        with ImageSearch(captioner="captions", data_dir=data, embedder=embedder) as engine:
+            assert engine.index([captioned_folder]).new == 3
+            yield engine
+
+
+@pytest.fixture
+def floor_engine(floor_index, monkeypatch):
+    """The three captioned pictures indexed, searched with the default floor (conftest sets 0)."""
     monkeypatch.delenv("IMGSEARCH_MIN_SCORE")
-    with ImageSearch(captioner="captions", data_dir=tmp_path / "data", embedder=embedder) as engine:
-        assert engine.index([captioned_folder]).new == 3
-        yield engine
+    return floor_index
 
 
 def floor_env(data: Path, **extra: str) -> dict[str, str]:
