@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch import caption_cache_schema
+from imgsearch.cache import schema as caption_cache_schema
 from imgsearch.cache.captions import VERSION, CaptionCache, inspect_cache_file
 from imgsearch.errors import StoreError
 

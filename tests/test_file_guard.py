@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from imgsearch.serving.guard import FileGuard
-from imgsearch.web import guard as guard_module
+from imgsearch.serving import guard as guard_module
 
 from conftest import make_image
 

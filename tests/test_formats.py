@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsearch import images
+from imgsearch.pictures import images
 from imgsearch.errors import ImageLoadError
 from imgsearch.pictures.facts import file_facts
 from imgsearch.pictures.files import FoundFile, walk_images

@@ -138,7 +138,7 @@ def test_watch_stops_cleanly_on_ctrl_c(watched):
 def test_watch_refuses_a_missing_folder(tmp_path):
     proc = run_imgsearch("watch", tmp_path / "nope", "--captioner", "captions", env=imgsearch_env(tmp_path / "data"))
     assert proc.returncode == 2
-    assert "nope: not a folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert "nope: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_collector_debounces_and_drops_vanished_paths(tmp_path):
