@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from imgsearch.store.lite.lock import EmbeddedIndexLock
 from imgsearch.store.lite.keeper import read_note, stop_keeper
+from imgsearch.store.lite.lock import EmbeddedIndexLock
+
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 # Whole runs of the real command, a cluster or many kills: left out of the quick loop.

@@ -36,7 +36,7 @@ class PlainFlags:
     """Flags listed in --help as flags: Typer (0.29 at least) shows every option with its type,
     so `--json` read `--json <bool>` as if it took a value. An empty metavar hides the type."""
 
-    def get_params(self, ctx: typer.Context) -> list:
+    def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
@@ -48,7 +48,7 @@ class _AppGroup(PlainFlags, TyperGroup):
     """The top-level command, its --version and --help shown as plain flags; every command runs
     inside it, so library errors are rendered here for all of them (see library_errors_rendered)."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         with library_errors_rendered():
             return super().invoke(ctx)
 
@@ -76,7 +76,7 @@ def _print_version(wanted: bool) -> None:
         except PackageNotFoundError:  # run from a source tree that was never installed
             number = "unknown (not installed)"
         out.print(f"imgsearch {number}", highlight=False)
-        raise typer.Exit()
+        raise typer.Exit
 
 
 @app.callback()

@@ -7,8 +7,9 @@ whole, each hit is a path line with its score and caption under it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -23,7 +24,7 @@ _MIN_CAPTION_WIDTH = 24
 _OTHER_COLUMNS_WIDTH = 7 + 8 + 10
 
 
-def print_hits(hits: "list[SearchHit]", with_dates: bool = False) -> None:
+def print_hits(hits: list[SearchHit], with_dates: bool = False) -> None:
     """Print hits best first (or in the order given), with each one's date when with_dates."""
     from .progress import one_line
 
@@ -44,7 +45,7 @@ def print_hits(hits: "list[SearchHit]", with_dates: bool = False) -> None:
         _print_blocks(hits, with_dates)
 
 
-def hit_date(metadata: Mapping[str, Any]) -> Optional[str]:
+def hit_date(metadata: Mapping[str, Any]) -> str | None:
     """The date a hit was taken (else its file's date) as YYYY-MM-DD HH:MM; None without either.
 
     taken_at is the camera's clock, stored as if it were UTC, so it is shown as stored, with no zone.
@@ -59,21 +60,21 @@ def hit_date(metadata: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _plain_caption(hit: "SearchHit") -> str:
+def _plain_caption(hit: SearchHit) -> str:
     caption = "(caption pending)" if hit.caption_pending else " ".join(hit.caption.split())
     if hit.ocr_text:
         caption += f" (text in image: {' '.join(hit.ocr_text.split())})"
     return caption
 
 
-def _rich_caption(hit: "SearchHit") -> str:
+def _rich_caption(hit: SearchHit) -> str:
     shown_text = f"\n[dim]text in image: {escape(hit.ocr_text)}[/]" if hit.ocr_text else ""
     # Stored by an index run's first pass: found by its names, dates or looks; the caption comes later.
     caption = "[dim](caption pending)[/]" if hit.caption_pending else escape(hit.caption)
     return caption + shown_text
 
 
-def _print_table(hits: "list[SearchHit]", with_dates: bool) -> None:
+def _print_table(hits: list[SearchHit], with_dates: bool) -> None:
     from rich.table import Table
 
     from .progress import one_line
@@ -94,7 +95,7 @@ def _print_table(hits: "list[SearchHit]", with_dates: bool) -> None:
     out.print(table)
 
 
-def _print_blocks(hits: "list[SearchHit]", with_dates: bool) -> None:
+def _print_blocks(hits: list[SearchHit], with_dates: bool) -> None:
     from .progress import one_line
 
     for rank, hit in enumerate(hits, 1):

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -20,10 +20,10 @@ from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, settings_from
 @with_options(EMBEDDER, CAPTIONER, STORE, CONFIG)
 def mcp(
     http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")] = False,
-    host: Annotated[Optional[str], typer.Option("--host", help="With --http: address to listen on (default: 127.0.0.1).", show_default=False)] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="With --http: port to listen on (default: 8001).", show_default=False, min=0, max=65535)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="With --http: address to listen on (default: 127.0.0.1).", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="With --http: port to listen on (default: 8001).", show_default=False, min=0, max=65535)] = None,
     new_token: Annotated[bool, typer.Option("--new-token", help="With --http: require a freshly made access token, printed on stderr.")] = False,
-    folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder the index_folder tool may index, and whose pictures are shown (repeatable).", show_default=False)] = None,
+    folders: Annotated[list[Path] | None, typer.Option("--folder", help="A folder the index_folder tool may index, and whose pictures are shown (repeatable).", show_default=False)] = None,
     *,
     options: Options,
 ) -> None:

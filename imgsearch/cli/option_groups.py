@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 # The values of a command's shared options, by parameter name; None where an option was not given.
 Options = Mapping[str, Any]
@@ -36,7 +36,7 @@ class OptionGroup:
         return OptionGroup(**{name: by_name[name] for name in names})
 
 
-def with_options(*layout: Union[OptionGroup, str]) -> Callable[[Command], Command]:
+def with_options(*layout: OptionGroup | str) -> Callable[[Command], Command]:
     """Give a command the options of the groups in layout, in that order, where its `options` parameter stands.
 
     A name in layout is one of the command's own parameters, put there when it belongs between groups.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def _option(kind: type, *names: str, help: str, **details: Any) -> Any:
     """A shared option of type kind; None (not given) leaves the setting it overrides as it was."""
-    return Annotated[Optional[kind], typer.Option(*names, help=help, show_default=False, **details)]
+    return Annotated[kind | None, typer.Option(*names, help=help, show_default=False, **details)]
 
 
 # Each option is named for the setting it overrides (see settings_from).

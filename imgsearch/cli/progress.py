@@ -20,7 +20,6 @@ from rich.text import Text
 
 from ..results import FailedFile
 
-
 # Control characters (a newline in a file name) would break a message over several lines.
 _ESCAPED_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
 
@@ -55,7 +54,7 @@ class RichIndexProgress:
             console=console,
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._stages: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichIndexProgress:

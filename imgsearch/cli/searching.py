@@ -6,7 +6,7 @@
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -23,38 +23,38 @@ if TYPE_CHECKING:
 
 @with_options(EMBEDDER, STORE, CONFIG)
 def query(
-    text: Annotated[Optional[str], typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
+    text: Annotated[str | None, typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1, max=1000)] = 10,
     mode: Annotated[
-        Optional[str], typer.Option(help="dense (meaning), keyword (words, file and folder names), hybrid (default), or visual (image vectors only).")
+        str | None, typer.Option(help="dense (meaning), keyword (words, file and folder names), hybrid (default), or visual (image vectors only).")
     ] = None,
     min_score: Annotated[
-        Optional[float], typer.Option(help="Drop results scoring below this (default: the search mode's relevance floor; 0 keeps every result); none left means no good match.")
+        float | None, typer.Option(help="Drop results scoring below this (default: the search mode's relevance floor; 0 keeps every result); none left means no good match.")
     ] = None,
     like: Annotated[
-        Optional[Path], typer.Option(help="More like this: pictures closest to this indexed picture (its image vector where the index has them, else its caption).")
+        Path | None, typer.Option(help="More like this: pictures closest to this indexed picture (its image vector where the index has them, else its caption).")
     ] = None,
     image: Annotated[
-        Optional[Path], typer.Option(help="Search by picture: any picture file, indexed or not (needs an index built with --visual-model).")
+        Path | None, typer.Option(help="Search by picture: any picture file, indexed or not (needs an index built with --visual-model).")
     ] = None,
     sort: Annotated[
         str, typer.Option(help="score (best match first) or date (the same results, newest taken first).")
     ] = "score",
-    folder: Annotated[Optional[str], typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")] = None,
+    folder: Annotated[str | None, typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")] = None,
     file_type: Annotated[
-        Optional[list[str]], typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters")
+        list[str] | None, typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters")
     ] = None,
     taken_after: Annotated[
-        Optional[str], typer.Option(help="Taken on or after this date (YYYY-MM-DD).", rich_help_panel="Filters")
+        str | None, typer.Option(help="Taken on or after this date (YYYY-MM-DD).", rich_help_panel="Filters")
     ] = None,
     taken_before: Annotated[
-        Optional[str], typer.Option(help="Taken before this date (YYYY-MM-DD).", rich_help_panel="Filters")
+        str | None, typer.Option(help="Taken before this date (YYYY-MM-DD).", rich_help_panel="Filters")
     ] = None,
-    camera: Annotated[Optional[str], typer.Option(help="Only this camera (EXIF make and model).", rich_help_panel="Filters")] = None,
-    min_width: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
-    max_width: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
-    min_height: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
-    max_height: Annotated[Optional[int], typer.Option(rich_help_panel="Filters", min=0)] = None,
+    camera: Annotated[str | None, typer.Option(help="Only this camera (EXIF make and model).", rich_help_panel="Filters")] = None,
+    min_width: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
+    max_width: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
+    min_height: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
+    max_height: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
     *,
     options: Options,
     as_json: JsonOut = False,
@@ -93,7 +93,7 @@ def query(
     print_hits(hits, with_dates=sort == "date")
 
 
-def _no_good_match(text: Optional[str], like: Optional[Path], image: Optional[Path], facts: dict) -> str:
+def _no_good_match(text: str | None, like: Path | None, image: Path | None, facts: dict[str, Any]) -> str:
     """'no good match for ...; N pictures scored below the floor F (--min-score 0 shows them)'."""
     from ..search.relevance import no_good_match_line
 
@@ -111,7 +111,7 @@ def _no_match(filters: "SearchFilters") -> str:
 
 @with_options(EMBEDDER, STORE, CONFIG)
 def duplicates(
-    folder: Annotated[Optional[Path], typer.Argument(help="Only pictures under this folder.", show_default=False)] = None,
+    folder: Annotated[Path | None, typer.Argument(help="Only pictures under this folder.", show_default=False)] = None,
     threshold: Annotated[
         float, typer.Option(help="How alike two image vectors must be (cosine) to count as one picture.", min=0.0, max=1.0)
     ] = 0.95,
@@ -148,7 +148,7 @@ def evaluate(
     live: Annotated[
         bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
     ] = False,
-    modes: Annotated[Optional[list[str]], typer.Option("--mode", help="Search modes to compare (repeat) (default: all, visual too with --visual-model).")] = None,
+    modes: Annotated[list[str] | None, typer.Option("--mode", help="Search modes to compare (repeat) (default: all, visual too with --visual-model).")] = None,
     captions_per_picture: Annotated[
         int,
         typer.Option(

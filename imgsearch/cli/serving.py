@@ -6,7 +6,7 @@
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -19,10 +19,10 @@ from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
 # The captioner options are for indexing from the web page (by default, the index's recorded captioner).
 @with_options(CAPTIONER, EMBEDDER, STORE, CONFIG)
 def serve(
-    folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) (env IMGSEARCH_SERVE_FOLDERS).", show_default=False)] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default: 127.0.0.1; env IMGSEARCH_SERVE_HOST).", show_default=False)] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default: 8000; env IMGSEARCH_SERVE_PORT).", show_default=False)] = None,
-    allow_hosts: Annotated[Optional[list[str]], typer.Option("--allow-host", metavar="NAME", envvar="IMGSEARCH_SERVE_ALLOW_HOSTS", show_envvar=False, help="A host name the server answers to besides its address and localhost, e.g. this machine's name on your network (repeatable; * for any) (env IMGSEARCH_SERVE_ALLOW_HOSTS, names separated by spaces).", show_default=False)] = None,
+    folders: Annotated[list[Path] | None, typer.Option("--folder", help="A folder whose pictures the server may show and index (repeatable) (env IMGSEARCH_SERVE_FOLDERS).", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default: 127.0.0.1; env IMGSEARCH_SERVE_HOST).", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default: 8000; env IMGSEARCH_SERVE_PORT).", show_default=False)] = None,
+    allow_hosts: Annotated[list[str] | None, typer.Option("--allow-host", metavar="NAME", envvar="IMGSEARCH_SERVE_ALLOW_HOSTS", show_envvar=False, help="A host name the server answers to besides its address and localhost, e.g. this machine's name on your network (repeatable; * for any) (env IMGSEARCH_SERVE_ALLOW_HOSTS, names separated by spaces).", show_default=False)] = None,
     new_token: Annotated[bool, typer.Option("--new-token", help="Require a freshly made access token and print the URL that carries it.")] = False,
     max_k: Annotated[int, typer.Option("--max-k", help="Most results one search may ask for.", min=1, max=1000)] = 100,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,

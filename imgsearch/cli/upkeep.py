@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Optional
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -60,11 +60,11 @@ def unload(
         err.print("nothing to unload: no process keeps this index loaded")
 
 
-def _memory(size: "Optional[int]", before: str = "") -> str:
+def _memory(size: "int | None", before: str = "") -> str:
     return f"{before}{size / 2**20:.0f} MB" if size else ""
 
 
-def _keeper_line(keeper: "Optional[KeeperState]") -> str:
+def _keeper_line(keeper: "KeeperState | None") -> str:
     if keeper is None:
         return "no (the next command loads it)"
     from datetime import datetime
@@ -113,7 +113,7 @@ def _open_index_to_check(engine: "ImageSearch") -> None:
     from ..errors import DiskFullError, IndexBusyError, IndexNotWritableError, StoreError
 
     try:
-        engine.store.connection
+        _ = engine.store.connection
     except (IndexBusyError, IndexNotWritableError, DiskFullError):
         raise
     except StoreError:
@@ -151,15 +151,15 @@ def _repair_hint(problems: list[str]) -> str:
 @with_options(STORE, CONFIG)
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
-    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to FILE (created when complete) instead of stdout.", show_default=False)] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE (created when complete) instead of stdout.", show_default=False)] = None,
     *,
     options: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Write every indexed picture's path, caption and metadata as JSONL or CSV, streamed."""
+    from ..store import ROW_FIELDS
     from ..upkeep.export import EXPORT_FORMATS, atomic_output, export_columns, write_rows
     from .progress import RichRowProgress
-    from ..store import ROW_FIELDS
 
     if fmt not in EXPORT_FORMATS:
         fail(f"unknown --format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}", EXIT_USAGE)
@@ -194,7 +194,7 @@ def export(
 
 @with_options(STORE, CONFIG)
 def prune(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Only check rows under these folders (default: every row).", show_default=False)] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Only check rows under these folders (default: every row).", show_default=False)] = None,
     *,
     options: Options,
     as_json: JsonOut = False,
@@ -239,7 +239,7 @@ def reembed(
     )
 
 
-def _print_status(info: "IndexStatus", keeper: "Optional[KeeperState]", embedded: bool) -> None:
+def _print_status(info: "IndexStatus", keeper: "KeeperState | None", embedded: bool) -> None:
     from ..serving.status_text import caption_counts, run_progress
     from .hit_lines import LabelledLines
 

@@ -94,8 +94,8 @@ def ask_keeper(settings: Settings, request: dict[str, Any]) -> SearchHits | None
     # A keeper started before answers said their order would answer in score order.
     if "hits" not in answer or answer.get("sort", "score") != check_sort(request.get("sort")):
         return None
-    from ..search.relevance import SearchHits
     from ..results import SearchHit
+    from ..search.relevance import SearchHits
 
     # caption_pending and captions are said by to_dict() and derived from the hit, not fields.
     derived = ("caption_pending", "captions")
