@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from .errors import ConfigError, ImageLoadError, StoreError
 from .pictures.files import display_path, path_key, root_path
 from .pictures.ocr import TextReader
 from .factory import build_captioner, build_embedder, build_store
+from .indexing.runs import RunOptions
 from .search.plan import SearchFilters, as_filters, check_mode, plan_query, run_plan
 from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit, is_pending_row
 from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
@@ -243,13 +243,12 @@ class ImageSearch:
         The pictures must be readable at the same paths on every node.
         """
         roots = _roots(paths)
+        run = RunOptions(progress, stop, keep_missing, gone, cached_captions_only, ray)
         # The index's own embedder and captioner unless the settings name others.
         self._follow_for_indexing(cached_captions_only)
         # One writer at a time (the next waits); queries go on answering meanwhile.
         with self.store.writing():
-            if not rebuild:
-                return self._index(roots, progress, stop, keep_missing, gone, cached_captions_only, ray)
-            return self._rebuild(roots, progress, stop, keep_missing, gone, cached_captions_only, ray, "replaced")
+            return self._rebuild(roots, run, "replaced") if rebuild else self._index(roots, run)
 
     def rebuild_from_cache(self, paths: Iterable[str | Path], progress: IndexProgress | None = None) -> IndexReport:
         """Rebuild the index of paths from cached captions only, beside the current one (damaged),
@@ -257,7 +256,7 @@ class ImageSearch:
         roots = _roots(paths)
         self._follow_for_indexing(cached_captions_only=True)
         with self.store.writing():
-            return self._rebuild(roots, progress, None, False, (), True, None, "damaged")
+            return self._rebuild(roots, RunOptions(progress, cached_captions_only=True), "damaged")
 
     def _follow_for_indexing(self, cached_captions_only: bool) -> None:
         """Take the index's recorded models; a repair (cached_captions_only) takes its captioner's
@@ -270,17 +269,7 @@ class ImageSearch:
         except ConfigError:  # its captions file is gone: the cache still holds the captions
             self.follow_recorded_models()
 
-    def _rebuild(
-        self,
-        roots: list[Path],
-        progress: IndexProgress | None,
-        stop: threading.Event | None,
-        keep_missing: bool,
-        gone: Iterable[str | Path],
-        cached_captions_only: bool,
-        ray: str | bool | None,
-        why: str,
-    ) -> IndexReport:
+    def _rebuild(self, roots: list[Path], run: RunOptions, why: str) -> IndexReport:
         """Index roots into a new index beside the current one, which it replaces only once complete."""
         from .upkeep.rebuild import Rebuild
 
@@ -290,64 +279,38 @@ class ImageSearch:
         rebuild = Rebuild(self.store, why)
         self._store = rebuild.target
         try:
-            report = self._index(roots, progress, stop, keep_missing, gone, cached_captions_only, ray, recorded)
+            report = self._index(roots, run, recorded)
         except BaseException:
             rebuild.abandon()
             raise
         finally:
             self._store = rebuild.current
-        if report.interrupted:
-            rebuild.abandon()
-            report.warnings.append("the rebuild was stopped before it was complete: the index is as it was")
-            return report
-        kept = rebuild.finish()
-        if kept:
-            report.replaced = kept
-        return report
+        return rebuild.settle(report)
 
-    def _index(
-        self,
-        roots: list[Path],
-        progress: IndexProgress | None,
-        stop: threading.Event | None,
-        keep_missing: bool,
-        gone: Iterable[str | Path],
-        cached_captions_only: bool,
-        ray: str | bool | None,
-        recorded: dict[str, Any] | None = None,
-    ) -> IndexReport:
+    def _index(self, roots: list[Path], run: RunOptions, recorded: dict[str, Any] | None = None) -> IndexReport:
+        """One index run over this engine's parts (the cluster's, when run.ray asks for one)."""
         from .captioners.cached_only import CachedCaptionsOnly
-        from .upkeep.folders_record import remember_folders
-        from .indexing.pipeline import Indexer
+        from .indexing.runs import run_indexer
 
         if recorded is None:
             recorded = self._recorded_captioning()
         # Nothing is captioned from cached captions only, so no cluster is needed for it.
-        cluster = None if cached_captions_only else self._cluster_for(self.settings.ray if ray is None else ray)
-        added = self._add_image_vectors(progress, stop)
+        cluster = None if run.cached_captions_only else self._cluster_for(self.settings.ray if run.ray is None else run.ray)
+        added = self._add_image_vectors(run.progress, run.stop)
         if added is not None and added.stopped:
             return IndexReport(interrupted=True)
-        if cached_captions_only:
+        if run.cached_captions_only:
             captioner: Captioner = CachedCaptionsOnly(self._recorded_captioner())
         else:
             captioner = cluster.captioner if cluster else self.captioner
-        indexer = Indexer(
-            captioner, self.embedder, self.store, self.cache, progress, self.text_reader,
-            reuse_any_caption=cached_captions_only, caption_service=cluster,
+        report = run_indexer(
+            roots, run, captioner=captioner, embedder=self.embedder, store=self.store, cache=self.cache,
+            text_reader=self.text_reader, caption_service=cluster,
             # On a cluster, image vectors are made there: the model never loads here.
             visual=cluster.visual if cluster else self.visual,
-            caption_order=self.settings.caption_order,
+            caption_order=self.settings.caption_order, added=added, data_dir=self.settings.data_dir,
         )
-        report = indexer.run(roots, stop=stop, remove_missing=not keep_missing, gone=gone)
-        if added is not None:
-            deleted = added.deleted
-            left_out = f"; {deleted} row{'s' if deleted > 1 else ''} of deleted pictures left out" if deleted else ""
-            report.warnings.insert(0, (
-                f"adding image vectors: the index was rebuilt from its stored captions ({added.rows} pictures, "
-                f"nothing captioned{left_out})"
-            ))
-        remember_folders(self.settings.data_dir, [root for root in roots if root.is_dir()])
-        self._record_models(recorded if cached_captions_only or self._captioner_given else None)
+        self._record_models(recorded if run.cached_captions_only or self._captioner_given else None)
         return report
 
     def _recorded_captioner(self) -> Captioner | None:
@@ -475,21 +438,17 @@ class ImageSearch:
         progress, when given, makes a fresh progress display for each batch. Between
         batches an embedded (Milvus Lite) index is released, so queries can run.
         """
-        from .indexing.watch import watch_folders
+        from .indexing.runs import watch_and_index
 
-        def index_batch(changed: list[Path], gone: list[Path]) -> IndexReport:
-            try:
-                with progress() if progress else nullcontext() as shown:
-                    return self.index(changed, shown, stop=stop, gone=gone)
-            finally:
-                if self.settings.uses_embedded_store and self._store is not None:
-                    self._store.close()
+        def index_batch(changed: list[Path], gone: list[Path], shown: IndexProgress | None) -> IndexReport:
+            return self.index(changed, shown, stop=stop, gone=gone)
 
-        folders = _roots(paths)
-        for folder in folders:
-            if not folder.is_dir():
-                raise ConfigError(f"{folder}: not a folder; watch needs a folder to watch")
-        watch_folders(folders, index_batch, stop, on_report, on_busy, debounce)
+        watch_and_index(_roots(paths), index_batch, self._release_embedded_store, stop, on_report, progress, on_busy, debounce)
+
+    def _release_embedded_store(self) -> None:
+        """Let go of an embedded (Milvus Lite) index, so other processes' queries can run."""
+        if self.settings.uses_embedded_store and self._store is not None:
+            self._store.close()
 
     def query(
         self,

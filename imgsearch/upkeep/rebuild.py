@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from ..results import IndexReport
 from ..store import MilvusStore
 from ..store.catalog import catalog_copy_path
 from ..store.connection import lite_file
@@ -66,6 +67,18 @@ class Rebuild:
         _remove_lite_file(build)
         # The keeper of the old file sees it replaced and stops; the next command loads the new one.
         return kept
+
+    def settle(self, report: IndexReport) -> IndexReport:
+        """After the new index's run: swap it in if the run completed (report.replaced says where
+        the old one was kept), else abandon it with a warning in the report."""
+        if report.interrupted:
+            self.abandon()
+            report.warnings.append("the rebuild was stopped before it was complete: the index is as it was")
+            return report
+        kept = self.finish()
+        if kept:
+            report.replaced = kept
+        return report
 
     def abandon(self) -> None:
         """Stop building: the current index stays as it is (the partial build is cleared by the next rebuild)."""
