@@ -13,28 +13,37 @@ from typing import TYPE_CHECKING, Any
 
 from .captioners.base import Captioner
 from .config import Settings, load_settings
-from .search.duplicates import DUPLICATE_THRESHOLD
 from .embedders.base import Embedder
 from .errors import ConfigError, ImageLoadError, StoreError
-from .pictures.files import display_path, path_key, root_path
-from .pictures.ocr import TextReader
 from .factory import build_captioner, build_embedder, build_store
 from .indexing.runs import RunOptions
+from .pictures.files import display_path, path_key, root_path
+from .pictures.ocr import TextReader
+from .results import (
+    CheckReport,
+    ImageDescription,
+    IndexReport,
+    IndexStatus,
+    PruneReport,
+    ReembedReport,
+    SearchHit,
+    is_pending_row,
+)
+from .search.duplicates import DUPLICATE_THRESHOLD
 from .search.plan import SearchFilters, as_filters, check_mode, plan_query, run_plan
-from .results import CheckReport, ImageDescription, IndexReport, IndexStatus, PruneReport, ReembedReport, SearchHit, is_pending_row
 from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
 
 if TYPE_CHECKING:
     # The indexer pulls in Pillow and the caption cache sqlite3; a query needs neither.
-    from .cache.captions import CaptionCache
-    from .cluster import RayCaptionService
     from PIL import Image
 
+    from .cache.captions import CaptionCache
+    from .cluster import RayCaptionService
     from .embedders.visual import VisualEmbedder
-    from .upkeep.backfill import ImageVectorsAdded
     from .indexing.pipeline import IndexProgress
     from .search.library import LibraryPage
     from .search.relevance import SearchHits
+    from .upkeep.backfill import ImageVectorsAdded
 
 MAX_K = 1000
 
@@ -595,8 +604,8 @@ class ImageSearch:
     ) -> SearchHits:
         """rows that pass the floor, as hits in sort's order: min_score (else the setting) on the
         score shown, or when neither is set the calibrated floor of mode (search/relevance.py)."""
-        from .search.relevance import SearchHits, default_floor, passes_floor
         from .search.plan import ordered_hits
+        from .search.relevance import SearchHits, default_floor, passes_floor
 
         chosen = self.settings.min_score if min_score is None else min_score
         if chosen is not None:

@@ -32,8 +32,8 @@ def _imports(path: Path, modules: set[str], type_only: bool = True) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and _is_type_checking(node) and not type_only:
-            for child in node.orelse:
-                visit(child)
+            for statement in node.orelse:
+                visit(statement)
             return
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -43,8 +43,8 @@ def _imports(path: Path, modules: set[str], type_only: bool = True) -> set[str]:
             else:
                 target = node.module or ""
             for alias in node.names:
-                child = f"{target}.{alias.name}"
-                found.add(child if child in modules else target)
+                imported = f"{target}.{alias.name}"
+                found.add(imported if imported in modules else target)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         for child in ast.iter_child_nodes(node):
@@ -101,29 +101,29 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
-def test_the_walk_sees_imports_inside_functions():
+def test_the_walk_sees_imports_inside_functions() -> None:
     graph = _graph(type_only=False)
     # kept_index imports the engine only inside a method: the walk must still see it.
     assert "imgsearch.engine" in graph["imgsearch.serving.kept_index"]
     assert "imgsearch.store.lite.server" in graph["imgsearch.store.lite.keeper"]
 
 
-def test_the_walk_sees_type_only_imports():
+def test_the_walk_sees_type_only_imports() -> None:
     # The MCP server names the engine's type only under `if TYPE_CHECKING:`.
     assert "imgsearch.engine" not in _graph(type_only=False)["imgsearch.mcp_server.server"]
     assert "imgsearch.engine" in _graph()["imgsearch.mcp_server.server"]
 
 
-def test_no_import_circles():
+def test_no_import_circles() -> None:
     assert _cycles(_graph(type_only=False)) == []
 
 
-def test_no_import_circles_counting_type_only_imports():
+def test_no_import_circles_counting_type_only_imports() -> None:
     # A circle of type-only imports is a circle of design: two modules that each need the other.
     assert _cycles(_graph()) == []
 
 
-def test_the_servers_share_only_serving():
+def test_the_servers_share_only_serving() -> None:
     """The MCP server and the web server each import what they share from serving/, not from each other."""
     crossings = [
         f"{module} imports {target}"

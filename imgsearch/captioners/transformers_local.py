@@ -9,7 +9,7 @@ from ..config import DEFAULT_CAPTION_MODEL
 from ..errors import CaptionerError, ConfigError, MissingDependencyError, install_hint
 from ..local_models.fetch import ensure_model_available
 from ..local_models.loading import DTYPES, load_hint, pick_device, pick_dtype, quiet_pil_fallback
-from .base import CaptionFailure, CaptionInput, Captioner
+from .base import Captioner, CaptionFailure, CaptionInput
 from .prompts import DEFAULT_PRESET, PRESETS, max_new_tokens_of, preset_max_new_tokens, resolve_prompt
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class TransformersCaptioner(Captioner):
         return self._prompt
 
     @property
-    def image_side(self) -> int:
+    def image_side(self) -> int:  # type: ignore[override]
         """The side the model's processor resizes pictures to (read once the model is loaded)."""
         self.load()
         return processor_image_side(self._processor)
@@ -153,7 +153,7 @@ class TransformersCaptioner(Captioner):
         on_cpu = self.dtype == "int8" or self.caption_runtime != "torch"
         self.device = "cpu" if on_cpu else pick_device(self.requested_device)
         try:
-            model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device, self._dtype))
+            model: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(self.device, self._dtype))
         except ValueError as exc:
             if "Unrecognized configuration class" in str(exc) or "model type" in str(exc):
                 raise CaptionerError(

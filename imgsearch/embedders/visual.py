@@ -169,7 +169,7 @@ class VisualEmbedder:
 
         ensure_model_available(self.model_name, "visual model", EmbedderError)
         source = os.path.expanduser(self.model_name)
-        where: dict[str, str] = {}
+        where: dict[str, Any] = {}
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:

@@ -11,28 +11,28 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any
 
 from ..cache.captions import CaptionCache
 from ..cache.refill import stored_caption, write_back_captions
 from ..captioners.base import Captioner
-from .captioning import CaptioningStage, CaptionService, LocalCaptioning, ServiceCaptioning
 from ..embedders.base import Embedder
 from ..embedders.visual import VisualEmbedder
 from ..errors import ConfigError
 from ..pictures.files import FoundFile, WalkProblem, file_is_gone, path_key, root_path, walk_images
 from ..pictures.ocr import TextReader, row_maker
-from .reading import Picture, PictureReader
-from ..upkeep.prune import missing_rows
 from ..results import IndexReport
-from .run_file import RunProgressFile
-from .writing import RowWriter
+from ..store import MilvusStore
+from ..upkeep.prune import missing_rows
+from .captioning import CaptioningStage, CaptionService, LocalCaptioning, ServiceCaptioning
 from .captions import RunCaptions
 from .image_vectors import RunImageVectors
+from .reading import Picture, PictureReader
+from .run_file import RunProgressFile
 from .tally import CAPTIONING, READING, STORING, IndexProgress, RunTally
-from ..store import MilvusStore
+from .writing import RowWriter
 
 __all__ = ["CAPTIONING", "READING", "STORING", "CaptionService", "IndexProgress", "Indexer"]
 
@@ -107,10 +107,10 @@ class Indexer:
                 tally.kept.close()
 
     def _run(
-        self, roots: Iterable[str | Path], stop: threading.Event | None, remove_missing: bool,
+        self, given: Iterable[str | Path], stop: threading.Event | None, remove_missing: bool,
         gone: Iterable[str | Path], report: IndexReport, tally: RunTally, started: float,
     ) -> IndexReport:
-        roots = [root_path(root) for root in roots]
+        roots = [root_path(root) for root in given]
         index_is_new = not self.store.exists()
         if index_is_new:
             # The embedder and visual model load before the index is made (for its dimensions),
@@ -212,7 +212,8 @@ class Indexer:
             existing = self.store.get_rows(keys)
             unchanged = 0
             for file, key in zip(chunk, keys):
-                row = existing.get(key)
+                # {} for no row: a stored row always has fields.
+                row: dict[str, Any] = existing.get(key) or {}
                 written = written_caption(file.path) if written_caption else None
                 # A file whose source gives no caption (now) keeps the one its row has.
                 current = bool(row) and row["captioner"] == self.row_captioner and (
@@ -231,7 +232,7 @@ class Indexer:
                         taken_at=float(row.get("taken_at") or file.mtime),
                     ))
                     continue
-                picture = Picture(file, key, replaces_row=row is not None, written_caption=written)
+                picture = Picture(file, key, replaces_row=bool(row), written_caption=written)
                 if current:
                     picture.row_caption, picture.row_hash = row["caption"], row["content_hash"]
                 changed.append(picture)
@@ -314,7 +315,7 @@ class Indexer:
             self._record_captioner()
         writer.put(pictures)
 
-    def _stored_by(self, tally: RunTally):
+    def _stored_by(self, tally: RunTally) -> Callable[[list[Picture]], None]:
         """What the writer thread calls once a batch's rows are in the store."""
 
         def stored(pictures: list[Picture]) -> None:
@@ -393,7 +394,7 @@ class DeferredCaptioning:
         batch, self._batch = self._batch, []
         return batch
 
-    def finish(self) -> Iterator[list[Picture]]:
+    def finish(self) -> Generator[list[Picture], None, None]:
         if self._batch:
             batch, self._batch = self._batch, []
             yield batch

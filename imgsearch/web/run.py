@@ -10,9 +10,9 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError, MissingDependencyError, install_hint
-from .limits import ServeLimits
 from ..serving.listener import ListeningServer, bind, url_of
 from ..serving.tokens import check_token
+from .limits import ServeLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -65,9 +65,9 @@ def build_server(
         import uvicorn
     except ImportError:
         raise MissingDependencyError(f"the server needs the serve extra: {install_hint('serve')}") from None
+    from ..serving.jobs import shared_engine
     from .app import DEFAULT_MAX_K, ServeOptions, create_app
     from .connections import bounded_protocol
-    from ..serving.jobs import shared_engine
     from .origin_gate import AllowedHosts
 
     missing = [str(f) for f in folders if not Path(f).expanduser().is_dir()]
