@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgsearch.serving.guard import FileGuard
 from imgsearch.serving import guard as guard_module
+from imgsearch.serving.guard import FileGuard
 
 from conftest import make_image
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -31,7 +32,7 @@ FAST = 20.0
 class HubLikeHandler(BaseHTTPRequestHandler):
     """Answers every request as the hub answers for a model id it does not have."""
 
-    paths: list[str] = []
+    paths: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         self.paths.append(self.path)
@@ -189,7 +190,7 @@ def cache_as_hub_id(model_dir: Path, hf_home: Path, repo_id: str, weights: bool 
 def test_a_partly_downloaded_model_counts_as_missing(pictures, tmp_path, tiny_blip_dir):
     hf_home = tmp_path / "hf-home"
     cache_as_hub_id(tiny_blip_dir, hf_home, "imgsearch-tests/tiny-blip", weights=False)
-    proc, seconds = timed_index(pictures, "-m", "imgsearch-tests/tiny-blip", env_extra={"HF_HOME": str(hf_home)})
+    proc, _seconds = timed_index(pictures, "-m", "imgsearch-tests/tiny-blip", env_extra={"HF_HOME": str(hf_home)})
     assert proc.returncode == 3, proc.stderr
     [line] = error_lines(proc.stderr)
     assert "'imgsearch-tests/tiny-blip' (size unknown)" in line and "not in the Hugging Face cache" in line

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsearch.pictures import images
 from imgsearch.errors import ImageLoadError
+from imgsearch.pictures import images
 from imgsearch.pictures.facts import file_facts
 from imgsearch.pictures.files import FoundFile, walk_images
 from imgsearch.pictures.images import inspect_picture, load_rgb, read_header

@@ -18,17 +18,18 @@ import threading
 from pathlib import Path
 
 import pytest
-from subprocess_helpers import imgsearch_env, run_imgsearch
 
-from conftest import make_image, mounted_tmpfs, shared_env, write_captioned_folder
 from imgsearch import ImageSearch
 from imgsearch.cache.captions import CaptionCache
-from imgsearch.captioners.base import CaptionInput, Captioner, clean_caption
+from imgsearch.captioners.base import Captioner, CaptionInput, clean_caption
 from imgsearch.captioners.existing import ExistingCaptions
 from imgsearch.errors import ConfigError, ImageLoadError, StoreError
 from imgsearch.pictures.files import WalkProblem, content_hash, walk_images
 from imgsearch.pictures.images import load_rgb, read_header
 from imgsearch.search.plan import SearchFilters
+
+from conftest import make_image, mounted_tmpfs, shared_env, write_captioned_folder
+from subprocess_helpers import imgsearch_env, run_imgsearch
 
 # -- 1. a damaged caption cache -----------------------------------------------------------------
 
@@ -146,7 +147,7 @@ def test_damaged_cache_warning_names_both_files(coco_cache, tmp_path, start, cou
 
 
 def test_damage_found_while_writing_is_salvaged_too(coco_cache, tmp_path):
-    good, captioner_id, by_hash = coco_cache
+    good, captioner_id, _by_hash = coco_cache
     path = tmp_path / "captions.sqlite"
     # Everything past the first page (the schema) is gone: the file opens, the first write fails.
     _damage(good, path, 4096, good.stat().st_size - 4096)
@@ -175,10 +176,9 @@ def tiny_tmpfs(folder: Path, size: str = "64k"):
 
 def _fill(folder: Path, leave: int = 0) -> None:
     """Write until the filesystem is full (less leave bytes)."""
-    with open(folder / "filler", "wb", buffering=0) as handle:
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(b"\0" * 1024)
+    with open(folder / "filler", "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 1024)
     if leave:
         os.truncate(folder / "filler", max(0, os.path.getsize(folder / "filler") - leave))
 
@@ -408,7 +408,7 @@ def test_walk_reports_special_files_as_not_regular(special_files):
 def test_loading_a_special_file_is_refused_without_reading_it(special_files, name):
     for load in (read_header, load_rgb):
         with pytest.raises(ImageLoadError, match="not a regular file"):
-            _within(10, lambda: load(special_files / name))
+            _within(10, lambda load=load: load(special_files / name))
     with pytest.raises(OSError, match="not a regular file"):
         _within(10, lambda: content_hash(special_files / name))
 

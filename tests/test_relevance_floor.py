@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_env, write_captioned_folder
 from imgsearch.config import DEFAULT_EMBED_MODEL, load_settings
 from imgsearch.embedders.base import Embedder
 from imgsearch.search.relevance import CALIBRATED_EMBEDDER, CAPTION_FLOORS, SearchHits, default_floor
+
+from conftest import shared_env, write_captioned_folder
 from subprocess_helpers import imgsearch_env, run_imgsearch
 
 NONSENSE = "spaceship on mars"
@@ -226,6 +227,7 @@ def test_the_web_page_says_no_good_match(floor_engine, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from imgsearch.web.run import build_server
+
     from test_web_page import CHROMIUM_FLAGS
 
     executable = shutil.which("chromium")
