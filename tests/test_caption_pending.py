@@ -37,8 +37,15 @@ QUERY = "kayak harbour"
 TOKEN = "pending-test-token-0123456789"
 # A run under way as engine.status() reports it: 12 min left at half a picture a second.
 RUN = {
-    "pid": 4242, "started_at": 1_700_000_000.0, "found": 400, "stored": 400, "captioned": 40, "to_caption": 400,
-    "caption_rate": 0.5, "eta_seconds": 720.0, "stage": "captioning",
+    "pid": 4242,
+    "started_at": 1_700_000_000.0,
+    "found": 400,
+    "stored": 400,
+    "captioned": 40,
+    "to_caption": 400,
+    "caption_rate": 0.5,
+    "eta_seconds": 720.0,
+    "stage": "captioning",
 }
 RUN_TEXT = "indexing: 400 found, 400 stored, 40 of 400 captioned, 0.5 pictures/s, ETA 12 min"
 
@@ -135,6 +142,8 @@ def run_under_way(engine, monkeypatch) -> None:
 # -- the CLI ------------------------------------------------------------------------------------
 
 
+# The session's first command that exports the embedder for queries: ~30 s.
+@pytest.mark.slow
 def test_cli_query_shows_the_pending_picture_dimmed_and_in_json(pending_index):
     data = pending_index.data()
     # Wide and coloured, as at a terminal: "(caption pending)" on one line, in the dim style.
@@ -170,7 +179,8 @@ def test_export_says_which_rows_wait_for_their_caption(pending_index):
     records = [json.loads(line) for line in run_imgsearch("export", env=env, check_code=0).stdout.splitlines()]
     assert list(records[0])[:3] == ["path", "caption", "caption_pending"]
     assert {r["path"]: r["caption_pending"] for r in records} == {
-        **{str(pending_index.photos / name): False for name in CAPTIONS}, str(pending_index.pending): True,
+        **{str(pending_index.photos / name): False for name in CAPTIONS},
+        str(pending_index.pending): True,
     }
     table = run_imgsearch("export", "--format", "csv", env=env, check_code=0).stdout
     rows = {row["path"]: row["caption_pending"] for row in csv.DictReader(io.StringIO(table))}
@@ -242,7 +252,9 @@ def test_page_shows_caption_pending_on_the_card_and_in_the_viewer(engine, pendin
         assert dog.locator(".caption").inner_text() == CAPTIONS["dog.jpg"]
         dog.click()
         page.locator("#viewer[open]").wait_for()
-        page.wait_for_function("text => document.querySelector('#viewer-caption').textContent === text", arg=CAPTIONS["dog.jpg"])
+        page.wait_for_function(
+            "text => document.querySelector('#viewer-caption').textContent === text", arg=CAPTIONS["dog.jpg"]
+        )
         assert not page.locator("#viewer-caption").evaluate("el => el.classList.contains('pending')")
         page.close()
     assert problems == []
@@ -303,7 +315,10 @@ def test_mcp_search_says_caption_pending(engine, pending_index):
     first = pending.structured_content["results"][0]
     assert first["path"] == str(pending_index.pending) and first["caption_pending"] is True and first["caption"] == ""
     text = _text_of(pending)
-    assert f"caption pending (stored by an index run, not captioned yet; found by file and folder names, dates or looks): {pending_index.pending}" in text
+    assert (
+        f"caption pending (stored by an index run, not captioned yet; found by file and folder names, dates or looks): {pending_index.pending}"
+        in text
+    )
     assert f"{pending_index.pending} (id {first['id']}, caption pending)" in text  # the thumbnail's label
     assert captioned.structured_content["results"][0]["caption_pending"] is False
     assert "caption pending" not in _text_of(captioned)
@@ -357,15 +372,33 @@ def test_status_words_for_counts_run_and_time_left():
     from imgsearch.serving.status_text import human_duration, run_progress, status_lines
 
     assert [human_duration(s) for s in (0, 42, 90, 720, 3600, 3 * 3600 + 20 * 60, 5 * 86400)] == [
-        "0 s", "42 s", "2 min", "12 min", "1 h", "3 h 20 min", "5 days",
+        "0 s",
+        "42 s",
+        "2 min",
+        "12 min",
+        "1 h",
+        "3 h 20 min",
+        "5 days",
     ]
     assert run_progress({**RUN, "caption_rate": None, "eta_seconds": None, "stage": "storing"}) == (
         "400 found, 400 stored, 40 of 400 captioned"
     )
     status = IndexStatus(
-        uri="u", collection="c", exists=True, images=10, embedder="e", dimension=3, captioners=["x"], data_dir="d",
-        config_file=None, visual_model="clip", captioned=7, with_image_vectors=10, run=dict(RUN),
+        uri="u",
+        collection="c",
+        exists=True,
+        images=10,
+        embedder="e",
+        dimension=3,
+        captioners=["x"],
+        data_dir="d",
+        config_file=None,
+        visual_model="clip",
+        captioned=7,
+        with_image_vectors=10,
+        run=dict(RUN),
     )
     assert status_lines(status) == [
-        "10 images stored, 7 captioned, 3 caption pending, 10 with image vectors", RUN_TEXT,
+        "10 images stored, 7 captioned, 3 caption pending, 10 with image vectors",
+        RUN_TEXT,
     ]

@@ -48,7 +48,11 @@ def test_a_caption_of_several_sentences_is_the_normalised_mean_of_its_sentences(
 
 
 def test_a_one_sentence_caption_is_embedded_as_before(embedder):
-    captions = ["a man riding a bike.", "Group around a table waiting for a birthday cake to be served.", "Mr. Smith's 3.5 m boat"]
+    captions = [
+        "a man riding a bike.",
+        "Group around a table waiting for a birthday cake to be served.",
+        "Mr. Smith's 3.5 m boat",
+    ]
     mixed = [*captions, "Two dogs. One cat."]
     assert all(_close(a, b) for a, b in zip(embedder.embed(captions), embedder.embed_queries(captions)))
     assert all(_close(a, b) for a, b in zip(embedder.embed(mixed)[:3], embedder.embed_queries(captions)))
@@ -59,6 +63,8 @@ def test_joined_description_makes_each_caption_a_sentence():
     assert joined_description(["a dog on grass", "A puppy plays.", " "]) == "a dog on grass. A puppy plays."
 
 
+# A whole eval over coco-mini: ~25 s.
+@pytest.mark.slow
 def test_eval_indexes_several_captions_per_picture_beside_the_one_caption_protocol(coco_mini, tmp_path):
     subset = tmp_path / "subset"
     (subset / "images").mkdir(parents=True)
@@ -77,6 +83,8 @@ def test_eval_indexes_several_captions_per_picture_beside_the_one_caption_protoc
     assert captions["4 captions"]["queries"] == 12 and captions["1 caption"]["queries"] == 48
     for scores in captions.values():
         assert 0 <= scores["recall"]["1"] / 100 <= 1
-    shown = run_imgsearch("eval", subset, "--captions-per-picture", "4", "--mode", "dense", env={**env, "COLUMNS": "200"})
+    shown = run_imgsearch(
+        "eval", subset, "--captions-per-picture", "4", "--mode", "dense", env={**env, "COLUMNS": "200"}
+    )
     assert shown.returncode == 0, shown.stderr
     assert "4 captions" in shown.stdout and "1 caption" in shown.stdout
