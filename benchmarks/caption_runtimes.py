@@ -81,8 +81,13 @@ def load_variants(folder: Path, names: list[str], tokens: int, say) -> dict:
         dtype, runtime = VARIANTS[name]
         started = time.perf_counter()
         captioner = TransformersCaptioner(
-            model=str(folder), device="cpu", dtype=dtype, caption_runtime=runtime,
-            max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1,
+            model=str(folder),
+            device="cpu",
+            dtype=dtype,
+            caption_runtime=runtime,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            num_beams=1,
         )
         captioner.load()
         if name == "int8-decoder":
@@ -164,21 +169,23 @@ def summarize(timings: dict, fidelity: dict, batch_sizes: list[int]) -> list[dic
             if b != batch:
                 continue
             rates = [pictures / seconds for pictures, seconds, _ in runs]
-            rows.append({
-                "variant": name, "batch": batch,
-                "pictures_per_s": statistics.median(rates),
-                "speedup": statistics.median(rate / ref for rate, ref in zip(rates, base)),
-                "cpu_use": sum(cpu for _, _, cpu in runs) / sum(seconds for _, seconds, _ in runs),
-                "rounds": len(runs),
-                **fidelity.get(name, {}),
-            })
+            rows.append(
+                {
+                    "variant": name,
+                    "batch": batch,
+                    "pictures_per_s": statistics.median(rates),
+                    "speedup": statistics.median(rate / ref for rate, ref in zip(rates, base)),
+                    "cpu_use": sum(cpu for _, _, cpu in runs) / sum(seconds for _, seconds, _ in runs),
+                    "rounds": len(runs),
+                    **fidelity.get(name, {}),
+                }
+            )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'variant':<30} {'batch':>5} {'pics/s':>7} {'x f32':>6} {'cos':>9} {'top-1':>6} "
-        f"{'embeds':>8} {'cpu use':>7}"
+        f"{'variant':<30} {'batch':>5} {'pics/s':>7} {'x f32':>6} {'cos':>9} {'top-1':>6} {'embeds':>8} {'cpu use':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -192,12 +199,19 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} (default: all; "
-                        "bfloat16 only where the CPU computes it); float32 always runs, as the baseline")
+    parser.add_argument(
+        "--variants",
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: all; "
+        "bfloat16 only where the CPU computes it); float32 always runs, as the baseline",
+    )
     parser.add_argument("--batch-sizes", default="1,8", help="comma-separated (default 1,8)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, variants taking turns (default 3)")
-    parser.add_argument("--pictures", type=int, default=2,
-                        help="pictures timed per variant, batch size and round, rounded up to whole batches (default 2)")
+    parser.add_argument(
+        "--pictures",
+        type=int,
+        default=2,
+        help="pictures timed per variant, batch size and round, rounded up to whole batches (default 2)",
+    )
     parser.add_argument("--tokens", type=int, default=20, help="new tokens per caption, exactly (default 20)")
     parser.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's, one per core)")
     parser.add_argument("--quick", action="store_true", help="one round, 3 tokens, batch 1: checks that it runs")
@@ -243,13 +257,27 @@ def main() -> None:
     rows = summarize(timings, fidelity, args.batch_sizes)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
-        print(json.dumps({
-            "note": "full-size BLIP base with random weights: speed and float32 agreement, not caption quality",
-            "machine": {**cpu_facts(), "load_average_1min": load, "torch": torch.__version__,
-                        "transformers": transformers.__version__, "threads": torch.get_num_threads()},
-            "tokens": args.tokens, "rounds": args.rounds, "load_s": loaded["load_s"], "results": rows,
-            "peak_rss_mb": peak_mb, "total_s": time.perf_counter() - started,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "note": "full-size BLIP base with random weights: speed and float32 agreement, not caption quality",
+                    "machine": {
+                        **cpu_facts(),
+                        "load_average_1min": load,
+                        "torch": torch.__version__,
+                        "transformers": transformers.__version__,
+                        "threads": torch.get_num_threads(),
+                    },
+                    "tokens": args.tokens,
+                    "rounds": args.rounds,
+                    "load_s": loaded["load_s"],
+                    "results": rows,
+                    "peak_rss_mb": peak_mb,
+                    "total_s": time.perf_counter() - started,
+                },
+                indent=2,
+            )
+        )
         return
     say("\n" + table(rows))
     say(f"\nload (ONNX export included): {', '.join(f'{k} {v:.1f} s' for k, v in loaded['load_s'].items())}")

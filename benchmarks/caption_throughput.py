@@ -264,9 +264,7 @@ def _fast_tokenizer(vocab: dict[str, int], unk: str, specials: list[str], **kwar
 
     backend = Tokenizer(WordLevel(vocab, unk_token=unk))
     backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=unk, **kwargs)
@@ -319,8 +317,12 @@ def build_smolvlm(folder: Path, text: dict | None = None) -> Path:
     reserved = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
     vocab = _word_vocab(reserved, SMOLVLM_TEXT["vocab_size"], late)
     tokenizer = _fast_tokenizer(
-        vocab, "<|endoftext|>", [*reserved, *late],
-        bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|im_end|>",
+        vocab,
+        "<|endoftext|>",
+        [*reserved, *late],
+        bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        pad_token="<|im_end|>",
     )
     processor = Idefics3Processor(
         image_processor=Idefics3ImageProcessor(**SMOLVLM_IMAGE),
@@ -357,8 +359,12 @@ def build_florence2(folder: Path) -> Path:
     # <image> is the one token the native port adds after the original 51289.
     vocab = _word_vocab(reserved, FLORENCE_BASE_VOCAB + 1, {"<image>": FLORENCE_BASE_VOCAB})
     tokenizer = _fast_tokenizer(
-        vocab, "<unk>", [*reserved, "<image>"],
-        bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        vocab,
+        "<unk>",
+        [*reserved, "<image>"],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
     )
     processor = Florence2Processor(image_processor=CLIPImageProcessor(**FLORENCE_IMAGE), tokenizer=tokenizer)
@@ -450,8 +456,12 @@ def run_worker(folder: str, dtype: str, cells: list[dict], tokens: int) -> dict:
     started = time.perf_counter()
     device = os.environ.get("IMGSEARCH_BENCH_DEVICE", "cpu")
     captioner = TransformersCaptioner(
-        model=folder, device=device, dtype=dtype, batch_size=1,
-        max_new_tokens=tokens, min_new_tokens=tokens,
+        model=folder,
+        device=device,
+        dtype=dtype,
+        batch_size=1,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
     )
     captioner.load()
     load = {
@@ -471,14 +481,18 @@ def run_worker(folder: str, dtype: str, cells: list[dict], tokens: int) -> dict:
         with busy or contextlib.nullcontext():
             captions = captioner.caption(timed)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        results.append({
-            **cell, "seconds": seconds, "pictures_per_s": len(timed) / seconds,
-            # Well under 100% means the threads waited for cores: the machine was busy.
-            "cpu_use": cpu_seconds / (seconds * cell["threads"]),
-            "failed": sum(isinstance(c, CaptionFailure) for c in captions),
-            "threads_in_use": torch.get_num_threads(),
-            "gpu_busy": busy.share if busy else None,
-        })
+        results.append(
+            {
+                **cell,
+                "seconds": seconds,
+                "pictures_per_s": len(timed) / seconds,
+                # Well under 100% means the threads waited for cores: the machine was busy.
+                "cpu_use": cpu_seconds / (seconds * cell["threads"]),
+                "failed": sum(isinstance(c, CaptionFailure) for c in captions),
+                "threads_in_use": torch.get_num_threads(),
+                "gpu_busy": busy.share if busy else None,
+            }
+        )
     return {**load, "peak_rss_mb": peak_rss_mb(), "cells": results}
 
 
@@ -499,9 +513,12 @@ def machine() -> dict:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "usable_cpus": usable,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "torch": torch.__version__, "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
     }
@@ -525,8 +542,16 @@ def timed_count(args, model: str, batch: int) -> int:
 
 def run_in_worker(folder: Path, dtype: str, cells: list[dict], tokens: int) -> dict:
     command = [
-        sys.executable, __file__, "--worker", str(folder), "--worker-dtype", dtype,
-        "--worker-cells", json.dumps(cells), "--tokens", str(tokens),
+        sys.executable,
+        __file__,
+        "--worker",
+        str(folder),
+        "--worker-dtype",
+        dtype,
+        "--worker-cells",
+        json.dumps(cells),
+        "--tokens",
+        str(tokens),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -611,7 +636,8 @@ def run_benchmark(args, matrix: dict[tuple[str, str], list[int]], say) -> tuple[
                     say(
                         f"    batch {row['batch']:>2}, {row['threads']} threads: {_rate(row['pictures_per_s'])} "
                         f"pictures/s ({row['timed_images']} in {row['seconds']:.1f} s, cpu use {row['cpu_use']:.0%}"
-                        + (f", GPU busy {row['gpu_busy']:.0%}" if row.get("gpu_busy") is not None else "") + ")"
+                        + (f", GPU busy {row['gpu_busy']:.0%}" if row.get("gpu_busy") is not None else "")
+                        + ")"
                     )
             shutil.rmtree(folder, ignore_errors=True)
     return rows, loads, errors
@@ -628,7 +654,8 @@ def main() -> None:
     parser.add_argument("--threads", default="2", help="torch.set_num_threads values, comma-separated, e.g. 1,2")
     parser.add_argument("--tokens", type=int, default=20, help="new tokens per caption, exactly (default 20)")
     parser.add_argument(
-        "--images", type=int,
+        "--images",
+        type=int,
         help=f"pictures timed per configuration, rounded up to whole batches (default {DEFAULT_TIMED_IMAGES})",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: on a GPU use --dtypes float16,bfloat16")
@@ -676,13 +703,23 @@ def main() -> None:
     started = time.perf_counter()
     rows, loads, errors = run_benchmark(args, matrix, say)
     if args.json:
-        print(json.dumps({
-            "note": "full-size models with random weights: speed only, nothing about caption quality",
-            "quick": args.quick, "machine": info, "threads": args.threads, "tokens": args.tokens,
-            "matrix": [{"model": m, "dtype": d, "batch_sizes": b} for (m, d), b in matrix.items()],
-            "loads": loads, "results": rows, "errors": errors,
-            "total_s": time.perf_counter() - started,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "note": "full-size models with random weights: speed only, nothing about caption quality",
+                    "quick": args.quick,
+                    "machine": info,
+                    "threads": args.threads,
+                    "tokens": args.tokens,
+                    "matrix": [{"model": m, "dtype": d, "batch_sizes": b} for (m, d), b in matrix.items()],
+                    "loads": loads,
+                    "results": rows,
+                    "errors": errors,
+                    "total_s": time.perf_counter() - started,
+                },
+                indent=2,
+            )
+        )
     else:
         say("\n" + table(rows))
         say(f"\ntotal {time.perf_counter() - started:.0f} s")

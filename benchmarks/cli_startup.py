@@ -87,19 +87,25 @@ def main() -> None:
     shown = " ".join(os.path.basename(part) if i == 0 else part for i, part in enumerate(command))
     run_times(command, 1)  # warm the file cache and .pyc files; not counted
     walls, cpus = run_times(command, args.runs)
-    print(f"`{shown}` wall time: median {statistics.median(walls):.3f} s over {args.runs} runs "
-          f"(min {min(walls):.3f}, max {max(walls):.3f}); CPU time median {statistics.median(cpus):.3f} s")
+    print(
+        f"`{shown}` wall time: median {statistics.median(walls):.3f} s over {args.runs} runs "
+        f"(min {min(walls):.3f}, max {max(walls):.3f}); CPU time median {statistics.median(cpus):.3f} s"
+    )
 
     timings = import_timings(command)
     total_ms = sum(t.self_us for t in timings) / 1000
-    print(f"\nimports of `{shown}`: {len(timings)} modules, {total_ms:.0f} ms in all; "
-          f"top {args.top} by cumulative time (ms; indent = import depth):")
+    print(
+        f"\nimports of `{shown}`: {len(timings)} modules, {total_ms:.0f} ms in all; "
+        f"top {args.top} by cumulative time (ms; indent = import depth):"
+    )
     print(f"{'cumul':>8} {'self':>7}  module")
     for t in sorted(timings, key=lambda t: t.cumulative_us, reverse=True)[: args.top]:
         print(f"{t.cumulative_us / 1000:8.1f} {t.self_us / 1000:7.1f}  {'  ' * t.depth}{t.module}")
     top_level = sorted((t for t in timings if t.depth == 0), key=lambda t: t.cumulative_us, reverse=True)
-    print("\nimported directly by the program (ms): "
-          + ", ".join(f"{t.module} {t.cumulative_us / 1000:.1f}" for t in top_level[:8]))
+    print(
+        "\nimported directly by the program (ms): "
+        + ", ".join(f"{t.module} {t.cumulative_us / 1000:.1f}" for t in top_level[:8])
+    )
 
     if args.modules:
         print(f"\nimport time in a fresh interpreter, median of {args.runs}:")

@@ -129,18 +129,28 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
         tokens = lengths[preset]
         started = time.perf_counter()
         captioner = TransformersCaptioner(
-            model=str(folder), preset="" if preset == "none" else preset, device="cpu", dtype=dtype,
-            batch_size=1, max_new_tokens=tokens, min_new_tokens=tokens,
+            model=str(folder),
+            preset="" if preset == "none" else preset,
+            device="cpu",
+            dtype=dtype,
+            batch_size=1,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
         )
         captioner.load()
         counts[preset] = []
         counting_new_tokens(captioner, counts[preset])
         processor = captioner.loaded_processor
         texts = captioner.prompt_texts(1)
-        shaped = processor(
-            images=[[photos[0].image]] if captioner.uses_chat_template else [photos[0].image],
-            text=texts, return_tensors="pt",
-        ) if texts else None
+        shaped = (
+            processor(
+                images=[[photos[0].image]] if captioner.uses_chat_template else [photos[0].image],
+                text=texts,
+                return_tensors="pt",
+            )
+            if texts
+            else None
+        )
         prompt_tokens[preset] = int(shaped["input_ids"].shape[1]) if shaped is not None else 0
         # Warm-up, not timed: the vision tower and a few decoding steps are enough.
         captioner.max_new_tokens = captioner.min_new_tokens = 2
@@ -148,8 +158,10 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
         captioner.max_new_tokens = captioner.min_new_tokens = tokens
         counts[preset].clear()
         captioners[preset] = captioner
-        say(f"  {preset}: loaded and warmed up in {time.perf_counter() - started:.0f} s"
-            f" ({pick_dtype('cpu', dtype)}, {prompt_tokens[preset]} prompt tokens with the picture's)")
+        say(
+            f"  {preset}: loaded and warmed up in {time.perf_counter() - started:.0f} s"
+            f" ({pick_dtype('cpu', dtype)}, {prompt_tokens[preset]} prompt tokens with the picture's)"
+        )
     seconds: dict[str, list[float]] = {p: [] for p in presets}
     cpu_seconds: dict[str, float] = dict.fromkeys(presets, 0.0)
     for photo in photos:
@@ -162,24 +174,32 @@ def measure_model(name: str, folder: Path, lengths: dict[str, int], photos: list
     rows = []
     for preset in presets:
         total = sum(seconds[preset])
-        rows.append({
-            "model": name, "source": MODELS[name][0], "preset": preset,
-            "dtype": str(pick_dtype("cpu", dtype)).replace("torch.", ""),
-            "assumed_tokens": lengths[preset], "generated_tokens": statistics.mean(counts[preset]),
-            "prompt_tokens": prompt_tokens[preset], "pictures": len(photos),
-            "seconds_per_picture": total / len(photos), "pictures_per_s": len(photos) / total,
-            "seconds_each": seconds[preset],
-            "threads": torch.get_num_threads(),
-            # Well under 100%: the threads waited for cores other processes held.
-            "cpu_use": cpu_seconds[preset] / (total * torch.get_num_threads()),
-        })
-        say(f"  {preset}: {len(photos)} pictures, {rows[-1]['generated_tokens']:.0f} new tokens each, "
-            f"{rows[-1]['seconds_per_picture']:.2f} s a picture, cpu use {rows[-1]['cpu_use']:.0%}")
+        rows.append(
+            {
+                "model": name,
+                "source": MODELS[name][0],
+                "preset": preset,
+                "dtype": str(pick_dtype("cpu", dtype)).replace("torch.", ""),
+                "assumed_tokens": lengths[preset],
+                "generated_tokens": statistics.mean(counts[preset]),
+                "prompt_tokens": prompt_tokens[preset],
+                "pictures": len(photos),
+                "seconds_per_picture": total / len(photos),
+                "pictures_per_s": len(photos) / total,
+                "seconds_each": seconds[preset],
+                "threads": torch.get_num_threads(),
+                # Well under 100%: the threads waited for cores other processes held.
+                "cpu_use": cpu_seconds[preset] / (total * torch.get_num_threads()),
+            }
+        )
+        say(
+            f"  {preset}: {len(photos)} pictures, {rows[-1]['generated_tokens']:.0f} new tokens each, "
+            f"{rows[-1]['seconds_per_picture']:.2f} s a picture, cpu use {rows[-1]['cpu_use']:.0%}"
+        )
     if len(rows) == 2:
         short, long = rows
-        rows[1]["seconds_per_extra_token"] = (
-            (long["seconds_per_picture"] - short["seconds_per_picture"])
-            / (long["generated_tokens"] - short["generated_tokens"])
+        rows[1]["seconds_per_extra_token"] = (long["seconds_per_picture"] - short["seconds_per_picture"]) / (
+            long["generated_tokens"] - short["generated_tokens"]
         )
     return rows
 
@@ -253,11 +273,19 @@ def main() -> None:
             rows.extend(measure_model(name, folder, lengths, photos, args.dtype, say))
             gc.collect()
     if args.json:
-        print(json.dumps({
-            "note": "full-size models with random weights, forced lengths: speed only",
-            "cpu": cpu_line(), "coco_mini_word_pieces": coco, "lengths": lengths,
-            "results": rows, "total_s": time.perf_counter() - started,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "note": "full-size models with random weights, forced lengths: speed only",
+                    "cpu": cpu_line(),
+                    "coco_mini_word_pieces": coco,
+                    "lengths": lengths,
+                    "results": rows,
+                    "total_s": time.perf_counter() - started,
+                },
+                indent=2,
+            )
+        )
         return
     say("\n" + table(rows))
     threads = rows[0]["threads"] if rows else 0

@@ -32,13 +32,21 @@ def fill(store: MilvusStore, rows: int, dimension: int = 384, batch: int = 5000)
         for i in range(start, min(rows, start + batch)):
             vector = [rng.gauss(0, 1) for _ in range(dimension)]
             norm = sum(x * x for x in vector) ** 0.5
-            chunk.append({
-                "id": f"{i:032x}", "vector": [x / norm for x in vector],
-                "path": f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg",
-                "caption": f"A synthetic caption number {i} describing people, a street and a red bicycle.",
-                "captioner": "bench", "content_hash": f"{i:064x}", "size": 100_000 + i,
-                "mtime": 1.7e9 + i, "width": 640, "height": 480, "indexed_at": time.time(),
-            })
+            chunk.append(
+                {
+                    "id": f"{i:032x}",
+                    "vector": [x / norm for x in vector],
+                    "path": f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg",
+                    "caption": f"A synthetic caption number {i} describing people, a street and a red bicycle.",
+                    "captioner": "bench",
+                    "content_hash": f"{i:064x}",
+                    "size": 100_000 + i,
+                    "mtime": 1.7e9 + i,
+                    "width": 640,
+                    "height": 480,
+                    "indexed_at": time.time(),
+                }
+            )
         store.upsert_rows(chunk)
 
 
@@ -70,14 +78,21 @@ def main() -> int:
             store = MilvusStore(uri, collection)
             fill(store, rows)
             store.close()
-            env = {**os.environ, "IMGSEARCH_DATA_DIR": data, "IMGSEARCH_COLLECTION": collection,
-                   "IMGSEARCH_MILVUS_URI": args.uri}
+            env = {
+                **os.environ,
+                "IMGSEARCH_DATA_DIR": data,
+                "IMGSEARCH_COLLECTION": collection,
+                "IMGSEARCH_MILVUS_URI": args.uri,
+            }
             # `status` opens and loads the same index without exporting: the baseline.
             _, opened_mib = peak(env, "status")
             seconds, export_mib = peak(env, "export")
-            print(f"{rows:>7} rows: exported in {seconds:5.1f}s ({rows / seconds:,.0f} rows/s), "
-                  f"peak RSS {export_mib:,.0f} MiB; `imgsearch status` on the same index "
-                  f"{opened_mib:,.0f} MiB", flush=True)
+            print(
+                f"{rows:>7} rows: exported in {seconds:5.1f}s ({rows / seconds:,.0f} rows/s), "
+                f"peak RSS {export_mib:,.0f} MiB; `imgsearch status` on the same index "
+                f"{opened_mib:,.0f} MiB",
+                flush=True,
+            )
             if args.uri:
                 store = MilvusStore(uri, collection)
                 store.drop()

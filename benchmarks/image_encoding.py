@@ -159,14 +159,24 @@ METACLIP2_TEXT = {
 }
 METACLIP2_SIZES = {
     "metaclip2": {
-        "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                   "num_attention_heads": 12, "patch_size": 32},
+        "vision": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "patch_size": 32,
+        },
         "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
         "projection_dim": 512,
     },
     "metaclip2-s16": {
-        "vision": {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 12,
-                   "num_attention_heads": 6, "patch_size": 16},
+        "vision": {
+            "hidden_size": 384,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 6,
+            "patch_size": 16,
+        },
         "text": {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 12, "num_attention_heads": 6},
         "projection_dim": 384,
     },
@@ -201,8 +211,13 @@ def build_siglip2(folder: Path) -> dict[str, int]:
 
     reserved = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
     tokenizer = _tokenizer(
-        reserved, SIGLIP2_TEXT["vocab_size"], "<unk>", SIGLIP2_TEXT["max_position_embeddings"],
-        pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+        reserved,
+        SIGLIP2_TEXT["vocab_size"],
+        "<unk>",
+        SIGLIP2_TEXT["max_position_embeddings"],
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
     )
     processor = SiglipProcessor(image_processor=SiglipImageProcessor(**SIGLIP2_IMAGE), tokenizer=tokenizer)
     torch.manual_seed(0)
@@ -216,8 +231,13 @@ def build_clip(folder: Path) -> dict[str, int]:
 
     reserved = {"!": 0, '"': 1, "<|startoftext|>": 49406, "<|endoftext|>": 49407}
     tokenizer = _tokenizer(
-        reserved, CLIP_TEXT["vocab_size"], "<|endoftext|>", CLIP_TEXT["max_position_embeddings"],
-        bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        reserved,
+        CLIP_TEXT["vocab_size"],
+        "<|endoftext|>",
+        CLIP_TEXT["max_position_embeddings"],
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
     )
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(**OPENAI_IMAGE), tokenizer=tokenizer)
     torch.manual_seed(0)
@@ -232,13 +252,20 @@ def build_metaclip2(folder: Path, name: str = "metaclip2") -> dict[str, int]:
     sizes = METACLIP2_SIZES[name]
     reserved = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     tokenizer = _tokenizer(
-        reserved, METACLIP2_TEXT["vocab_size"], "<unk>", METACLIP2_TEXT["max_position_embeddings"],
-        bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        reserved,
+        METACLIP2_TEXT["vocab_size"],
+        "<unk>",
+        METACLIP2_TEXT["max_position_embeddings"],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
     )
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(**OPENAI_IMAGE), tokenizer=tokenizer)
     vision = {**sizes["vision"], "image_size": 224, "hidden_act": "gelu", "layer_norm_eps": 1e-5}
     config = MetaClip2Config(
-        text_config={**METACLIP2_TEXT, **sizes["text"]}, vision_config=vision, projection_dim=sizes["projection_dim"],
+        text_config={**METACLIP2_TEXT, **sizes["text"]},
+        vision_config=vision,
+        projection_dim=sizes["projection_dim"],
     )
     torch.manual_seed(0)
     return _save(MetaClip2Model(config), processor, folder)
@@ -295,8 +322,12 @@ class Encoder:
             from imgsearch.captioners.transformers_local import TransformersCaptioner
 
             self.model = TransformersCaptioner(
-                model=str(folder), device=device, dtype=dtype, batch_size=1,
-                max_new_tokens=CAPTION_TOKENS, min_new_tokens=CAPTION_TOKENS,
+                model=str(folder),
+                device=device,
+                dtype=dtype,
+                batch_size=1,
+                max_new_tokens=CAPTION_TOKENS,
+                min_new_tokens=CAPTION_TOKENS,
             )
             self.model.load()
         else:
@@ -334,11 +365,19 @@ def measure(name: str, folder: Path, dtype: str, batches: list[int], wanted: int
         started, cpu_started = time.perf_counter(), time.process_time()
         done = encoder.run(timed, batch)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        rows.append({
-            "model": name, "dtype": dtype, "batch": batch, "pictures": done, "seconds": seconds,
-            "pictures_per_s": done / seconds, "threads": threads, "load_s": load_s,
-            "cpu_use": cpu_seconds / (seconds * threads),
-        })
+        rows.append(
+            {
+                "model": name,
+                "dtype": dtype,
+                "batch": batch,
+                "pictures": done,
+                "seconds": seconds,
+                "pictures_per_s": done / seconds,
+                "threads": threads,
+                "load_s": load_s,
+                "cpu_use": cpu_seconds / (seconds * threads),
+            }
+        )
     del encoder
     gc.collect()
     return rows
@@ -362,12 +401,15 @@ def machine(device: str) -> dict:
     import transformers
 
     info = {
-        "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": device,
         # transformers falls back to the Pillow image processors without torchvision.
         "image_processors": "torchvision" if importlib.util.find_spec("torchvision") else "Pillow (no torchvision)",
     }
@@ -384,7 +426,8 @@ def header(info: dict, args) -> str:
             f"torch threads {info['torch_threads']}; torch {info['torch']} ({info['cpu_capability']}), "
             f"transformers {info['transformers']}"
         ),
-        f"device: {info['device']}" + (f" ({info['gpu']})" if info.get("gpu") else "")
+        f"device: {info['device']}"
+        + (f" ({info['gpu']})" if info.get("gpu") else "")
         + f"; image processors: {info['image_processors']}; photos from {coco_mini_folder()}",
         f"blip: captioning, {CAPTION_TOKENS} new tokens a caption, greedy",
     ]
@@ -424,11 +467,15 @@ def main() -> int:
     announce_cpu()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated: {','.join(MODELS)}")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32,bfloat16 (float16 on GPUs)")
+    parser.add_argument(
+        "--dtypes", default="float32,bfloat16", help="comma-separated: float32,bfloat16 (float16 on GPUs)"
+    )
     parser.add_argument("--batches", default="1,8,32", help="batch sizes, comma-separated")
     parser.add_argument("--pictures", type=int, default=8, help="pictures timed per encoder cell (whole batches)")
     parser.add_argument("--caption-pictures", type=int, default=4, help="pictures timed per blip cell (whole batches)")
-    parser.add_argument("--caption-batches", default="1,8", help="batch sizes for blip (default 1,8: captioning is slow)")
+    parser.add_argument(
+        "--caption-batches", default="1,8", help="batch sizes for blip (default 1,8: captioning is slow)"
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when a GPU is there, else cpu)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -448,7 +495,12 @@ def main() -> int:
     for dtype in dtypes:
         if dtype not in DTYPES:
             parser.error(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
-    if not batches or not caption_batches or min(batches + caption_batches) < 1 or min(args.pictures, args.caption_pictures) < 1:
+    if (
+        not batches
+        or not caption_batches
+        or min(batches + caption_batches) < 1
+        or min(args.pictures, args.caption_pictures) < 1
+    ):
         parser.error("batch sizes and picture counts must be at least 1")
 
     import torch
@@ -458,8 +510,9 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    photos = load_photos(max(timed_count(args.pictures, max(batches)),
-                             timed_count(args.caption_pictures, max(caption_batches))))
+    photos = load_photos(
+        max(timed_count(args.pictures, max(batches)), timed_count(args.caption_pictures, max(caption_batches)))
+    )
     info = machine(args.device)
 
     def say(text: str) -> None:
@@ -486,17 +539,26 @@ def main() -> int:
                 cells = measure(name, folder, dtype, sizes, wanted, args, photos)
                 say(f"  {dtype}: loaded in {cells[0]['load_s']:.1f} s")
                 for r in cells:
-                    say(f"    batch {r['batch']:>2}: {r['pictures_per_s']:.3g} pictures/s "
-                        f"({r['pictures']} in {r['seconds']:.1f} s, cpu use {r['cpu_use']:.0%})")
+                    say(
+                        f"    batch {r['batch']:>2}: {r['pictures_per_s']:.3g} pictures/s "
+                        f"({r['pictures']} in {r['seconds']:.1f} s, cpu use {r['cpu_use']:.0%})"
+                    )
                 rows += cells
             shutil.rmtree(folder, ignore_errors=True)
     total = time.perf_counter() - started
     if args.json:
-        print(json.dumps({
-            "note": "full-size models with random weights: speed only",
-            "machine": info, "models": {n: {"source": SOURCE_IDS[n], **c} for n, c in built.items()},
-            "results": rows, "total_s": total,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "note": "full-size models with random weights: speed only",
+                    "machine": info,
+                    "models": {n: {"source": SOURCE_IDS[n], **c} for n, c in built.items()},
+                    "results": rows,
+                    "total_s": total,
+                },
+                indent=2,
+            )
+        )
     else:
         say("\n" + table(rows, built))
         say(f"\nCPU: {info['cpu']}; torch threads {info['torch_threads']}; total {total:.0f} s")

@@ -158,7 +158,9 @@ def main() -> int:
         "random weights) or a saved model's folder",
     )
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "imgsearch-bench-pipeline")
-    parser.add_argument("--rounds", type=int, default=1, help="captioner-bound measurements, taking turns; the best counts")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="captioner-bound measurements, taking turns; the best counts"
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the model runs (default: torch's own)")
     args = parser.parse_args()
     coco_mini_or_exit()  # before any work: without the photos there is nothing to measure
@@ -202,8 +204,10 @@ def main() -> int:
         timings[label] = seconds
         print(f"first run, {label:>5} photos: {seconds:6.2f} s ({report.new} new)")
     marginal = (args.photos - 30) / (timings[str(args.photos)] - timings["30"])
-    print(f"12-megapixel JPEGs ({size_mb:.1f} MB each): first run {args.photos / timings[str(args.photos)]:.1f} "
-          f"pictures/s, marginal rate {marginal:.1f} pictures/s")
+    print(
+        f"12-megapixel JPEGs ({size_mb:.1f} MB each): first run {args.photos / timings[str(args.photos)]:.1f} "
+        f"pictures/s, marginal rate {marginal:.1f} pictures/s"
+    )
 
     first_pass(work, small_set, work / "12mp", args.photos, embedder)
 
@@ -214,12 +218,16 @@ def main() -> int:
         sampler = MemorySampler()
         report, seconds = index(fresh, work / "small", sampler)
         marks = ", ".join(f"{share}%: {mib:.0f} MiB" for share, mib in sorted(sampler.marks.items()))
-        print(f"first run, {args.big} pictures: {seconds:.1f} s ({args.big / seconds:.0f} pictures/s); "
-              f"resident memory at {marks}; peak {peak_rss_mib():.0f} MiB")
+        print(
+            f"first run, {args.big} pictures: {seconds:.1f} s ({args.big / seconds:.0f} pictures/s); "
+            f"resident memory at {marks}; peak {peak_rss_mib():.0f} MiB"
+        )
         # The index stays loaded between runs (as the CLI keeps it for keep_loaded seconds).
         report, seconds = index(fresh, work / "small")
-        print(f"re-run, nothing changed, {args.big} pictures: {seconds:.2f} s "
-              f"({args.big / seconds:,.0f} files/s; {report.unchanged} unchanged)")
+        print(
+            f"re-run, nothing changed, {args.big} pictures: {seconds:.2f} s "
+            f"({args.big / seconds:,.0f} files/s; {report.unchanged} unchanged)"
+        )
     return overlap(args, work) if args.overlap else 0
 
 
@@ -271,8 +279,10 @@ def first_pass(work: Path, small_set: Path, big_set: Path, photos: int, embedder
         seconds[label] = clock.first_pass_seconds or float("nan")
         print(f"first pass, {label:>5} photos: {seconds[label]:6.2f} s to all stored and findable")
     marginal = (photos - 30) / (seconds[str(photos)] - seconds["30"])
-    print(f"first pass on 12-megapixel JPEGs: {photos / seconds[str(photos)]:.1f} pictures/s, "
-          f"marginal rate {marginal:.1f} pictures/s (before any caption)")
+    print(
+        f"first pass on 12-megapixel JPEGs: {photos / seconds[str(photos)]:.1f} pictures/s, "
+        f"marginal rate {marginal:.1f} pictures/s (before any caption)"
+    )
 
 
 def overlap(args: argparse.Namespace, work: Path) -> int:
@@ -293,13 +303,14 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
     count, batch, tokens, rounds = args.overlap, 8, 20, max(1, args.rounds)
     photos = make_photos(work / "12mp", max(count * rounds + batch, 30), SIDE)
     model = build_blip(work / "blip-base-random")
-    captioner = TransformersCaptioner(
-        model=str(model), batch_size=batch, max_new_tokens=tokens, min_new_tokens=tokens
-    )
+    captioner = TransformersCaptioner(model=str(model), batch_size=batch, max_new_tokens=tokens, min_new_tokens=tokens)
     side = captioner.image_side
-    print(f"captioner-bound run: BLIP base (random weights, {tokens} tokens a caption), batch {batch}, "
-          f"torch threads {__import__('torch').get_num_threads()}, pictures decoded at {side} px; "
-          f"{rounds} round(s) of {count} photos", flush=True)
+    print(
+        f"captioner-bound run: BLIP base (random weights, {tokens} tokens a caption), batch {batch}, "
+        f"torch threads {__import__('torch').get_num_threads()}, pictures decoded at {side} px; "
+        f"{rounds} round(s) of {count} photos",
+        flush=True,
+    )
     warmup = photos[count * rounds : count * rounds + batch]
     sets = [photos[r * count : (r + 1) * count] for r in range(rounds)]
 
@@ -329,22 +340,30 @@ def overlap(args: argparse.Namespace, work: Path) -> int:
             captioner.caption(inputs)
             seconds = time.perf_counter() - started
             alone_rates.append(count / seconds)
-            print(f"round {number}: captioner alone on {count} decoded photos: {alone_rates[-1]:.3f} pictures/s "
-                  f"({cpu_use(seconds, time.process_time() - cpu_started)})", flush=True)
+            print(
+                f"round {number}: captioner alone on {count} decoded photos: {alone_rates[-1]:.3f} pictures/s "
+                f"({cpu_use(seconds, time.process_time() - cpu_started)})",
+                flush=True,
+            )
             cpu_started = time.process_time()
             clock = FirstPassClock()
             report, seconds = index(plain, folder, clock)
             piped_rates.append(count / seconds)
             findable = clock.first_pass_seconds or 0.0
-            print(f"round {number}: whole pipeline on {count} 12-megapixel JPEGs: {piped_rates[-1]:.3f} pictures/s "
-                  f"({report.captioned} captioned; {cpu_use(seconds, time.process_time() - cpu_started)}); "
-                  f"all {count} findable after {findable:.1f} s, caption stage "
-                  f"{count / max(seconds - findable, 1e-9):.3f} pictures/s", flush=True)
+            print(
+                f"round {number}: whole pipeline on {count} 12-megapixel JPEGs: {piped_rates[-1]:.3f} pictures/s "
+                f"({report.captioned} captioned; {cpu_use(seconds, time.process_time() - cpu_started)}); "
+                f"all {count} findable after {findable:.1f} s, caption stage "
+                f"{count / max(seconds - findable, 1e-9):.3f} pictures/s",
+                flush=True,
+            )
             if visual is not None:
                 visual.round(number, paths, folder)
     alone, piped = max(alone_rates), max(piped_rates)
-    print(f"best of {rounds}: captioner alone {alone:.3f} pictures/s; whole pipeline {piped:.3f} pictures/s "
-          f"= {100 * piped / alone:.1f}% of the captioner alone")
+    print(
+        f"best of {rounds}: captioner alone {alone:.3f} pictures/s; whole pipeline {piped:.3f} pictures/s "
+        f"= {100 * piped / alone:.1f}% of the captioner alone"
+    )
     if visual is not None:
         visual.summary(alone, piped)
         visual.close()
@@ -380,8 +399,11 @@ class VisualRun:
         self.visual = self.engine.visual
         self.side = self.visual.image_side  # loads the model
         dtype = str(pick_dtype(self.visual.device, self.visual.dtype)).removeprefix("torch.")
-        print(f"image encoder: {label}, {self.visual.device}, {dtype}, pictures decoded at {self.side} px, "
-              f"encoded in batches of {captioner.batch_size} (as the writer gets them)", flush=True)
+        print(
+            f"image encoder: {label}, {self.visual.device}, {dtype}, pictures decoded at {self.side} px, "
+            f"encoded in batches of {captioner.batch_size} (as the writer gets them)",
+            flush=True,
+        )
         index(self.engine, warmup_folder)  # loads the embedder, creates the index, encodes its pictures
         self.encoder_rates: list[float] = []
         self.piped_rates: list[float] = []
@@ -405,8 +427,11 @@ class VisualRun:
             self.encode_alone(paths[: self.captioner.batch_size])  # warm-up
         seconds, cpu_seconds = self.encode_alone(paths)
         self.encoder_rates.append(self.count / seconds)
-        print(f"round {number}: image encoder alone on {self.count} photos: {self.encoder_rates[-1]:.3f} pictures/s "
-              f"({cpu_use(seconds, cpu_seconds)})", flush=True)
+        print(
+            f"round {number}: image encoder alone on {self.count} photos: {self.encoder_rates[-1]:.3f} pictures/s "
+            f"({cpu_use(seconds, cpu_seconds)})",
+            flush=True,
+        )
 
         # What each model spends inside the run, and the torch threads each thread uses.
         spent = {"caption": 0.0, "encode": 0.0}
@@ -432,24 +457,33 @@ class VisualRun:
         finally:
             del self.captioner.caption, self.visual.encode_images  # the instances' own methods again
         self.piped_rates.append(self.count / seconds)
-        print(f"round {number}: whole pipeline with image vectors: {self.piped_rates[-1]:.3f} pictures/s "
-              f"({report.captioned} captioned; {cpu_use(seconds, cpu_seconds)}); inside its {seconds:.1f} s: "
-              f"captioning {spent['caption']:.1f} s, image encoding {spent['encode']:.1f} s on the writer thread; "
-              f"torch threads: captioning {sorted(threads['caption'])}, encoding {sorted(threads['encode'])}, "
-              f"{CORES} cores", flush=True)
+        print(
+            f"round {number}: whole pipeline with image vectors: {self.piped_rates[-1]:.3f} pictures/s "
+            f"({report.captioned} captioned; {cpu_use(seconds, cpu_seconds)}); inside its {seconds:.1f} s: "
+            f"captioning {spent['caption']:.1f} s, image encoding {spent['encode']:.1f} s on the writer thread; "
+            f"torch threads: captioning {sorted(threads['caption'])}, encoding {sorted(threads['encode'])}, "
+            f"{CORES} cores",
+            flush=True,
+        )
 
     def summary(self, captioner_rate: float, captions_only_rate: float) -> None:
         rounds = len(self.piped_rates)
         encoder_rate, piped = max(self.encoder_rates), max(self.piped_rates)
         slower = min(captioner_rate, encoder_rate)
         shared = 1 / (1 / captioner_rate + 1 / encoder_rate)
-        print(f"best of {rounds}: image encoder alone {encoder_rate:.3f} pictures/s; whole pipeline with image "
-              f"vectors {piped:.3f} pictures/s")
-        print(f"  = {100 * piped / captioner_rate:.1f}% of the captioner alone, {100 * piped / encoder_rate:.1f}% "
-              f"of the image encoder alone, {100 * piped / captions_only_rate:.1f}% of the pipeline without image vectors")
-        print(f"  the slower stage's own rate is {slower:.3f}: {'REACHES' if piped >= 0.9 * slower else 'BELOW'} 90% "
-              f"({100 * piped / slower:.1f}%); both models taking turns on the same cores would give "
-              f"{shared:.3f} ({100 * shared / slower:.1f}% of the slower stage)")
+        print(
+            f"best of {rounds}: image encoder alone {encoder_rate:.3f} pictures/s; whole pipeline with image "
+            f"vectors {piped:.3f} pictures/s"
+        )
+        print(
+            f"  = {100 * piped / captioner_rate:.1f}% of the captioner alone, {100 * piped / encoder_rate:.1f}% "
+            f"of the image encoder alone, {100 * piped / captions_only_rate:.1f}% of the pipeline without image vectors"
+        )
+        print(
+            f"  the slower stage's own rate is {slower:.3f}: {'REACHES' if piped >= 0.9 * slower else 'BELOW'} 90% "
+            f"({100 * piped / slower:.1f}%); both models taking turns on the same cores would give "
+            f"{shared:.3f} ({100 * shared / slower:.1f}% of the slower stage)"
+        )
 
     def close(self) -> None:
         self.engine.close()

@@ -34,7 +34,11 @@ def as_sentence(caption: str) -> str:
 
 
 def scores(ranks: np.ndarray) -> dict[str, float]:
-    return {"R@1": 100 * float(np.mean(ranks <= 1)), "R@5": 100 * float(np.mean(ranks <= 5)), "MRR": float(np.mean(1 / ranks))}
+    return {
+        "R@1": 100 * float(np.mean(ranks <= 1)),
+        "R@5": 100 * float(np.mean(ranks <= 5)),
+        "MRR": float(np.mean(1 / ranks)),
+    }
 
 
 def answer_ranks(similarity: np.ndarray) -> np.ndarray:
@@ -74,7 +78,9 @@ def main() -> None:
         results["max-sim"].append(scores(answer_ranks(max_sim)))
         if r == 0 and "--milvus" in sys.argv:
             print(milvus_grouping_check(flat, owner, queries, answer_ranks(max_sim)))
-    print(f"{len(captions)} photos, 5 rotations; the splitter found 4 sentences in {split_right} of {5 * len(captions)} descriptions")
+    print(
+        f"{len(captions)} photos, 5 rotations; the splitter found 4 sentences in {split_right} of {5 * len(captions)} descriptions"
+    )
     print(f"{'description vector':<16} {'R@1':>6} {'R@5':>6} {'MRR':>6}")
     for name, runs in results.items():
         mean = {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
@@ -98,7 +104,9 @@ def milvus_grouping_check(flat: np.ndarray, owner: np.ndarray, queries: np.ndarr
         client.create_collection("s", schema=schema, index_params=index)
         client.insert("s", [{"photo": int(o), "vector": v.tolist()} for o, v in zip(owner, flat)])
         try:
-            hits = client.search("s", queries.tolist(), limit=len(exact), group_by_field="photo", output_fields=["photo"])
+            hits = client.search(
+                "s", queries.tolist(), limit=len(exact), group_by_field="photo", output_fields=["photo"]
+            )
         except Exception as error:  # noqa: BLE001  an unsupported grouping search is the finding
             return f"Milvus Lite grouping search: not supported here ({type(error).__name__}: {str(error)[:120]})"
         ranks = []

@@ -60,7 +60,9 @@ def make_set(coco: Path, out: Path, count: int, split: str) -> int:
     chosen = pick(annotations, count)
     missing = [photos / image["file_name"] for image, _ in chosen if not (photos / image["file_name"]).is_file()]
     if missing:
-        raise SetError(f"{missing[0]} is missing ({len(missing)} of the chosen photos are): unzip {split}.zip again, completely")
+        raise SetError(
+            f"{missing[0]} is missing ({len(missing)} of the chosen photos are): unzip {split}.zip again, completely"
+        )
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -75,15 +77,25 @@ def make_set(coco: Path, out: Path, count: int, split: str) -> int:
     return count
 
 
-def _write_set(folder: Path, chosen: list[tuple[dict, list[str]]], photos: Path, licences: dict[int, str], split: str) -> None:
+def _write_set(
+    folder: Path, chosen: list[tuple[dict, list[str]]], photos: Path, licences: dict[int, str], split: str
+) -> None:
     (folder / "images").mkdir(parents=True)
     lines = []
     for image, texts in chosen:
         shutil.copyfile(photos / image["file_name"], folder / "images" / image["file_name"])
-        lines.append(json.dumps({
-            "image": image["file_name"], "captions": texts, "coco_id": int(image["id"]), "split": split,
-            "license": licences.get(int(image.get("license", -1)), "unknown"), "flickr_url": image.get("flickr_url", ""),
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "image": image["file_name"],
+                    "captions": texts,
+                    "coco_id": int(image["id"]),
+                    "split": split,
+                    "license": licences.get(int(image.get("license", -1)), "unknown"),
+                    "flickr_url": image.get("flickr_url", ""),
+                }
+            )
+        )
     (folder / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(_readme(len(chosen), split), encoding="utf-8")
 
@@ -96,7 +108,9 @@ def _read_annotations(path: Path) -> dict:
         if not isinstance(annotations["images"], list) or not isinstance(annotations["annotations"], list):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise SetError(f"{path} is not a COCO caption annotation file (it needs 'images' and 'annotations' lists)") from None
+        raise SetError(
+            f"{path} is not a COCO caption annotation file (it needs 'images' and 'annotations' lists)"
+        ) from None
     return annotations
 
 
@@ -115,7 +129,9 @@ def _readme(count: int, split: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--coco", type=Path, required=True, help="folder with val2017/ and annotations/ from cocodataset.org")
+    parser.add_argument(
+        "--coco", type=Path, required=True, help="folder with val2017/ and annotations/ from cocodataset.org"
+    )
     parser.add_argument("--out", type=Path, default=BESIDE_REPO, help=f"where the set goes (default: {BESIDE_REPO})")
     parser.add_argument("--count", type=int, default=159, help="photos in the set")
     parser.add_argument("--split", default="val2017", help="the COCO split to take photos from")

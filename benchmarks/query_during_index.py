@@ -74,27 +74,41 @@ def main() -> None:
         captions.write_text("\n".join(lines) + "\n")
         (base / "originals.jsonl").write_text((coco / "captions.jsonl").read_text())
         env = {**os.environ, "IMGSEARCH_DATA_DIR": str(data), "IMGSEARCH_KEEP_LOADED": "600", "HF_HUB_OFFLINE": "1"}
-        _run(["index", str(coco / "images"), "--captioner", "captions", "--captions-file", str(coco / "captions.jsonl")], env)
+        _run(
+            ["index", str(coco / "images"), "--captioner", "captions", "--captions-file", str(coco / "captions.jsonl")],
+            env,
+        )
         _run(["query", "warm up"], env)
         try:
             idle = _measure(env, args.queries, writer=None)
             index_args = ["index", str(copies), "--captioner", "captions", "--captions-file", str(captions), "--json"]
             during = _measure(env, args.queries, writer=index_args)
         finally:
-            subprocess.run([sys.executable, "-c", (
-                "from pathlib import Path; from imgsearch.store.lite.keeper import stop_keeper; "
-                f"stop_keeper(Path({str(data / 'index.db')!r}))"
-            )], check=False)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    (
+                        "from pathlib import Path; from imgsearch.store.lite.keeper import stop_keeper; "
+                        f"stop_keeper(Path({str(data / 'index.db')!r}))"
+                    ),
+                ],
+                check=False,
+            )
     print(f"coco-mini: 159 pictures indexed; the index run adds {159 * args.copies} rows")
     for label, result in (("idle", idle), ("during an index run", during)):
         print(f"{label}:")
         for name in ("warm API", "command"):
             times = result[name]["times"]
-            print(f"  {name:9s} {len(times):4d} queries  p50 {_ms(statistics.median(times))}  "
-                  f"p95 {_ms(_p95(times))}  max {_ms(max(times))}  refused {result[name]['refused']}")
+            print(
+                f"  {name:9s} {len(times):4d} queries  p50 {_ms(statistics.median(times))}  "
+                f"p95 {_ms(_p95(times))}  max {_ms(max(times))}  refused {result[name]['refused']}"
+            )
         if "index" in result:
-            print(f"  index run: {result['index']['seconds']:.1f} s, {result['index']['rate']:.1f} pictures/s, "
-                  f"{result['index']['new']} new rows")
+            print(
+                f"  index run: {result['index']['seconds']:.1f} s, {result['index']['rate']:.1f} pictures/s, "
+                f"{result['index']['new']} new rows"
+            )
 
 
 def _measure(env: dict[str, str], count: int, writer: list[str] | None) -> dict:
@@ -113,8 +127,9 @@ def _measure(env: dict[str, str], count: int, writer: list[str] | None) -> dict:
         times, refused = [], 0
         for i in range(count):
             began = time.perf_counter()
-            done = subprocess.run(["imgsearch", "query", QUERIES[i % len(QUERIES)], "--json"], env=env,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                ["imgsearch", "query", QUERIES[i % len(QUERIES)], "--json"], env=env, capture_output=True, text=True
+            )
             times.append(time.perf_counter() - began)
             refused += done.returncode != 0
             if writer_process is not None and writer_process.poll() is not None:

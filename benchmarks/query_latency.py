@@ -53,10 +53,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = [
-    "dog in park", "a red car parked on the street", "people eating pizza at a table",
-    "sunset over the ocean", "a cat sleeping on a sofa", "children playing football",
-    "snowy mountain with skiers", "a bowl of fruit", "an airplane in the sky", "a man riding a horse",
-    "giraffe", "train station", "two zebras grazing in a field", "a kitchen with a stove", "surfer",
+    "dog in park",
+    "a red car parked on the street",
+    "people eating pizza at a table",
+    "sunset over the ocean",
+    "a cat sleeping on a sofa",
+    "children playing football",
+    "snowy mountain with skiers",
+    "a bowl of fruit",
+    "an airplane in the sky",
+    "a man riding a horse",
+    "giraffe",
+    "train station",
+    "two zebras grazing in a field",
+    "a kitchen with a stove",
+    "surfer",
 ]
 NOISE = 0.045  # per dimension: cosine to the caption's own vector ~0.75 at 384 dimensions
 # BM25's share for sentences in the all-channels hybrid: the default (0) leaves BM25 to short queries.
@@ -92,13 +103,26 @@ def fill_store(store, rows: int, centers, captions: list[str], batch: int, seed:
             folder = f"/photos/{2000 + i % 25}/{i // 1000:04d}"
             name = f"IMG_{i:07d}.jpg"
             caption = captions[caption_index]
-            records.append({
-                "id": f"{i:032x}", "vector": chunk[offset].tolist(), "path": f"{folder}/{name}",
-                "caption": caption, "captioner": "bench", "content_hash": f"{i:064x}", "size": 100_000 + i,
-                "mtime": 1.7e9 + i, "width": 640, "height": 480, "indexed_at": time.time(),
-                "file_name": name, "file_type": "jpeg", "folders": ["/photos", folder.rsplit("/", 1)[0], folder],
-                "taken_at": 1.6e9 + i, "keywords": f"{caption} IMG {i:07d} jpg photos {2000 + i % 25}",
-            })
+            records.append(
+                {
+                    "id": f"{i:032x}",
+                    "vector": chunk[offset].tolist(),
+                    "path": f"{folder}/{name}",
+                    "caption": caption,
+                    "captioner": "bench",
+                    "content_hash": f"{i:064x}",
+                    "size": 100_000 + i,
+                    "mtime": 1.7e9 + i,
+                    "width": 640,
+                    "height": 480,
+                    "indexed_at": time.time(),
+                    "file_name": name,
+                    "file_type": "jpeg",
+                    "folders": ["/photos", folder.rsplit("/", 1)[0], folder],
+                    "taken_at": 1.6e9 + i,
+                    "keywords": f"{caption} IMG {i:07d} jpg photos {2000 + i % 25}",
+                }
+            )
             if seen is not None:
                 records[-1]["visual"] = seen[offset].tolist()
         store.upsert_rows(records)
@@ -143,7 +167,9 @@ def bench_mode(engine, mode: str, count: int) -> tuple[float, float] | None:
 
 def query_texts(mode: str, count: int) -> list[str]:
     """The timed queries: the typed ones, then numbered variants (new texts, which no cache answers)."""
-    return [QUERIES[i % len(QUERIES)] + (f" {i}" if i >= len(QUERIES) and mode != "keyword" else "") for i in range(count)]
+    return [
+        QUERIES[i % len(QUERIES)] + (f" {i}" if i >= len(QUERIES) and mode != "keyword" else "") for i in range(count)
+    ]
 
 
 def bench_plan(engine, mode: str, count: int, seen_queries=None, settings=None):
@@ -302,7 +328,10 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--no-cold", action="store_true", help="skip the cold command-line runs")
     parser.add_argument(
-        "--visual-dim", type=int, default=0, metavar="N",
+        "--visual-dim",
+        type=int,
+        default=0,
+        metavar="N",
         help="also give every row an N-d image vector (random, unit length) and time hybrid with both channels and visual",
     )
     args = parser.parse_args()
@@ -355,11 +384,15 @@ def print_header(uri: str, server) -> None:
     else:
         held = "its process group (wrapper and `milvus run standalone`)" if server else "not measured"
         first = "the collection released, then a new engine loading it (as after a restart)"
-    print(f"recall@10: typed queries / caption-like queries; RSS: {held}, after the warm "
-          f"queries; first query: {first}, then one dense query")
-    print(f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>11} "
-          f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15} {'RSS MiB':>8} "
-          f"{'first query s':>13}")
+    print(
+        f"recall@10: typed queries / caption-like queries; RSS: {held}, after the warm "
+        f"queries; first query: {first}, then one dense query"
+    )
+    print(
+        f"{'rows':>8} {'fill s':>7} {'rows/s':>7} {'recall@10':>11} "
+        f"{'dense p50/p95 ms':>17} {'keyword p50/p95':>16} {'hybrid p50/p95':>15} {'RSS MiB':>8} "
+        f"{'first query s':>13}"
+    )
 
 
 def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_queries: list[str], server) -> None:
@@ -390,7 +423,9 @@ def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_querie
     modes = {mode: bench_mode(engine, mode, args.queries) for mode in ("dense", "keyword")}
     # On an index with image vectors engine.query's hybrid would encode the query with the
     # index's image–text model: here hybrid is planned and run alike, on the captions alone.
-    modes["hybrid"] = bench_plan(engine, "hybrid", args.queries) if args.visual_dim else bench_mode(engine, "hybrid", args.queries)
+    modes["hybrid"] = (
+        bench_plan(engine, "hybrid", args.queries) if args.visual_dim else bench_mode(engine, "hybrid", args.queries)
+    )
     with_images = bench_image_vectors(engine, args) if args.visual_dim else ""
     rss = held_rss_mb(args.uri, server)
     cells = " ".join(
@@ -402,8 +437,11 @@ def bench_size(rows: int, args, data_dir: Path, captions: list[str], near_querie
         engine.store.client.release_collection(engine.store.physical)
     engine.close()
     first = first_query_after_load(data_dir, args.uri, collection)
-    print(f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>5.3f}/{near_recall:<5.3f} {cells} "
-          f"{rss:>8.0f} {first:>13.2f}  (query embedder: {runtime})", flush=True)
+    print(
+        f"{rows:>8} {fill:>7.1f} {rows / fill:>7.0f} {recall:>5.3f}/{near_recall:<5.3f} {cells} "
+        f"{rss:>8.0f} {first:>13.2f}  (query embedder: {runtime})",
+        flush=True,
+    )
     if with_images:
         print(f"  {with_images}", flush=True)
     if args.uri:
@@ -424,7 +462,9 @@ def bench_image_vectors(engine, args) -> str:
 
     from imgsearch.search.plan import plan_query
 
-    seen_queries = [vector.tolist() for vector in unit_vectors(np.random.default_rng(11), args.queries, args.visual_dim)]
+    seen_queries = [
+        vector.tolist() for vector in unit_vectors(np.random.default_rng(11), args.queries, args.visual_dim)
+    ]
     settings = replace(engine.settings, keyword_weight=BOTH_KEYWORD_WEIGHT)
     store = engine.store
     both = plan_query(QUERIES[1], 10, "hybrid", settings, store.keyword_search_enabled, store.uri, visual=True)
@@ -452,8 +492,10 @@ def consistency_waits(store, count: int) -> str:
             store.client.search(store.physical, data=[vector], limit=10, anns_field="vector", consistency_level=level)
             samples.append((time.perf_counter() - started) * 1000)
         medians[level] = statistics.median(samples)
-    return (f"dense search alone, p50: {medians['Strong']:.2f} ms at the collection's Strong consistency, "
-            f"{medians['Session']:.2f} ms at Session (imgsearch's), {medians['Bounded']:.2f} ms at Bounded")
+    return (
+        f"dense search alone, p50: {medians['Strong']:.2f} ms at the collection's Strong consistency, "
+        f"{medians['Session']:.2f} ms at Session (imgsearch's), {medians['Bounded']:.2f} ms at Bounded"
+    )
 
 
 def held_rss_mb(uri: str, server) -> float:
@@ -472,17 +514,23 @@ def cold(data_dir: Path, rows: int, runs: int, stop_keeper, recall: float) -> No
     query = [exe, "query", "dog in park", "-k", "5"]
     db = data_dir / "index.db"
     first = wall(query, max(1, runs // 2), env, before=lambda: stop_keeper(db))
-    print(f"  cold imgsearch query, {rows} rows, first after load (loads the index): {first:.2f} s "
-          f"(recall@10 {recall:.3f})")
+    print(
+        f"  cold imgsearch query, {rows} rows, first after load (loads the index): {first:.2f} s "
+        f"(recall@10 {recall:.3f})"
+    )
     wall(query, 1, env)  # the keeper is up and loaded
     kept = wall(query, runs, env)
-    print(f"  cold imgsearch query, {rows} rows, kept loaded (default): {kept:.2f} s (median of {runs}, "
-          f"recall@10 {recall:.3f})")
+    print(
+        f"  cold imgsearch query, {rows} rows, kept loaded (default): {kept:.2f} s (median of {runs}, "
+        f"recall@10 {recall:.3f})"
+    )
     module_query = ["-m", "imgsearch", "query", "dog in park", "-k", "5"]
     print(f"    {import_breakdown(module_query, env)}")
     help_time = wall([exe, "--help"], runs, env)
-    print(f"  imgsearch --help: {help_time:.2f} s (median of {runs}); kept-loaded query / --help = "
-          f"{kept / help_time:.1f}x")
+    print(
+        f"  imgsearch --help: {help_time:.2f} s (median of {runs}); kept-loaded query / --help = "
+        f"{kept / help_time:.1f}x"
+    )
     stop_keeper(db)
 
 

@@ -116,7 +116,9 @@ class GpuSampler:
         while not self._stop.wait(0.5):
             done = subprocess.run(
                 ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             values = [float(v) for v in done.stdout.split() if v.strip().replace(".", "", 1).isdigit()]
             if values:
@@ -237,9 +239,11 @@ def driver_ceiling(args: argparse.Namespace, work: Path) -> None:
         started = time.perf_counter()
         report = indexer.run([small])
         seconds = time.perf_counter() - started
-        print(f"whole run (collection created, walk, read, hash, header, cache, upsert): {report.new} in "
-              f"{seconds:.1f} s; steady rates: reading {stages.rate('reading'):,.0f} pictures/s, "
-              f"storing {stages.rate('storing'):,.0f} rows/s")
+        print(
+            f"whole run (collection created, walk, read, hash, header, cache, upsert): {report.new} in "
+            f"{seconds:.1f} s; steady rates: reading {stages.rate('reading'):,.0f} pictures/s, "
+            f"storing {stages.rate('storing'):,.0f} rows/s"
+        )
         print(f"hashing picture bytes on the driver: {hash_rate_mb_s():,.0f} MB/s on one core")
 
         rows = [_row(i, vector) for i, vector in zip(range(args.writes), _cycle(InstantCluster().vectors))]
@@ -256,8 +260,10 @@ def driver_ceiling(args: argparse.Namespace, work: Path) -> None:
                 began = time.perf_counter()
                 second.upsert_rows(chunk)
                 upsert_seconds += time.perf_counter() - began
-            print(f"caption cache alone, batches of {batch}: {len(rows) / cache_seconds:,.0f} captions/s; "
-                  f"upserts alone (precomputed vectors): {len(rows) / upsert_seconds:,.0f} rows/s")
+            print(
+                f"caption cache alone, batches of {batch}: {len(rows) / cache_seconds:,.0f} captions/s; "
+                f"upserts alone (precomputed vectors): {len(rows) / upsert_seconds:,.0f} rows/s"
+            )
             second.drop()
             second.close()
             batch_cache.close()
@@ -319,10 +325,20 @@ def _row(i: int, vector: list[float]) -> dict:
 
     path, caption, mtime = f"/photos/2024/summer/IMG_{i:06d}.jpg", f"a small test picture number {i}", 1.7e9 + i
     return {
-        "id": path, "vector": vector, "path": path, "caption": caption, "captioner": "bench",
-        "content_hash": f"{i:064x}", "size": 3_500_000, "mtime": mtime, "width": 4000, "height": 3000,
-        "indexed_at": time.time(), **file_facts(path, ImageHeader(4000, 3000, "JPEG"), mtime),
-        "ocr_text": "", "keywords": keyword_text(caption, "", path),
+        "id": path,
+        "vector": vector,
+        "path": path,
+        "caption": caption,
+        "captioner": "bench",
+        "content_hash": f"{i:064x}",
+        "size": 3_500_000,
+        "mtime": mtime,
+        "width": 4000,
+        "height": 3000,
+        "indexed_at": time.time(),
+        **file_facts(path, ImageHeader(4000, 3000, "JPEG"), mtime),
+        "ocr_text": "",
+        "keywords": keyword_text(caption, "", path),
     }
 
 

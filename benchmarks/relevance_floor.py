@@ -32,20 +32,49 @@ from machine import announce_cpu, cpu_line
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 # Things no coco-mini photo shows: as sentences (where hybrid searches meaning only) ...
 OFF_TOPIC_SENTENCES = [
-    "spaceship on mars", "astronaut floating in space", "coral reef with tropical fish", "a tax return form",
-    "stock market chart on a screen", "medieval castle under siege", "northern lights over a glacier",
-    "a submarine in the deep ocean", "quantum physics equations", "a volcano erupting lava at night",
-    "dinosaur fossil in a museum", "a tiger hiding in the jungle", "penguins standing on an iceberg",
-    "a violin concert in an orchestra hall", "a rattlesnake coiled in the sand", "a cathedral with stained windows",
-    "fireworks exploding over the harbor", "a chess tournament", "bacteria under a microscope",
-    "a spreadsheet of invoices", "a robot on an assembly line", "solar panels on a roof",
-    "a camel in front of the pyramids", "a kangaroo in the outback", "an octopus in an aquarium",
-    "jazz saxophone player in a club", "a satellite orbiting the earth", "a tornado over farmland",
+    "spaceship on mars",
+    "astronaut floating in space",
+    "coral reef with tropical fish",
+    "a tax return form",
+    "stock market chart on a screen",
+    "medieval castle under siege",
+    "northern lights over a glacier",
+    "a submarine in the deep ocean",
+    "quantum physics equations",
+    "a volcano erupting lava at night",
+    "dinosaur fossil in a museum",
+    "a tiger hiding in the jungle",
+    "penguins standing on an iceberg",
+    "a violin concert in an orchestra hall",
+    "a rattlesnake coiled in the sand",
+    "a cathedral with stained windows",
+    "fireworks exploding over the harbor",
+    "a chess tournament",
+    "bacteria under a microscope",
+    "a spreadsheet of invoices",
+    "a robot on an assembly line",
+    "solar panels on a roof",
+    "a camel in front of the pyramids",
+    "a kangaroo in the outback",
+    "an octopus in an aquarium",
+    "jazz saxophone player in a club",
+    "a satellite orbiting the earth",
+    "a tornado over farmland",
 ]
 # ... as one or two words (where hybrid also searches words) ...
 OFF_TOPIC_WORDS = [
-    "spaceship", "volcano", "dinosaur", "submarine", "quantum physics", "tax return", "penguins", "bitcoin",
-    "saxophone", "octopus", "kangaroo", "tornado",
+    "spaceship",
+    "volcano",
+    "dinosaur",
+    "submarine",
+    "quantum physics",
+    "tax return",
+    "penguins",
+    "bitcoin",
+    "saxophone",
+    "octopus",
+    "kangaroo",
+    "tornado",
 ]
 # ... and no words at all.
 GIBBERISH = ["lorem ipsum dolor sit amet", "qwertyuiop", "asdf ghjk zxcv", "xq zv kkj"]
@@ -68,7 +97,7 @@ def main() -> None:
     if "--captions-per-picture" in arguments:
         at = arguments.index("--captions-per-picture")
         indexed = int(arguments[at + 1])
-        del arguments[at:at + 2]
+        del arguments[at : at + 2]
     announce_cpu()
     given = [arg for arg in arguments if not arg.startswith("-")]
     dataset = Path(given[0]) if given else Path(os.environ.get("IMGSEARCH_COCO_MINI", DEFAULT_DATASET))
@@ -84,13 +113,19 @@ def main() -> None:
         captions_file = dataset / "captions.jsonl"
         if indexed > 1:
             captions_file = Path(scratch) / "captions.jsonl"
-            captions_file.write_text("".join(
-                json.dumps({"image": name, "captions": [joined_description(texts[:indexed])]}) + "\n"
-                for name, texts in captions.items()
-            ), encoding="utf-8")
+            captions_file.write_text(
+                "".join(
+                    json.dumps({"image": name, "captions": [joined_description(texts[:indexed])]}) + "\n"
+                    for name, texts in captions.items()
+                ),
+                encoding="utf-8",
+            )
         settings = Settings(
-            data_dir=Path(scratch) / "data", collection="floor", captioner="captions",
-            captions_file=str(captions_file), keep_loaded=0,
+            data_dir=Path(scratch) / "data",
+            collection="floor",
+            captioner="captions",
+            captions_file=str(captions_file),
+            keep_loaded=0,
         )
         with ImageSearch(settings) as engine:
             engine.index([images])
@@ -117,7 +152,11 @@ def main() -> None:
                             found.append(next((row for row in rows if Path(row["path"]).name == answer), None))
                     evidence[mode][name] = found
     report = {
-        "cpu": cpu_line(), "dataset": str(dataset), "pictures": everything, "captions_indexed": indexed, "k": K,
+        "cpu": cpu_line(),
+        "dataset": str(dataset),
+        "pictures": everything,
+        "captions_indexed": indexed,
+        "k": K,
         "modes": {},
     }
     for mode in MODES:
@@ -136,7 +175,9 @@ def main() -> None:
         mode: next(line for line in report["modes"][mode] if line["floor"] == floor)
         for mode, floor in CAPTION_FLOORS.items()
     }
-    report["off_topic_best"] = {text: {"cosine": score, "caption": caption} for text, (score, caption) in top_caption.items()}
+    report["off_topic_best"] = {
+        text: {"cosine": score, "caption": caption} for text, (score, caption) in top_caption.items()
+    }
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -153,13 +194,19 @@ def _print(report: dict, sizes: dict[str, int]) -> None:
         print("floor  " + "  ".join(f"{name} ({sizes[name]})" for name in names))
         for line in table:
             cells = [
-                f"{line[name]:.1f}%" if name in ("held-out captions", "rare words") else str(line[name]) for name in names
+                f"{line[name]:.1f}%" if name in ("held-out captions", "rare words") else str(line[name])
+                for name in names
             ]
-            print(f"{line['floor']:.2f}   " + "  ".join(f"{cell:>{len(name) + len(str(sizes[name])) + 3}}" for cell, name in zip(cells, names)))
+            print(
+                f"{line['floor']:.2f}   "
+                + "  ".join(f"{cell:>{len(name) + len(str(sizes[name])) + 3}}" for cell, name in zip(cells, names))
+            )
     print("\nchosen floors (relevance.CAPTION_FLOORS):")
     for mode, line in report["chosen"].items():
         parts = ", ".join(
-            f"{name}: {line[name]:.1f}% dropped" if name in ("held-out captions", "rare words") else f"{name}: {line[name]}/{sizes[name]} keep a hit"
+            f"{name}: {line[name]:.1f}% dropped"
+            if name in ("held-out captions", "rare words")
+            else f"{name}: {line[name]}/{sizes[name]} keep a hit"
             for name in names
         )
         print(f"  {mode} {line['floor']:.2f}: {parts}")

@@ -45,6 +45,7 @@ async def run_clients(url: str, clients: int, seconds: float, make_path) -> dict
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
         async def one_client(seed: int) -> None:
             nonlocal errors
             rng = random.Random(seed)
@@ -90,15 +91,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="imgsearch-load-") as data:
         env = {**os.environ, "IMGSEARCH_DATA_DIR": data}
         subprocess.run(
-            ["imgsearch", "index", str(args.dataset / "images"), "--captioner", "captions",
-             "--captions-file", str(args.dataset / "captions.jsonl")],
-            env=env, check=True, capture_output=True,
+            [
+                "imgsearch",
+                "index",
+                str(args.dataset / "images"),
+                "--captioner",
+                "captions",
+                "--captions-file",
+                str(args.dataset / "captions.jsonl"),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             ["imgsearch", "serve", "--port", str(port), "--folder", str(args.dataset / "images")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 120
@@ -112,7 +124,9 @@ def main() -> int:
                     print(server.stderr.read().decode(), file=sys.stderr)
                     return 1
                 time.sleep(0.3)
-            ids = [hit["id"] for hit in httpx.get(url + "/api/search", params={"q": "a photo", "k": 100}).json()["results"]]
+            ids = [
+                hit["id"] for hit in httpx.get(url + "/api/search", params={"q": "a photo", "k": 100}).json()["results"]
+            ]
             for image_id in ids:  # thumbnails are made once; the load measures serving them
                 httpx.get(f"{url}/api/images/{image_id}/thumbnail")
 
@@ -126,10 +140,13 @@ def main() -> int:
                     result = asyncio.run(run_clients(url, clients, args.seconds, make_path))
                     results.append({"scenario": name, **result})
                     if not args.json:
-                        print(f"{name:20s} {clients:3d} clients: {result['rps']:7.1f} req/s  "
-                              f"p50 {result['p50_ms']:6.1f} ms  p95 {result['p95_ms']:6.1f} ms  "
-                              f"p99 {result['p99_ms']:6.1f} ms  ({result['requests']} requests, "
-                              f"{result['errors']} errors)", flush=True)
+                        print(
+                            f"{name:20s} {clients:3d} clients: {result['rps']:7.1f} req/s  "
+                            f"p50 {result['p50_ms']:6.1f} ms  p95 {result['p95_ms']:6.1f} ms  "
+                            f"p99 {result['p99_ms']:6.1f} ms  ({result['requests']} requests, "
+                            f"{result['errors']} errors)",
+                            flush=True,
+                        )
             if args.json:
                 print(json.dumps(results, indent=2))
         finally:

@@ -86,17 +86,36 @@ def index_photos(data: Path, model: Path, env: dict[str, str]) -> None:
     for path in sorted((dataset / "images").glob("*.jpg"))[:PHOTOS]:
         (photos / path.name).write_bytes(path.read_bytes())
     subprocess.run(
-        [sys.executable, "-m", "imgsearch", "index", str(photos), "--captioner", "captions",
-         "--captions-file", str(dataset / "captions.jsonl"), "--visual-model", str(model)],
-        env=env, check=True, capture_output=True, cwd=data.parent,
+        [
+            sys.executable,
+            "-m",
+            "imgsearch",
+            "index",
+            str(photos),
+            "--captioner",
+            "captions",
+            "--captions-file",
+            str(dataset / "captions.jsonl"),
+            "--visual-model",
+            str(model),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=data.parent,
     )
 
 
 def started_server(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "--port", str(port)],
-                              env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imgsearch", "serve", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -134,9 +153,15 @@ def measure(env: dict[str, str], cwd: Path, name: str, picture: bytes, uploads: 
         server.terminate()
         server.wait(30)
     return {
-        "picture": name, "bytes": len(picture), "uploads": uploads, "rss_before_mb": round(before),
-        "peak_rss_mb": round(peak), "rss_after_mb": round(after), "statuses": sorted(code for code, _ in answers),
-        "slowest_answer_s": round(max(took for _, took in answers), 1), "all_answered_s": round(seconds, 1),
+        "picture": name,
+        "bytes": len(picture),
+        "uploads": uploads,
+        "rss_before_mb": round(before),
+        "peak_rss_mb": round(peak),
+        "rss_after_mb": round(after),
+        "statuses": sorted(code for code, _ in answers),
+        "slowest_answer_s": round(max(took for _, took in answers), 1),
+        "all_answered_s": round(seconds, 1),
     }
 
 
@@ -163,10 +188,13 @@ def main() -> int:
             result = measure(env, Path(work), name, worst_case(name), args.uploads, warm_up)
             results.append(result)
             if not args.json:
-                print(f"{name:24s} {result['bytes'] / 1024:7.0f} KB x{result['uploads']}: "
-                      f"RSS {result['rss_before_mb']} MB before, peak {result['peak_rss_mb']} MB, "
-                      f"{result['rss_after_mb']} MB 2 s after; answers {result['statuses']}, "
-                      f"slowest {result['slowest_answer_s']} s", flush=True)
+                print(
+                    f"{name:24s} {result['bytes'] / 1024:7.0f} KB x{result['uploads']}: "
+                    f"RSS {result['rss_before_mb']} MB before, peak {result['peak_rss_mb']} MB, "
+                    f"{result['rss_after_mb']} MB 2 s after; answers {result['statuses']}, "
+                    f"slowest {result['slowest_answer_s']} s",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

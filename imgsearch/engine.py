@@ -161,7 +161,9 @@ class ImageSearch:
             check_visual_model({PROP_VISUAL_MODEL: recorded}, asked.id, self.store.collection, self.store.uri)
         else:
             self._visual = VisualEmbedder(
-                recorded.removeprefix(VISUAL_ID_PREFIX), device=self.settings.device, dtype=self.settings.dtype,
+                recorded.removeprefix(VISUAL_ID_PREFIX),
+                device=self.settings.device,
+                dtype=self.settings.dtype,
                 cache_dir=self.settings.resolved_models_dir,
             )
         return self._visual
@@ -304,7 +306,9 @@ class ImageSearch:
         if recorded is None:
             recorded = self._recorded_captioning()
         # Nothing is captioned from cached captions only, so no cluster is needed for it.
-        cluster = None if run.cached_captions_only else self._cluster_for(self.settings.ray if run.ray is None else run.ray)
+        cluster = (
+            None if run.cached_captions_only else self._cluster_for(self.settings.ray if run.ray is None else run.ray)
+        )
         added = self._add_image_vectors(run.progress, run.stop)
         if added is not None and added.stopped:
             return IndexReport(interrupted=True)
@@ -313,11 +317,19 @@ class ImageSearch:
         else:
             captioner = cluster.captioner if cluster else self.captioner
         report = run_indexer(
-            roots, run, captioner=captioner, embedder=self.embedder, store=self.store, cache=self.cache,
-            text_reader=self.text_reader, caption_service=cluster,
+            roots,
+            run,
+            captioner=captioner,
+            embedder=self.embedder,
+            store=self.store,
+            cache=self.cache,
+            text_reader=self.text_reader,
+            caption_service=cluster,
             # On a cluster, image vectors are made there: the model never loads here.
             visual=cluster.visual if cluster else self.visual,
-            caption_order=self.settings.caption_order, added=added, data_dir=self.settings.data_dir,
+            caption_order=self.settings.caption_order,
+            added=added,
+            data_dir=self.settings.data_dir,
         )
         self._record_models(recorded if run.cached_captions_only or self._captioner_given else None)
         return report
@@ -344,7 +356,9 @@ class ImageSearch:
         from .recorded_models import captioning_of, record_models
 
         record_models(
-            self.store, self.settings, embedder_id=None if self._embedder_given else self.embedder.id,
+            self.store,
+            self.settings,
+            embedder_id=None if self._embedder_given else self.embedder.id,
             captioning=captioning_of(self.settings) if captioning is None else captioning,
         )
 
@@ -373,7 +387,9 @@ class ImageSearch:
             self._cluster = None
         if self._cluster is None:
             if self._parts_given:
-                raise ConfigError("indexing on a Ray cluster needs the captioner and embedder named in settings, not passed as objects")
+                raise ConfigError(
+                    "indexing on a Ray cluster needs the captioner and embedder named in settings, not passed as objects"
+                )
             self._cluster = RayCaptionService(self.settings, self.captioner, address)
         self._cluster.connect()
         return self._cluster
@@ -452,7 +468,9 @@ class ImageSearch:
         def index_batch(changed: list[Path], gone: list[Path], shown: IndexProgress | None) -> IndexReport:
             return self.index(changed, shown, stop=stop, gone=gone)
 
-        watch_and_index(_roots(paths), index_batch, self._release_embedded_store, stop, on_report, progress, on_busy, debounce)
+        watch_and_index(
+            _roots(paths), index_batch, self._release_embedded_store, stop, on_report, progress, on_busy, debounce
+        )
 
     def _release_embedded_store(self) -> None:
         """Let go of an embedded (Milvus Lite) index, so other processes' queries can run."""
@@ -497,7 +515,12 @@ class ImageSearch:
             text, k, mode, self.settings, self.store.keyword_search_enabled, self.store.uri, visual is not None
         )
         rows = run_plan(
-            self.store, plan, text, lambda: self.embedder.embed_query(text), k, expression,
+            self.store,
+            plan,
+            text,
+            lambda: self.embedder.embed_query(text),
+            k,
+            expression,
             visual_vector=(lambda: visual.encode_query(text)) if visual is not None else None,
         )
         return self._above(rows, min_score, sort, plan.mode)
@@ -664,8 +687,7 @@ class ImageSearch:
         # Checked now, not on first iteration, so a missing index fails before any output.
         if not store.exists():
             raise StoreError(
-                f"no index yet in collection {store.collection!r} at {store.uri}: "
-                "run `imgsearch index FOLDER` first"
+                f"no index yet in collection {store.collection!r} at {store.uri}: run `imgsearch index FOLDER` first"
             )
         store.load()
         return ({k: v for k, v in row.items() if k != "id"} for row in store.iter_rows(batch_size=batch_size))

@@ -115,7 +115,7 @@ def load_dataset(folder: str | Path) -> tuple[Path, dict[str, list[str]]]:
             record = json.loads(line)
             captions[str(record["image"])] = [str(c) for c in record["captions"]]
         except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{captions_file}:{number}: expected {{\"image\": ..., \"captions\": [...]}}") from None
+            raise ConfigError(f'{captions_file}:{number}: expected {{"image": ..., "captions": [...]}}') from None
     missing = [name for name in captions if not (images / name).is_file()]
     if missing:
         raise ConfigError(f"{images} lacks {len(missing)} images named in captions.jsonl, e.g. {missing[0]}")
@@ -186,28 +186,55 @@ def run_eval(
         if captions_per_picture > 1:
             # The description is caption 0 of a scratch captions file, as the captions captioner reads it.
             captions_file = Path(scratch) / "captions.jsonl"
-            captions_file.write_text("".join(
-                json.dumps({"image": name, "captions": [joined_description(texts[:captions_per_picture])]}) + "\n"
-                for name, texts in captions.items()
-            ), encoding="utf-8")
+            captions_file.write_text(
+                "".join(
+                    json.dumps({"image": name, "captions": [joined_description(texts[:captions_per_picture])]}) + "\n"
+                    for name, texts in captions.items()
+                ),
+                encoding="utf-8",
+            )
         measure = {"live": live, "depth": depth, "embedder": embedder, "say": say}
         result, modes = _index_and_measure(
-            dataset, images, captions, settings, Path(scratch) / "main", captions_file, captions_per_picture,
-            modes, **measure,
+            dataset,
+            images,
+            captions,
+            settings,
+            Path(scratch) / "main",
+            captions_file,
+            captions_per_picture,
+            modes,
+            **measure,
         )
         if captions_per_picture > 1:
             say("the one-caption protocol, beside it")
             beside, _ = _index_and_measure(
-                dataset, images, captions, settings, Path(scratch) / "one", Path(dataset) / "captions.jsonl", 1,
-                modes, **measure,
+                dataset,
+                images,
+                captions,
+                settings,
+                Path(scratch) / "one",
+                Path(dataset) / "captions.jsonl",
+                1,
+                modes,
+                **measure,
             )
             result.scores.extend(beside.scores)
     return result
 
 
 def _index_and_measure(
-    dataset: str | Path, images: Path, captions: dict[str, list[str]], settings: Settings, data_dir: Path,
-    captions_file: Path, indexed: int, modes: Sequence[str] | None, *, live: bool, depth: int, embedder: Any,
+    dataset: str | Path,
+    images: Path,
+    captions: dict[str, list[str]],
+    settings: Settings,
+    data_dir: Path,
+    captions_file: Path,
+    indexed: int,
+    modes: Sequence[str] | None,
+    *,
+    live: bool,
+    depth: int,
+    embedder: Any,
     say: Callable[[str], None],
 ) -> tuple[EvalReport, Sequence[str]]:
     """One throw-away index of the dataset, and every query set's scores in each mode."""
@@ -225,7 +252,10 @@ def _index_and_measure(
         if report.failed:
             raise ConfigError(f"{len(report.failed)} dataset images failed to index, e.g. {report.failed[0]}")
         result = EvalReport(
-            str(dataset), live, report.new + report.updated + report.unchanged, time.monotonic() - started,
+            str(dataset),
+            live,
+            report.new + report.updated + report.unchanged,
+            time.monotonic() - started,
             captions_per_picture=indexed,
         )
         if modes is None:
@@ -260,7 +290,9 @@ class _BatchEmbeddedSearch:
     image vectors), not the time of embedding it alone.
     """
 
-    def __init__(self, engine: ImageSearch, texts: list[str], depth: int, modes: Sequence[str], say: Callable[[str], None]):
+    def __init__(
+        self, engine: ImageSearch, texts: list[str], depth: int, modes: Sequence[str], say: Callable[[str], None]
+    ):
         from .engine import MAX_K
 
         self.texts = [query_text(text or "") for text in texts]
@@ -281,7 +313,12 @@ class _BatchEmbeddedSearch:
         text = self.texts[number]
         plan = self._plan(text, mode)
         rows = run_plan(
-            self.store, plan, text, lambda: self._vector(number), self.depth, "",
+            self.store,
+            plan,
+            text,
+            lambda: self._vector(number),
+            self.depth,
+            "",
             visual_vector=(lambda: self.visual_vectors[text]) if self.visual is not None else None,
         )
         names = [Path(row["path"]).name for row in rows]
@@ -291,16 +328,20 @@ class _BatchEmbeddedSearch:
 
     def _plan(self, text: str, mode: str) -> QueryPlan:
         return plan_query(
-            text, self.depth, mode, self.engine.settings, self.store.keyword_search_enabled, self.store.uri,
+            text,
+            self.depth,
+            mode,
+            self.engine.settings,
+            self.store.keyword_search_enabled,
+            self.store.uri,
             self.visual is not None,
         )
 
     def _embed_queries(self, modes: Sequence[str], say: Callable[[str], None]) -> tuple[dict[str, list[float]], float]:
         """Vectors for every query text some mode searches densely, and the embedding time per text."""
-        needed = list(dict.fromkeys(
-            text for mode in modes for text in self.texts
-            if self._plan(text, mode).searches_dense
-        ))
+        needed = list(
+            dict.fromkeys(text for mode in modes for text in self.texts if self._plan(text, mode).searches_dense)
+        )
         embedder = self.engine.embedder
         if not needed or type(embedder).embed_query is not Embedder.embed_query:
             # An embedder that embeds queries its own way is asked one query at a time.
@@ -316,9 +357,9 @@ class _BatchEmbeddedSearch:
         and the time per text."""
         if self.visual is None:
             return {}, 0.0
-        needed = list(dict.fromkeys(
-            text for mode in modes for text in self.texts if self._plan(text, mode).searches_visual
-        ))
+        needed = list(
+            dict.fromkeys(text for mode in modes for text in self.texts if self._plan(text, mode).searches_visual)
+        )
         if not needed:
             return {}, 0.0
         say(f"encoding {len(needed)} queries for the image vectors")

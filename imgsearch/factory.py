@@ -64,8 +64,12 @@ def _one_captioner(settings: Settings) -> Captioner:
 
 # What each captioner of --also-caption may say of itself; the rest it takes from the settings.
 _ALSO_CAPTION_KEYS = {
-    "model": "caption_model", "preset": "caption_preset", "prompt": "caption_prompt",
-    "max_new_tokens": "max_new_tokens", "captions_file": "captions_file", "api_base_url": "api_base_url",
+    "model": "caption_model",
+    "preset": "caption_preset",
+    "prompt": "caption_prompt",
+    "max_new_tokens": "max_new_tokens",
+    "captions_file": "captions_file",
+    "api_base_url": "api_base_url",
     "beams": "num_beams",
 }
 
@@ -97,7 +101,9 @@ def also_caption_settings(settings: Settings) -> list[Settings]:
                 value, _, rest = value.partition(",")
             changes[field] = coerce_setting(field, value.strip(), "--also-caption")
             spec_given.append(field)
-        given = tuple(name for name in settings.explicitly_set if name not in _ALSO_CAPTION_KEYS.values()) + tuple(spec_given)
+        given = tuple(name for name in settings.explicitly_set if name not in _ALSO_CAPTION_KEYS.values()) + tuple(
+            spec_given
+        )
         found.append(dataclasses.replace(settings, **changes, explicitly_set=given))
     return found
 

@@ -31,8 +31,15 @@ if TYPE_CHECKING:
 # than the recorded one takes none of the recorded options.
 EMBEDDING_SETTINGS = ("embedder", "embed_model")
 CAPTIONING_SETTINGS = (
-    "captioner", "caption_model", "caption_prompt", "caption_preset", "captions_file", "max_new_tokens",
-    "num_beams", "api_base_url", "also_caption",
+    "captioner",
+    "caption_model",
+    "caption_prompt",
+    "caption_preset",
+    "captions_file",
+    "max_new_tokens",
+    "num_beams",
+    "api_base_url",
+    "also_caption",
 )
 # The built-in embedder records its model's name as the index's embedder: an index whose
 # embedding settings were never recorded (made before they were) is read back this way.
@@ -92,7 +99,9 @@ def record_models(
         return  # no index, or one whose facts live in its collection only: nothing to add to
     updated = dict(facts)
     if embedder_id is not None and facts.get(PROP_EMBEDDER) == embedder_id:
-        updated = with_recorded_settings(updated, PROP_EMBEDDING, {**_values(settings, EMBEDDING_SETTINGS), "id": embedder_id})
+        updated = with_recorded_settings(
+            updated, PROP_EMBEDDING, {**_values(settings, EMBEDDING_SETTINGS), "id": embedder_id}
+        )
     if captioning:
         updated = with_recorded_settings(updated, PROP_CAPTIONING, dict(captioning))
     if updated != facts:
@@ -134,7 +143,8 @@ def _taken(settings: Settings, names: tuple[str, ...], recorded: Mapping[str, An
     if is_explicit(settings, backend) and recorded.get(backend) not in (None, getattr(settings, backend)):
         return {}
     taken = {
-        name: recorded[name] for name in names
+        name: recorded[name]
+        for name in names
         if name in recorded and not is_explicit(settings, name) and recorded[name] != getattr(settings, name)
     }
     captions_file = taken.get("captions_file")

@@ -27,7 +27,8 @@ class SearchHit:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self), "caption_pending": self.caption_pending,
+            **asdict(self),
+            "caption_pending": self.caption_pending,
             "captions": [asdict(part) for part in self.captions],
         }
 

@@ -149,8 +149,10 @@ class FakeApiServer:
             payload = self.error(reply.status, f"scripted HTTP {reply.status}")
         else:
             payload = reply.body
-        data = payload if isinstance(payload, bytes) else (
-            payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        data = (
+            payload
+            if isinstance(payload, bytes)
+            else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
         )
         try:
             handler.send_response(reply.status)
@@ -208,9 +210,7 @@ class OpenAIServer(FakeApiServer):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.get("model", "?"),
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-            ],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 12, "total_tokens": 112},
         }
 

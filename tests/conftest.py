@@ -179,7 +179,9 @@ def mounted_tmpfs(folder: Path, size: str, when_refused: str = "") -> Iterator[P
     folder.mkdir()
     try:
         # mode 700: a tmpfs is otherwise open to every user (1777), which no data folder may be.
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=700", "tmpfs", str(folder)], capture_output=True)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=700", "tmpfs", str(folder)], capture_output=True
+        )
     except FileNotFoundError:
         pytest.skip(f"cannot mount a tmpfs here: no mount command{when_refused}")
     if mounted.returncode != 0:

@@ -30,9 +30,16 @@ EXECUTABLE = "milvus-server"
 # Every port milvus-server lets us choose. Its defaults (etcd 2379, proxy 19530, ...) would
 # collide with a stray server from an earlier run or a real Milvus on this machine.
 PORT_FLAGS = (
-    "--proxy-port", "--proxy-internal-port", "--etcd-port", "--root-coord-port",
-    "--query-coord-port", "--query-node-port", "--index-coord-port", "--index-node-port",
-    "--data-coord-port", "--data-node-port",
+    "--proxy-port",
+    "--proxy-internal-port",
+    "--etcd-port",
+    "--root-coord-port",
+    "--query-coord-port",
+    "--query-node-port",
+    "--index-coord-port",
+    "--index-node-port",
+    "--data-coord-port",
+    "--data-node-port",
 )
 
 
@@ -97,7 +104,11 @@ class MilvusServer:
         env = {**os.environ, "ETCD_CONFIG_PATH": str(etcd_config)}
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,  # its own process group, so stop() reaches the child too
             )
         atexit.register(self.stop)  # never leave a server behind, even if the tests crash
@@ -126,8 +137,7 @@ class MilvusServer:
             except Exception as exc:  # not listening yet, or still starting its services
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"Milvus at {self.uri} not ready after {self.start_timeout:.0f} s "
-                        f"({exc}):\n{self.log_tail()}"
+                        f"Milvus at {self.uri} not ready after {self.start_timeout:.0f} s ({exc}):\n{self.log_tail()}"
                     ) from None
             time.sleep(0.5)
 

@@ -13,8 +13,14 @@ from pathlib import Path
 from imgsearch.captioners.base import Captioner, CaptionFailure, CaptionInput
 
 COLOURS = {
-    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "red": (255, 0, 0),
-    "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0), "cyan": (0, 255, 255),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "grey": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
     "magenta": (255, 0, 255),
 }
 
@@ -49,8 +55,10 @@ class PixelCaptioner(Captioner):
         width, height = image.size
         self.seen_sizes.append((width, height))
         spots = {
-            "top": (width // 2, height // 8), "bottom": (width // 2, height * 7 // 8),
-            "left": (width // 8, height // 2), "right": (width * 7 // 8, height // 2),
+            "top": (width // 2, height // 8),
+            "bottom": (width // 2, height * 7 // 8),
+            "left": (width // 8, height // 2),
+            "right": (width * 7 // 8, height // 2),
         }
         parts = [f"{where} {colour_name(image.getpixel(xy))}" for where, xy in spots.items()]
         return f"{image.mode} {width}x{height} " + " ".join(parts)
@@ -58,8 +66,8 @@ class PixelCaptioner(Captioner):
 
 class SlowPixelCaptioner(PixelCaptioner):
     """PixelCaptioner at the pace of a model on a CPU: SLOW_CAPTION_SECONDS (default 1) a picture,
-    one at a time; it notes each path it captions, in order, in SLOW_CAPTION_LOG when set (and
-PixelCaptioner, in PIXEL_CAPTION_LOG)."""
+        one at a time; it notes each path it captions, in order, in SLOW_CAPTION_LOG when set (and
+    PixelCaptioner, in PIXEL_CAPTION_LOG)."""
 
     def __init__(self, batch_size: int = 1, **_: object):
         super().__init__(batch_size=1)

@@ -35,8 +35,13 @@ from milvus_server import free_ports, installed_command
 
 REPO = Path(__file__).resolve().parents[1]
 PORT_FLAGS = (
-    "--port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
-    "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+    "--port",
+    "--ray-client-server-port",
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
     "--runtime-env-agent-port",
 )
 READY_LINE = "Ray runtime started"
@@ -54,7 +59,9 @@ def can_hide_folders() -> bool:
     try:
         done = subprocess.run(
             ["unshare", "--mount", "--fork", "sh", "-c", f"mount -t tmpfs none {probe}"],
-            capture_output=True, timeout=30, check=False,
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
         return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -98,14 +105,31 @@ class RayCluster:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.port = ports["--port"]
         command = [
-            executable, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-            "--num-cpus=2", "--num-gpus=0", f"--object-store-memory={300 * 2**20}",
-            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self._temp_dir}",
+            executable,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            f"--object-store-memory={300 * 2**20}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self._temp_dir}",
             *(f"{flag}={port}" for flag, port in ports.items()),
         ]
         if self.hidden is not None:
             # The cluster's processes see an empty folder where the tests keep pictures.
-            command = ["unshare", "--mount", "--fork", "sh", "-c", f'mount -t tmpfs none "{self.hidden}" && exec "$@"', "sh", *command]
+            command = [
+                "unshare",
+                "--mount",
+                "--fork",
+                "sh",
+                "-c",
+                f'mount -t tmpfs none "{self.hidden}" && exec "$@"',
+                "sh",
+                *command,
+            ]
         env = {
             **os.environ,
             # Workers import the imgsearch under test, whatever is installed.
@@ -117,7 +141,11 @@ class RayCluster:
         }
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,  # stop() finds every process it started by this session
             )
         atexit.register(self.stop)

@@ -39,9 +39,13 @@ def indexed_engine(folder: Path, embedder, data_dir: Path, visual_dir: Path | No
         env.setenv("XDG_CONFIG_HOME", str(data_dir / "config"))
         env.setenv("HF_HUB_OFFLINE", "1")
         engine = ImageSearch(
-            embedder=SerializedEmbedder(embedder), captioner="captions",
-            captions_file=str(folder.parent / "captions.jsonl"), data_dir=data_dir, device="cpu",
-            keep_loaded=0, **visual,
+            embedder=SerializedEmbedder(embedder),
+            captioner="captions",
+            captions_file=str(folder.parent / "captions.jsonl"),
+            data_dir=data_dir,
+            device="cpu",
+            keep_loaded=0,
+            **visual,
         )
     report = engine.index([folder])
     assert report.ok and report.new == PHOTOS, report

@@ -60,6 +60,4 @@ def run_imgsearch(
 
 def start_imgsearch(*args: object, env: dict[str, str], **kwargs) -> subprocess.Popen:
     """A background `imgsearch` in its own process group (so a kill takes all of it)."""
-    return subprocess.Popen(
-        [IMGSEARCH, *map(os.fsdecode, args)], env=env, text=True, start_new_session=True, **kwargs
-    )
+    return subprocess.Popen([IMGSEARCH, *map(os.fsdecode, args)], env=env, text=True, start_new_session=True, **kwargs)

@@ -218,7 +218,10 @@ def test_missing_client_library_names_the_extra(flavour, monkeypatch):
     module = {"openai": "openai", "anthropic": "anthropic", "ollama": "ollama"}[flavour]
     monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
     cls = load_plugin(CAPTIONER_GROUP, flavour)
-    with pytest.raises(MissingDependencyError, match=rf"pip install 'imgsearch-vlm\[{flavour}\]' \(in a clone: pip install -e '\.\[{flavour}\]'\)"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=rf"pip install 'imgsearch-vlm\[{flavour}\]' \(in a clone: pip install -e '\.\[{flavour}\]'\)",
+    ):
         cls(api_key=SECRET, api_base_url="http://127.0.0.1:9").make_client()
 
 
@@ -259,8 +262,12 @@ def _http_date(seconds_ahead: float) -> str:
 @pytest.mark.slow
 def test_index_and_query_through_the_python_api(flavour, server, pictures, embedder, tmp_path):
     with ImageSearch(
-        captioner=flavour, embedder=embedder, data_dir=tmp_path / "data",
-        api_base_url=server.base_url, api_key=SECRET, request_timeout=TIMEOUT,
+        captioner=flavour,
+        embedder=embedder,
+        data_dir=tmp_path / "data",
+        api_base_url=server.base_url,
+        api_key=SECRET,
+        request_timeout=TIMEOUT,
     ) as engine:
         report = engine.index([pictures["red"].parent])
         assert report.ok and report.new == 4 and report.captioned == 4
@@ -276,8 +283,13 @@ def test_failed_images_are_retried_next_run_and_captions_are_never_paid_twice(
     flavour, server, pictures, embedder, tmp_path
 ):
     settings = {
-        "captioner": flavour, "embedder": embedder, "data_dir": tmp_path / "data", "api_base_url": server.base_url,
-        "api_key": SECRET, "request_timeout": TIMEOUT, "concurrency": 1,
+        "captioner": flavour,
+        "embedder": embedder,
+        "data_dir": tmp_path / "data",
+        "api_base_url": server.base_url,
+        "api_key": SECRET,
+        "request_timeout": TIMEOUT,
+        "concurrency": 1,
     }
     folder = pictures["red"].parent
     server.queue(Scripted(200, body="{not json"))
@@ -300,8 +312,13 @@ def test_failed_images_are_retried_next_run_and_captions_are_never_paid_twice(
 @pytest.mark.slow
 def test_a_refused_key_mid_run_keeps_the_captions_already_made(flavour, server, pictures, embedder, tmp_path):
     settings = {
-        "captioner": flavour, "embedder": embedder, "data_dir": tmp_path / "data", "api_base_url": server.base_url,
-        "api_key": SECRET, "request_timeout": TIMEOUT, "concurrency": 1,
+        "captioner": flavour,
+        "embedder": embedder,
+        "data_dir": tmp_path / "data",
+        "api_base_url": server.base_url,
+        "api_key": SECRET,
+        "request_timeout": TIMEOUT,
+        "concurrency": 1,
     }
     folder = pictures["red"].parent
     server.queue(Scripted(), Scripted(401))  # the key is revoked after the first answer
@@ -352,21 +369,39 @@ def test_cli_describe_with_each_backend(servers, flavour, pictures, tmp_path):
     server.reset()
     env = {"IMGSEARCH_API_KEY": SECRET, "IMGSEARCH_DATA_DIR": str(tmp_path / "data")}
     described = run_imgsearch(
-        "describe", str(pictures["white"]), "--captioner", flavour, "--api-base-url", server.base_url,
-        "--preset", "alt-text", "-m", "vision-model", env_extra=env,
+        "describe",
+        str(pictures["white"]),
+        "--captioner",
+        flavour,
+        "--api-base-url",
+        server.base_url,
+        "--preset",
+        "alt-text",
+        "-m",
+        "vision-model",
+        env_extra=env,
     )
     assert described.returncode == 0, described.stderr
     assert described.stdout.strip() == "A white square on a plain background."
     assert server.requests[-1].prompt == PRESETS["alt-text"] and server.requests[-1].body["model"] == "vision-model"
     asked = run_imgsearch(
-        "describe", str(pictures["white"]), "--captioner", flavour, "--api-base-url", server.base_url,
-        "--prompt", "What colour is it?", "--json", env_extra=env,
+        "describe",
+        str(pictures["white"]),
+        "--captioner",
+        flavour,
+        "--api-base-url",
+        server.base_url,
+        "--prompt",
+        "What colour is it?",
+        "--json",
+        env_extra=env,
     )
     answer = json.loads(asked.stdout)
     assert answer["prompt"] == "What colour is it?" and "white" in answer["text"]
     assert answer["usage"]["requests"] == 1
-    missing = run_imgsearch("describe", str(tmp_path / "nope.jpg"), "--captioner", flavour,
-                      "--api-base-url", server.base_url, env_extra=env)
+    missing = run_imgsearch(
+        "describe", str(tmp_path / "nope.jpg"), "--captioner", flavour, "--api-base-url", server.base_url, env_extra=env
+    )
     assert missing.returncode != 0 and "nope.jpg" in missing.stderr and "file not found" in missing.stderr
 
 
@@ -380,4 +415,8 @@ def test_large_pictures_are_shrunk_until_they_fit_the_byte_limit():
     data = encode_jpeg(noise, max_side=1600, max_bytes=150_000)
     assert len(data) <= 150_000
     shrunk = Image.open(io.BytesIO(data))
-    assert shrunk.format == "JPEG" and max(shrunk.size) < 1600 and shrunk.size[0] / shrunk.size[1] == pytest.approx(4 / 3, rel=0.02)
+    assert (
+        shrunk.format == "JPEG"
+        and max(shrunk.size) < 1600
+        and shrunk.size[0] / shrunk.size[1] == pytest.approx(4 / 3, rel=0.02)
+    )

@@ -132,10 +132,20 @@ def test_cli_refuses_an_unknown_runtime_in_one_line(pictures):
 @pytest.mark.slow
 def test_cli_index_captions_with_the_onnx_int8_runtime(tiny_blip_dir, pictures):
     runner = CliRunner()
-    result = runner.invoke(app, [
-        "index", str(pictures[0].parent), "-m", str(tiny_blip_dir), "--max-new-tokens", "5",
-        "--caption-runtime", "onnx-int8-vision+int8-decoder", "--json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            str(pictures[0].parent),
+            "-m",
+            str(tiny_blip_dir),
+            "--max-new-tokens",
+            "5",
+            "--caption-runtime",
+            "onnx-int8-vision+int8-decoder",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["ok"] and report["captioned"] == len(pictures)

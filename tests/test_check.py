@@ -27,8 +27,14 @@ def indexed_coco(coco_mini, tmp_path_factory):
     data = base / "data"
     env = imgsearch_env(data)
     done = run_imgsearch(
-        "index", coco_mini / "images", "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
-        "--json", env=env,
+        "index",
+        coco_mini / "images",
+        "--captioner",
+        "captions",
+        "--captions-file",
+        coco_mini / "captions.jsonl",
+        "--json",
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return data
@@ -77,9 +83,16 @@ def test_garbage_inside_the_index_file_is_found_and_repaired_without_captioning(
     kept = [p for p in data_copy.iterdir() if p.name.startswith("index.db.damaged-")]
     assert len(kept) == 1
     assert _check(data_copy)[0] == 0 and _images(data_copy) == 159
-    hits = json.loads(run_imgsearch(
-        "query", "A giraffe standing next to a tree in a forest", "-k", "5", "--json", env=imgsearch_env(data_copy),
-    ).stdout)
+    hits = json.loads(
+        run_imgsearch(
+            "query",
+            "A giraffe standing next to a tree in a forest",
+            "-k",
+            "5",
+            "--json",
+            env=imgsearch_env(data_copy),
+        ).stdout
+    )
     assert any("giraffe" in hit["caption"].lower() for hit in hits)
 
 
@@ -104,8 +117,14 @@ def test_an_index_run_into_garbage_inside_the_index_file_says_how_to_repair_it(d
     _garble(index_file, index_file.stat().st_size // 2, 5000)
     # The rows the garbage hid are stored again, a write Milvus Lite refuses ("internal error").
     done = run_imgsearch(
-        "index", coco_mini / "images", "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
-        env=imgsearch_env(data_copy), timeout=200,
+        "index",
+        coco_mini / "images",
+        "--captioner",
+        "captions",
+        "--captions-file",
+        coco_mini / "captions.jsonl",
+        env=imgsearch_env(data_copy),
+        timeout=200,
     )
     assert done.returncode == 3, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
@@ -133,10 +152,13 @@ def test_broken_and_wrong_vectors_are_listed(data_copy):
         too_long = [0.5] * 384  # length 9.8, not 1
         unrelated = [0.0] * 384
         unrelated[7] = 1.0  # unit length, but nothing like its caption's embedding
-        engine.store.client.upsert(engine.store.physical, [
-            {**rows[0], "vector": too_long},
-            {**rows[1], "vector": unrelated},
-        ])
+        engine.store.client.upsert(
+            engine.store.physical,
+            [
+                {**rows[0], "vector": too_long},
+                {**rows[1], "vector": unrelated},
+            ],
+        )
     code, report, _ = _check(data_copy)
     assert code == 1
     text = " ".join(report["problems"])

@@ -123,7 +123,9 @@ def test_check_repair_sets_the_cache_aside_and_keeps_what_it_held(indexed, damag
     assert kept.name in set_aside and inspect_cache_file(kept)[1]  # left as it was found
     assert inspect_cache_file(damaged / "captions.sqlite") == (PICTURES, [])
     if salvaged < PICTURES:
-        written_back = f"the captions of {PICTURES - salvaged} indexed pictures were written back into the caption cache"
+        written_back = (
+            f"the captions of {PICTURES - salvaged} indexed pictures were written back into the caption cache"
+        )
         assert written_back in report["repairs"], report["repairs"]
     again = run_imgsearch("check", "--json", env=env)
     assert again.returncode == 0, again.stdout

@@ -58,7 +58,9 @@ def _in_terminal(args: list[str], env: dict[str, str], columns: int) -> str:
 @pytest.mark.slow
 def test_piped_query_prints_one_plain_line_a_hit_with_whole_paths(indexed):
     folder, data = indexed
-    proc = run_imgsearch("query", QUERY, "-k", str(len(PICTURES)), "--min-score=-1", env=imgsearch_env(data), check_code=0)
+    proc = run_imgsearch(
+        "query", QUERY, "-k", str(len(PICTURES)), "--min-score=-1", env=imgsearch_env(data), check_code=0
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == len(PICTURES)
     fields = [line.split("\t") for line in lines]
@@ -75,7 +77,15 @@ def test_piped_query_prints_one_plain_line_a_hit_with_whole_paths(indexed):
 def test_piped_query_sorted_by_date_shows_each_date(indexed):
     _folder, data = indexed
     proc = run_imgsearch(
-        "query", QUERY, "-k", str(len(PICTURES)), "--min-score=-1", "--sort", "date", env=imgsearch_env(data), check_code=0
+        "query",
+        QUERY,
+        "-k",
+        str(len(PICTURES)),
+        "--min-score=-1",
+        "--sort",
+        "date",
+        env=imgsearch_env(data),
+        check_code=0,
     )
     fields = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [Path(row[0]).name for row in fields] == NEWEST_FIRST
@@ -128,6 +138,8 @@ def test_every_command_but_mcp_takes_json_as_the_readme_says():
     from conftest import REPO
 
     commands = typer.main.get_command(app).commands
-    without = sorted(name for name, command in commands.items() if not any("--json" in param.opts for param in command.params))
+    without = sorted(
+        name for name, command in commands.items() if not any("--json" in param.opts for param in command.params)
+    )
     assert without == ["mcp"]
     assert "Every command but `mcp` (which speaks JSON-RPC anyway) takes `--json`" in (REPO / "README.md").read_text()

@@ -95,7 +95,12 @@ def coco_run(coco_mini, coco_captions, tmp_path):
     data = tmp_path / "data"
     env = imgsearch_env(data)
     args = [
-        "index", folder, "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
+        "index",
+        folder,
+        "--captioner",
+        "captions",
+        "--captions-file",
+        coco_mini / "captions.jsonl",
     ]
     # Human captions are stored as written, whitespace collapsed.
     truth = {name: " ".join(captions[0].split()) for name, captions in coco_captions.items()}
@@ -112,12 +117,17 @@ def test_sigkill_at_many_points_then_resume(coco_run):
         ("during start-up, before any batch", None, 1.0),
         ("just after a batch's captions were committed", 1, 0.0),
         ("three batches in", 12, 0.0),
-        *[(f"at a random moment, {delay:.2f}s after a batch", 1, delay) for delay in (rng.uniform(0, 0.05) for _ in range(4))],
+        *[
+            (f"at a random moment, {delay:.2f}s after a batch", 1, delay)
+            for delay in (rng.uniform(0, 0.05) for _ in range(4))
+        ],
     ]
     kills = []
     cache_before = 0
     for label, growth, delay in kill_points:
-        proc = start_imgsearch(*args, "--batch-size", "4", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_imgsearch(
+            *args, "--batch-size", "4", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if growth is not None:
             wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)  # noqa: B023 - called at once
         time.sleep(delay)
@@ -163,7 +173,9 @@ def test_sigkill_at_twenty_moments_spread_over_a_run(coco_run):
     ]
     cache_before, kills = 0, []
     for growth, delay in kill_points:
-        proc = start_imgsearch(*args, "--batch-size", "1", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_imgsearch(
+            *args, "--batch-size", "1", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if growth is not None:
             wait_for(lambda: cached_captions(data) >= cache_before + growth, proc)  # noqa: B023 - called at once
         time.sleep(delay)
@@ -194,7 +206,9 @@ def test_ctrl_c_stops_after_the_current_batch_and_says_how_to_resume(coco_run):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "stopping after the current batch" in stderr
-    assert f"run `imgsearch index {folder} --captioner captions" in stderr and "--batch-size 2` again to resume" in stderr
+    assert (
+        f"run `imgsearch index {folder} --captioner captions" in stderr and "--batch-size 2` again to resume" in stderr
+    )
     assert "Traceback" not in stderr
     state = check_index(data)
     assert_consistent(state, folder, truth)
@@ -261,10 +275,14 @@ def test_query_during_indexing_works_with_a_milvus_server(coco_run, milvus_serve
     collection = f"crash_{uuid.uuid4().hex[:8]}"
     server_args = ["--uri", milvus_server.uri, "--collection", collection]
     # A server flushes each batch in a few seconds: 8 batches keep the run long enough to query into.
-    indexer = start_imgsearch(*args, *server_args, "--batch-size", "20", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    indexer = start_imgsearch(
+        *args, *server_args, "--batch-size", "20", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     answered_while_indexing = 0
     try:
-        with ImageSearch(milvus_uri=milvus_server.uri, collection=collection, embedder=embedder, data_dir=data) as engine:
+        with ImageSearch(
+            milvus_uri=milvus_server.uri, collection=collection, embedder=embedder, data_dir=data
+        ) as engine:
             while indexer.poll() is None:
                 if engine.store.exists():
                     engine.store.forget_opened()  # reopen: the collection may be new

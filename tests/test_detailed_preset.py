@@ -144,10 +144,16 @@ def sent_budget(body: dict) -> int:
 
 @pytest.mark.parametrize(("given", "budget"), [({}, 200), ({"max_new_tokens": 77}, 77)], ids=["preset", "explicit"])
 def test_api_request_carries_the_preset_budget_unless_one_is_given(flavour, server, tmp_path, given, budget):
-    settings = load_settings({
-        "captioner": flavour, "caption_preset": "detailed", "api_base_url": server.base_url,
-        "request_timeout": 2.0, **given,
-    }, env={"IMGSEARCH_API_KEY": SECRET})
+    settings = load_settings(
+        {
+            "captioner": flavour,
+            "caption_preset": "detailed",
+            "api_base_url": server.base_url,
+            "request_timeout": 2.0,
+            **given,
+        },
+        env={"IMGSEARCH_API_KEY": SECRET},
+    )
     captioner = build_captioner(settings)
     [caption] = captioner.caption([CaptionInput(make_image(tmp_path / "blue.png", color=(30, 30, 200)), None)])
     assert "blue" in caption
@@ -169,8 +175,13 @@ def test_switching_preset_captions_afresh_and_switching_back_reuses_the_cache(se
 
     def index(preset: str, rebuild: bool = True):
         with ImageSearch(
-            captioner="openai", embedder=embedder, data_dir=tmp_path / "data", api_base_url=server.base_url,
-            api_key=SECRET, request_timeout=2.0, caption_preset=preset,
+            captioner="openai",
+            embedder=embedder,
+            data_dir=tmp_path / "data",
+            api_base_url=server.base_url,
+            api_key=SECRET,
+            request_timeout=2.0,
+            caption_preset=preset,
         ) as engine:
             # A rebuild captions every picture again, from the cache where it holds the caption.
             report = engine.index([folder], rebuild=rebuild)

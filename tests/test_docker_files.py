@@ -54,7 +54,11 @@ def test_compose_runs_imgsearch_against_milvus_standalone():
     assert set(milvus["depends_on"]) == {"etcd", "minio"}
 
     app = services["imgsearch"]
-    assert app["build"] == {"context": "..", "dockerfile": "docker/Dockerfile", "args": {"TORCH_VARIANT": "${TORCH_VARIANT:-cpu}"}}
+    assert app["build"] == {
+        "context": "..",
+        "dockerfile": "docker/Dockerfile",
+        "args": {"TORCH_VARIANT": "${TORCH_VARIANT:-cpu}"},
+    }
     assert app["command"][:1] == ["serve"]
     assert app["depends_on"]["milvus"]["condition"] == "service_healthy"
     env = app["environment"]
@@ -71,7 +75,7 @@ def test_dockerfile_matches_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     # The package takes a range of torch; the README's install command pins the tested build.
     tested = re.search(r"pip install -e \. torch==(\S+)", (REPO / "README.md").read_text()).group(1)
-    supported = SpecifierSet(next(dep for dep in project["dependencies"] if dep.startswith("torch"))[len("torch"):])
+    supported = SpecifierSet(next(dep for dep in project["dependencies"] if dep.startswith("torch"))[len("torch") :])
     assert tested in supported
     assert f"ARG TORCH_VERSION={tested}" in dockerfile
     assert "ARG TORCH_VARIANT=cpu" in dockerfile  # the CUDA build is a build arg away

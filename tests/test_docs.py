@@ -73,7 +73,9 @@ def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     extract = re.search(r"^test_command=\$\((awk .*)\)$", ci, flags=re.MULTILINE)
     assert extract, ".ci/run still reads the test command with awk"
-    ci_command = subprocess.run(["bash", "-c", extract.group(1)], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    ci_command = subprocess.run(
+        ["bash", "-c", extract.group(1)], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert ci_command.strip("\n") == tests
 
 
@@ -83,7 +85,17 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
     pytest.importorskip("material")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     built = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(REPO / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
         check=False,
         cwd=REPO,  # the changelog page includes CHANGELOG.md relative to the repository root
         env=env,

@@ -101,7 +101,6 @@ def test_query_errors(engine, captioned_folder):
         engine.query("dog", k=0)
 
 
-
 @pytest.mark.slow
 def test_mismatched_embedder_is_refused(embedder, captioned_folder, tmp_path):
     with ImageSearch(captioner="captions", data_dir=tmp_path / "d", embedder=embedder) as engine:

@@ -68,15 +68,24 @@ def _filled_store(uri: str, collection: str, rows: int) -> MilvusStore:
     store.open("test-embedder", lambda: 8)
     rng = random.Random(rows)
     for start in range(0, rows, 2000):
-        store.upsert_rows([
-            {
-                "id": f"{i:032x}", "vector": [rng.random() + 0.1 for _ in range(8)],
-                "path": f"/photos/{i:06d}.jpg", "caption": f"caption number {i} " * 6,
-                "captioner": "test", "content_hash": f"{i:064x}", "size": i, "mtime": float(i),
-                "width": 640, "height": 480, "indexed_at": 0.0,
-            }
-            for i in range(start, min(rows, start + 2000))
-        ])
+        store.upsert_rows(
+            [
+                {
+                    "id": f"{i:032x}",
+                    "vector": [rng.random() + 0.1 for _ in range(8)],
+                    "path": f"/photos/{i:06d}.jpg",
+                    "caption": f"caption number {i} " * 6,
+                    "captioner": "test",
+                    "content_hash": f"{i:064x}",
+                    "size": i,
+                    "mtime": float(i),
+                    "width": 640,
+                    "height": 480,
+                    "indexed_at": 0.0,
+                }
+                for i in range(start, min(rows, start + 2000))
+            ]
+        )
     return store
 
 
@@ -123,8 +132,10 @@ def test_export_memory_stays_flat_as_the_index_grows(milvus_server, tmp_path):
         large.drop()
         small.close()
         large.close()
-    print(f"exporter peak: {peaks['small']:,} B at 1,500 rows, {peaks['large']:,} B at 6,000; "
-          f"holding 6,000 rows: {held_peak:,} B")
+    print(
+        f"exporter peak: {peaks['small']:,} B at 1,500 rows, {peaks['large']:,} B at 6,000; "
+        f"holding 6,000 rows: {held_peak:,} B"
+    )
     # Four times the rows, same page size: the peak stays flat, far under holding every row.
     assert peaks["large"] < 1.25 * peaks["small"], peaks
     assert peaks["large"] < held_peak / 3, (peaks, held_peak)

@@ -135,8 +135,11 @@ def test_files_sent_while_a_folder_is_swapped_are_the_indexed_file_or_404(engine
         urls = [hit["file"], hit["view"], hit["thumbnail"], hit["record"]]
         deadline = time.monotonic() + 5
         # Its own process: a swapping thread here would fight the server for the interpreter lock.
-        swapper = subprocess.Popen([sys.executable, "-c", _SWAP_LOOP, str(indexed.parent), str(elsewhere), "5"],
-                                   stdout=subprocess.PIPE, text=True)
+        swapper = subprocess.Popen(
+            [sys.executable, "-c", _SWAP_LOOP, str(indexed.parent), str(elsewhere), "5"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         clients = [threading.Thread(target=fetch, args=(urls, deadline)) for _ in range(4)]
         for thread in clients:
             thread.start()

@@ -26,7 +26,9 @@ def test_walk_finds_common_formats_recursively_and_ignores_others(tmp_path):
 def test_walk_reports_missing_root_empty_file_and_broken_symlink(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
-    problems = {p.path.name: p.reason for p in walk_images([tmp_path, tmp_path / "missing"]) if isinstance(p, WalkProblem)}
+    problems = {
+        p.path.name: p.reason for p in walk_images([tmp_path, tmp_path / "missing"]) if isinstance(p, WalkProblem)
+    }
     assert problems == {
         "empty.jpg": "empty file (0 bytes)",
         "dangling.jpg": "broken symlink",

@@ -56,7 +56,10 @@ def test_a_captions_jsonl_in_the_indexed_folder_is_used(tmp_path):
     photos = tmp_path / "Photos"
     make_image(photos / "red.jpg", color=(220, 20, 20))
     make_image(photos / "trips" / "blue.png", color=(20, 20, 220))
-    records = [{"image": "red.jpg", "caption": "a red kite in the sky"}, {"image": "trips/blue.png", "captions": ["a blue lake"]}]
+    records = [
+        {"image": "red.jpg", "caption": "a red kite in the sky"},
+        {"image": "trips/blue.png", "captions": ["a blue lake"]},
+    ]
     (photos / "captions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
     env = imgsearch_env(tmp_path / "data")
     proc = run_imgsearch("index", photos, "--captioner", "captions", "--json", env=env, check_code=0)

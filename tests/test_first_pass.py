@@ -65,8 +65,9 @@ def _status(env) -> dict:
 def test_every_picture_is_findable_before_it_is_captioned_and_the_newest_are_captioned_first(tmp_path):
     photos = _folder(tmp_path)
     env = _env(tmp_path)
-    run = start_imgsearch("index", photos, "--captioner", "slow-pixels", "--json", env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = start_imgsearch(
+        "index", photos, "--captioner", "slow-pixels", "--json", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         # Within seconds every picture is stored, long before 12 captions at 1.5 s each are done.
         assert _wait_for(lambda: _status(env).get("images") == PICTURES, run, timeout=180), run.communicate()
@@ -80,10 +81,18 @@ def test_every_picture_is_findable_before_it_is_captioned_and_the_newest_are_cap
         by_folder = _json(run_imgsearch("query", "holiday", "--mode", "keyword", "-k", "20", "--json", env=env))
         assert len(by_folder) == PICTURES
         # By date taken (the file's date here): the oldest three.
-        oldest = _json(run_imgsearch(
-            "query", "holiday", "--mode", "keyword", "--taken-before",
-            time.strftime("%Y-%m-%d", time.localtime(time.time() - 27 * DAY)), "--json", env=env,
-        ))
+        oldest = _json(
+            run_imgsearch(
+                "query",
+                "holiday",
+                "--mode",
+                "keyword",
+                "--taken-before",
+                time.strftime("%Y-%m-%d", time.localtime(time.time() - 27 * DAY)),
+                "--json",
+                env=env,
+            )
+        )
         assert {Path(hit["path"]).name for hit in oldest} <= {"pic00.png", "pic01.png", "pic02.png", "pic03.png"}
         # The caption channel leaves uncaptioned rows out: a sentence finds no pending picture through it.
         dense = _json(run_imgsearch("query", "a picture of the sea", "--mode", "dense", "--json", env=env))
@@ -108,8 +117,9 @@ def test_every_picture_is_findable_before_it_is_captioned_and_the_newest_are_cap
 def test_a_stopped_run_resumes_at_the_caption_stage_without_storing_again(tmp_path):
     photos = _folder(tmp_path)
     env = _env(tmp_path, SLOW_CAPTION_SECONDS="1.5")
-    run = start_imgsearch("index", photos, "--captioner", "slow-pixels", env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = start_imgsearch(
+        "index", photos, "--captioner", "slow-pixels", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         assert _wait_for(lambda: 1 <= _status(env).get("captioned", 0) < PICTURES - 2, run, timeout=120)
     finally:
@@ -117,9 +127,19 @@ def test_a_stopped_run_resumes_at_the_caption_stage_without_storing_again(tmp_pa
         run.wait()
     done_before = _status(env)["captioned"]
     (tmp_path / "captioned.log").unlink()
-    resumed = _json(run_imgsearch(
-        "index", photos, "--captioner", "slow-pixels", "--caption-order", "oldest", "--json", env=env, timeout=300,
-    ))
+    resumed = _json(
+        run_imgsearch(
+            "index",
+            photos,
+            "--captioner",
+            "slow-pixels",
+            "--caption-order",
+            "oldest",
+            "--json",
+            env=env,
+            timeout=300,
+        )
+    )
     stop_keeper(tmp_path / "data" / "index.db")
     # Nothing stored anew: every picture was stored; only the uncaptioned ones are captioned (their
     # rows updated), oldest first.
@@ -141,8 +161,19 @@ def test_with_image_vectors_an_uncaptioned_picture_is_found_by_what_it_shows(tmp
     for name in names:
         (folder / name).write_bytes((coco_mini / "images" / name).read_bytes())
     env = _env(tmp_path, SLOW_CAPTION_SECONDS="3")
-    run = start_imgsearch("index", folder, "--captioner", "slow-pixels", "--visual-model", clip, "--device", "cpu",
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = start_imgsearch(
+        "index",
+        folder,
+        "--captioner",
+        "slow-pixels",
+        "--visual-model",
+        clip,
+        "--device",
+        "cpu",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert _wait_for(lambda: _status(env).get("images") == len(names), run, timeout=180), run.stderr.read()
         status = _status(env)

@@ -136,7 +136,9 @@ def test_an_unreachable_hub_fails_at_once_in_one_line(pictures, tmp_path, closed
 
 def test_an_unreachable_hub_names_an_uncached_embedding_model(pictures, tmp_path, closed_port_endpoint, tiny_blip_dir):
     env = online_env(tmp_path, closed_port_endpoint)
-    proc, seconds = timed_index(pictures, "-m", tiny_blip_dir, "--embed-model", "sentence-transformers/all-mpnet-base-v2", env=env)
+    proc, seconds = timed_index(
+        pictures, "-m", tiny_blip_dir, "--embed-model", "sentence-transformers/all-mpnet-base-v2", env=env
+    )
     assert proc.returncode == 3, proc.stderr
     assert seconds < FAST
     [line] = error_lines(proc.stderr)
@@ -204,8 +206,14 @@ def test_a_cached_hub_id_indexes_offline_without_torchvision_notices(pictures, t
     cache_as_hub_id(tiny_blip_dir, hf_home, "imgsearch-tests/tiny-blip")
     clip = build_tiny_clip(tmp_path / "tiny-clip")
     proc = run_imgsearch(
-        "index", pictures, "-m", "imgsearch-tests/tiny-blip", "--visual-model", clip,
-        env_extra={"HF_HOME": str(hf_home)}, check_code=0,
+        "index",
+        pictures,
+        "-m",
+        "imgsearch-tests/tiny-blip",
+        "--visual-model",
+        clip,
+        env_extra={"HF_HOME": str(hf_home)},
+        check_code=0,
     )
     assert "2 new" in proc.stderr
     assert "torchvision" not in proc.stderr
@@ -223,7 +231,8 @@ def test_processor_loading_hides_the_pil_fallback_notice():
     # Both at once: each is mostly importing transformers, one core each.
     with ThreadPoolExecutor(2) as pool:
         loud, hushed = pool.map(
-            lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120), [reach, quiet]
+            lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120),
+            [reach, quiet],
         )
     assert hushed.returncode == 0, hushed.stderr
     if "torchvision (not installed)" not in loud.stderr:

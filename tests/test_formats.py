@@ -118,20 +118,40 @@ def dng_bytes(
     mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
     tiff = _TiffWriter()
     sensor_at = tiff.blob(mosaic.tobytes())
-    sensor_ifd = tiff.ifd({
-        254: (_LONG, 0), 256: (_LONG, width), 257: (_LONG, height), 258: (_SHORT, 16), 259: (_SHORT, 1),
-        262: (_SHORT, 32803), 273: (_LONG, sensor_at), 277: (_SHORT, 1), 278: (_LONG, height),
-        279: (_LONG, mosaic.nbytes), 33421: (_SHORT, [2, 2]), 33422: (_BYTE, [0, 1, 1, 2]),
-        50714: (_LONG, 0), 50717: (_LONG, 4095),
-    })
+    sensor_ifd = tiff.ifd(
+        {
+            254: (_LONG, 0),
+            256: (_LONG, width),
+            257: (_LONG, height),
+            258: (_SHORT, 16),
+            259: (_SHORT, 1),
+            262: (_SHORT, 32803),
+            273: (_LONG, sensor_at),
+            277: (_SHORT, 1),
+            278: (_LONG, height),
+            279: (_LONG, mosaic.nbytes),
+            33421: (_SHORT, [2, 2]),
+            33422: (_BYTE, [0, 1, 1, 2]),
+            50714: (_LONG, 0),
+            50717: (_LONG, 4095),
+        }
+    )
     exif_ifd = tiff.ifd({0x9003: (_ASCII, TAKEN)})
     main = {
-        254: (_LONG, 1), 256: (_LONG, 1), 257: (_LONG, 1),
-        271: (_ASCII, "Acme"), 272: (_ASCII, "Acme Z9"), 274: (_SHORT, orientation),
-        306: (_ASCII, "2020:01:01 00:00:00"), 330: (_LONG, sensor_ifd), 0x8769: (_LONG, exif_ifd),
-        50706: (_BYTE, [1, 4, 0, 0]), 50708: (_ASCII, "Acme Z9"),
+        254: (_LONG, 1),
+        256: (_LONG, 1),
+        257: (_LONG, 1),
+        271: (_ASCII, "Acme"),
+        272: (_ASCII, "Acme Z9"),
+        274: (_SHORT, orientation),
+        306: (_ASCII, "2020:01:01 00:00:00"),
+        330: (_LONG, sensor_ifd),
+        0x8769: (_LONG, exif_ifd),
+        50706: (_BYTE, [1, 4, 0, 0]),
+        50708: (_ASCII, "Acme Z9"),
         50721: (_SRATIONAL, [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1]),  # ColorMatrix1
-        50728: (_RATIONAL, [1, 1, 1, 1, 1, 1]), 50778: (_SHORT, 21),  # AsShotNeutral, D65
+        50728: (_RATIONAL, [1, 1, 1, 1, 1, 1]),
+        50778: (_SHORT, 21),  # AsShotNeutral, D65
     }
     if preview is not None:
         if preview_as_jpeg:
@@ -140,11 +160,19 @@ def dng_bytes(
             pixels, compression, photometric = jpeg.getvalue(), 7, 6
         else:
             pixels, compression, photometric = preview.convert("RGB").tobytes(), 1, 2
-        main.update({
-            256: (_LONG, preview.width), 257: (_LONG, preview.height), 258: (_SHORT, [8, 8, 8]),
-            259: (_SHORT, compression), 262: (_SHORT, photometric), 273: (_LONG, tiff.blob(pixels)),
-            277: (_SHORT, 3), 278: (_LONG, preview.height), 279: (_LONG, len(pixels)),
-        })
+        main.update(
+            {
+                256: (_LONG, preview.width),
+                257: (_LONG, preview.height),
+                258: (_SHORT, [8, 8, 8]),
+                259: (_SHORT, compression),
+                262: (_SHORT, photometric),
+                273: (_LONG, tiff.blob(pixels)),
+                277: (_SHORT, 3),
+                278: (_LONG, preview.height),
+                279: (_LONG, len(pixels)),
+            }
+        )
     return tiff.finish(tiff.ifd(main))
 
 
@@ -175,8 +203,9 @@ def samples(tmp_path_factory) -> dict[str, Path]:
         "avif": write_avif(folder / "pixel.avif", sideways(RED, BLUE), exif=phone_exif("Google", "Pixel 8")),
         # The preview (half size, green over yellow when upright) differs from the sensor
         # picture, so a test can tell which one was decoded.
-        "dng": write_dng(folder / "preview.dng", scene=SENSOR, orientation=6,
-                         preview=sideways(GREEN, YELLOW, size=(120, 80))),
+        "dng": write_dng(
+            folder / "preview.dng", scene=SENSOR, orientation=6, preview=sideways(GREEN, YELLOW, size=(120, 80))
+        ),
         "bare_dng": write_dng(folder / "bare.dng", scene=SENSOR, orientation=6),
     }
 
@@ -185,7 +214,20 @@ def samples(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_phone_and_camera_suffixes_are_found_in_any_case(tmp_path):
-    names = ["a.HEIC", "b.heif", "c.hif", "d.avif", "e.DNG", "f.cr2", "g.CR3", "h.nef", "i.ARW", "j.orf", "k.RAF", "l.rw2"]
+    names = [
+        "a.HEIC",
+        "b.heif",
+        "c.hif",
+        "d.avif",
+        "e.DNG",
+        "f.cr2",
+        "g.CR3",
+        "h.nef",
+        "i.ARW",
+        "j.orf",
+        "k.RAF",
+        "l.rw2",
+    ]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "e.xmp").write_text("<x:xmpmeta/>")  # a RAW editor's sidecar is no picture
@@ -269,8 +311,12 @@ def test_dng_without_preview_is_demosaiced_at_half_size_when_enough(samples):
 @pytest.mark.parametrize("orientation, top, bottom", [(6, 0, 1), (8, 1, 0)])
 def test_preview_and_sensor_data_are_turned_alike(tmp_path, orientation, top, bottom):
     # 6 turns the stored picture clockwise (its left half on top), 8 counter-clockwise.
-    path = write_dng(tmp_path / f"turned-{orientation}.dng", scene=SENSOR, orientation=orientation,
-                     preview=sideways(GREEN, YELLOW, size=(120, 80)))
+    path = write_dng(
+        tmp_path / f"turned-{orientation}.dng",
+        scene=SENSOR,
+        orientation=orientation,
+        preview=sideways(GREEN, YELLOW, size=(120, 80)),
+    )
     data = path.read_bytes()
     assert (read_header(path).width, read_header(path).height) == (160, 240)
     from_preview, from_sensor = inspect_picture(data, path, 64)[1], inspect_picture(data, path, 100)[1]
@@ -279,16 +325,25 @@ def test_preview_and_sensor_data_are_turned_alike(tmp_path, orientation, top, bo
 
 
 def test_uncompressed_preview_is_used_too(tmp_path):
-    path = write_dng(tmp_path / "rgb-preview.dng", scene=SENSOR, orientation=6,
-                     preview=sideways(GREEN, YELLOW, size=(120, 80)), preview_as_jpeg=False)
+    path = write_dng(
+        tmp_path / "rgb-preview.dng",
+        scene=SENSOR,
+        orientation=6,
+        preview=sideways(GREEN, YELLOW, size=(120, 80)),
+        preview_as_jpeg=False,
+    )
     _, pixels = inspect_picture(path.read_bytes(), path, 64)
     assert pixels.size == (80, 120) and top_and_bottom(pixels) == ("green", "yellow")
 
 
 def test_preview_stored_upright_is_not_turned_twice(tmp_path):
     # Some cameras store the preview already upright (taller than the sensor is wide).
-    path = write_dng(tmp_path / "upright-preview.dng", scene=SENSOR, orientation=6,
-                     preview=sideways(GREEN, YELLOW, size=(120, 80)).transpose(Image.Transpose.ROTATE_270))
+    path = write_dng(
+        tmp_path / "upright-preview.dng",
+        scene=SENSOR,
+        orientation=6,
+        preview=sideways(GREEN, YELLOW, size=(120, 80)).transpose(Image.Transpose.ROTATE_270),
+    )
     _, pixels = inspect_picture(path.read_bytes(), path, 64)
     assert pixels.size == (80, 120) and top_and_bottom(pixels) == ("green", "yellow")
 
@@ -334,7 +389,9 @@ def _broken_files(samples: dict[str, Path]) -> dict[str, bytes]:
         "garbage.cr2": b"not a raw file at all " * 30,
         "garbage.nef": os.urandom(2000),
         "cut-short.dng": samples["dng"].read_bytes()[:-300],
-        "sensor-data-missing.dng": bare_dng[:strip_offset] + struct.pack("<I", len(bare_dng) + 999) + bare_dng[strip_offset + 4 :],
+        "sensor-data-missing.dng": bare_dng[:strip_offset]
+        + struct.pack("<I", len(bare_dng) + 999)
+        + bare_dng[strip_offset + 4 :],
         "really-a-jpeg.arw": jpeg.getvalue(),
     }
 
@@ -415,7 +472,10 @@ def test_index_mixed_folder_through_the_cli(samples, tmp_path):
         store.close()
     assert set(rows) == set(good)
     assert {name: row["file_type"] for name, row in rows.items()} == {
-        "dog.jpg": "jpeg", "IMG_0001.HEIC": "heif", "pixel.avif": "avif", "preview.dng": "dng",
+        "dog.jpg": "jpeg",
+        "IMG_0001.HEIC": "heif",
+        "pixel.avif": "avif",
+        "preview.dng": "dng",
     }
     assert (rows["IMG_0001.HEIC"]["width"], rows["IMG_0001.HEIC"]["height"]) == (48, 96)
     assert (rows["preview.dng"]["width"], rows["preview.dng"]["height"]) == (160, 240)

@@ -66,8 +66,14 @@ def test_an_index_run_that_fills_the_disk_says_so_at_once_and_resumes_when_there
     data = tiny_disk / "data"
     env = imgsearch_env(data)
     args = [
-        "index", coco_mini / "images", "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
-        "--batch-size", "16",
+        "index",
+        coco_mini / "images",
+        "--captioner",
+        "captions",
+        "--captions-file",
+        coco_mini / "captions.jsonl",
+        "--batch-size",
+        "16",
     ]
     started = time.monotonic()
     full = run_imgsearch(*args, env=env, timeout=200)

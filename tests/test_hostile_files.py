@@ -126,7 +126,12 @@ def png_bomb(path: Path) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def broken_symlink(path: Path) -> None:
@@ -170,7 +175,7 @@ VALID = [
     Case("l" * 240 + ".jpg", plain((0, 0, 255)), caption=r"^RGB 64x48 top blue"),
     Case("é" * 120 + ".png", plain((0, 255, 255)), caption=r"^RGB 64x48 top cyan"),
     Case(DEEP + "/deep.png", plain((255, 0, 0)), caption=r"^RGB 64x48 top red"),
-    Case("it's \"quoted\".png", plain((0, 255, 0)), caption=r"^RGB 64x48 top green"),
+    Case('it\'s "quoted".png', plain((0, 255, 0)), caption=r"^RGB 64x48 top green"),
     Case("back\\slash.png", plain((255, 255, 255)), caption=r"^RGB 64x48 top white"),
     Case("new\nline.png", plain((0, 0, 0)), caption=r"^RGB 64x48 top black"),
 ]
@@ -228,7 +233,10 @@ def hostile_run(tmp_path_factory) -> IndexRun:
 
     proc = subprocess.run(
         [sys.executable, "-c", wrapper, IMGSEARCH, "index", str(folder), "--captioner", "pixels", "--json"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     seconds = time.monotonic() - started
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -315,7 +323,9 @@ def test_large_jpeg_decode_memory_is_bounded_by_draft_mode(tmp_path):
 # Root reads any file whatever its mode; without these two capabilities it is held to the
 # permission bits like any user (dropped for the child only, with util-linux's setpriv).
 DROP_READ_OVERRIDE = [
-    "setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
 ]
 
 
@@ -333,7 +343,10 @@ def test_unreadable_file_is_reported_and_the_run_goes_on(tmp_path):
 
     proc = subprocess.run(
         [*prefix, IMGSEARCH, "index", str(pictures), "--captioner", "pixels", "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     report = json.loads(proc.stdout)

@@ -256,7 +256,10 @@ def indexed(embedder, tmp_path_factory):
     """The three captioned pictures indexed once for the module: its tests only query them."""
     base = tmp_path_factory.mktemp("indexed")
     folder = write_captioned_folder(base / "photos")
-    with shared_env(tmp_path_factory), ImageSearch(captioner="captions", data_dir=base / "data", embedder=embedder) as engine:
+    with (
+        shared_env(tmp_path_factory),
+        ImageSearch(captioner="captions", data_dir=base / "data", embedder=embedder) as engine,
+    ):
         assert engine.index([folder]).new == 3
         yield engine, folder
 

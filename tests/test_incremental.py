@@ -48,7 +48,9 @@ def test_moved_file_keeps_its_caption_and_gets_its_new_path(engine, captioned_fo
     assert report.captioned == 0 and report.captions_reused == 1 and report.ok
     rows = _rows(engine)
     assert str(old) not in rows and set(rows) == {
-        str(new), str(captioned_folder / "beach" / "sunset.png"), str(captioned_folder / "city" / "car.webp"),
+        str(new),
+        str(captioned_folder / "beach" / "sunset.png"),
+        str(captioned_folder / "city" / "car.webp"),
     }
     assert rows[str(new)]["caption"].startswith("A brown dog")
     assert engine.query("a dog chasing a ball", k=1)[0].path == str(new)
@@ -158,7 +160,9 @@ def tiny_sentence_model(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_reembed_switches_the_embedding_model_without_captioning(embedder, captioned_folder, tmp_path, tiny_sentence_model):
+def test_reembed_switches_the_embedding_model_without_captioning(
+    embedder, captioned_folder, tmp_path, tiny_sentence_model
+):
     from imgsearch.embedders.sentence_transformer import SentenceTransformerEmbedder
 
     data = tmp_path / "data"

@@ -141,8 +141,12 @@ def test_the_socket_is_private_whatever_the_umask(captioned_folder, tmp_path):
     env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="120")
     _index(captioned_folder, env)
     started = subprocess.run(
-        [shutil.which("imgsearch") or "imgsearch", "query", "dog", "--json"], env=env, capture_output=True,
-        text=True, preexec_fn=lambda: os.umask(0), timeout=300,
+        [shutil.which("imgsearch") or "imgsearch", "query", "dog", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.umask(0),
+        timeout=300,
     )
     assert started.returncode == 0, started.stderr
     db = data / "index.db"

@@ -38,7 +38,11 @@ QUERIES = [
 
 def _cli(args: list[str], env: dict[str, str], cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", _CLI_TELLING_IMPORTS, *args], env=env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-c", _CLI_TELLING_IMPORTS, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 

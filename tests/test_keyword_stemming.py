@@ -15,7 +15,10 @@ CAPTIONS = {
     "harbor.jpg": "Fishing boats moored in a quiet harbor.",
 }
 # The analyzer every index had before word forms matched.
-EXACT_FORMS_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": schema.STOP_WORDS}]}
+EXACT_FORMS_ANALYZER = {
+    "tokenizer": "standard",
+    "filter": ["lowercase", {"type": "stop", "stop_words": schema.STOP_WORDS}],
+}
 
 
 @pytest.fixture

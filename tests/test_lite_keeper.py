@@ -109,10 +109,13 @@ def test_a_reader_is_answered_through_the_keeper_while_a_writer_holds_the_index(
             holder.exists()
             probe = subprocess.run(
                 [
-                    os.sys.executable, "-c",
+                    os.sys.executable,
+                    "-c",
                     f"from imgsearch.store import MilvusStore; print(MilvusStore({str(db)!r}, 'x', keep_loaded=60).exists())",
                 ],
-                capture_output=True, text=True, timeout=60,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
         assert probe.returncode == 0 and probe.stdout.strip() == "True", probe.stderr
     finally:

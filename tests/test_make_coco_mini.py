@@ -29,11 +29,18 @@ def fake_coco(tmp_path) -> Path:
         coco_id = 1000 + 37 * n
         name = f"{coco_id:012d}.jpg"
         make_image(coco / "val2017" / name, color=(30 * n, 200 - 20 * n, 90), size=(64 + n, 48))
-        images.append({"id": coco_id, "file_name": name, "license": 1 + n % 2, "flickr_url": f"http://farm.example/{n}.jpg"})
+        images.append(
+            {"id": coco_id, "file_name": name, "license": 1 + n % 2, "flickr_url": f"http://farm.example/{n}.jpg"}
+        )
         for k in range(4 if n == 2 else 6):
             # Annotation ids out of order, so "the first 5" must mean by id, not by position.
-            notes.append({"id": 90000 - 10 * n - k, "image_id": coco_id, "caption": f" A {word} square, number {k}. \n"})
-    licences = [{"id": 1, "name": "Attribution License", "url": "x"}, {"id": 2, "name": "Attribution-ShareAlike License", "url": "y"}]
+            notes.append(
+                {"id": 90000 - 10 * n - k, "image_id": coco_id, "caption": f" A {word} square, number {k}. \n"}
+            )
+    licences = [
+        {"id": 1, "name": "Attribution License", "url": "x"},
+        {"id": 2, "name": "Attribution-ShareAlike License", "url": "y"},
+    ]
     annotations = {"info": {}, "licenses": licences, "images": images, "annotations": notes}
     (coco / "annotations").mkdir()
     (coco / "annotations" / "captions_val2017.json").write_text(json.dumps(annotations))
@@ -88,13 +95,25 @@ def test_too_few_captioned_photos_are_refused_and_nothing_is_left_behind(fake_co
     assert not (tmp_path / "mini").exists() and not (tmp_path / "mini.partial").exists()
 
 
-@pytest.mark.parametrize("benchmark", [
-    "caption_throughput.py", "image_encoding.py", "index_pipeline.py", "query_latency.py", "ray_vs_local.py", "serve_load.py",
-])
+@pytest.mark.parametrize(
+    "benchmark",
+    [
+        "caption_throughput.py",
+        "image_encoding.py",
+        "index_pipeline.py",
+        "query_latency.py",
+        "ray_vs_local.py",
+        "serve_load.py",
+    ],
+)
 def test_a_benchmark_without_coco_mini_says_what_it_is_and_how_to_make_it(benchmark, tmp_path):
     env = {**imgsearch_env(tmp_path / "data"), "IMGSEARCH_COCO_MINI": str(tmp_path / "nowhere")}
     done = subprocess.run(
-        [sys.executable, REPO / "benchmarks" / benchmark], capture_output=True, text=True, env=env, timeout=120,
+        [sys.executable, REPO / "benchmarks" / benchmark],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
         cwd=tmp_path,
     )
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
@@ -115,7 +134,12 @@ def test_the_notebook_without_coco_mini_says_the_same_one_line(tmp_path, monkeyp
     finding = next(cell for cell in notebook.cells if cell.cell_type == "code")
     notebook.cells = [finding]
     with pytest.raises(CellExecutionError):
-        NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
     [error] = [out for out in finding.outputs if out.output_type == "error"]
     [line] = error.traceback  # the message alone, no traceback
-    assert line.startswith(f"coco-mini not found at IMGSEARCH_COCO_MINI={tmp_path / 'nowhere'}:") and "make_coco_mini.py" in line
+    assert (
+        line.startswith(f"coco-mini not found at IMGSEARCH_COCO_MINI={tmp_path / 'nowhere'}:")
+        and "make_coco_mini.py" in line
+    )

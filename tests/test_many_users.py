@@ -55,7 +55,12 @@ def coco_index(coco_mini, tmp_path_factory) -> Path:
     """coco-mini indexed once with its human captions; each test works on a copy of the data folder."""
     data = tmp_path_factory.mktemp("many-users") / "data"
     done = run_imgsearch(
-        "index", coco_mini / "images", "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
+        "index",
+        coco_mini / "images",
+        "--captioner",
+        "captions",
+        "--captions-file",
+        coco_mini / "captions.jsonl",
         env=imgsearch_env(data),
     )
     assert done.returncode == 0, done.stderr
@@ -84,8 +89,18 @@ def test_queries_are_answered_all_through_an_index_run_and_a_second_run_waits_it
             mine.append((query.returncode, hits, query.stderr))
 
     # Batches of one picture: the run writes for tens of seconds, so the queries see it grow.
-    run = start_imgsearch("index", folder, "--captioner", "captions", "--batch-size", "1", "--json", env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = start_imgsearch(
+        "index",
+        folder,
+        "--captioner",
+        "captions",
+        "--batch-size",
+        "1",
+        "--json",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     second = None
     try:
         # Readers start once the run has made the index (before, there is no index to ask).
@@ -97,8 +112,16 @@ def test_queries_are_answered_all_through_an_index_run_and_a_second_run_waits_it
         for loop in loops:
             loop.start()
         # A second writer waits for the first, saying for whom.
-        second = start_imgsearch("index", folder, "--captioner", "captions", "--json", env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        second = start_imgsearch(
+            "index",
+            folder,
+            "--captioner",
+            "captions",
+            "--json",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         # Other reading commands and a script's own engine are answered too, while the run writes.
         during = [
             run_imgsearch("status", "--json", env=env),
@@ -152,7 +175,9 @@ def test_a_server_keeps_its_index_through_a_pause_longer_than_keep_loaded(captio
     env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="2")
     run_imgsearch("index", captioned_folder, "--captioner", "captions", env=env, check_code=0)
     with socket_port() as port:
-        server = start_imgsearch("serve", "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server = start_imgsearch(
+            "serve", "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         assert _wait_for(lambda: _get(f"{base}/api/status")[0] == 200, 300), server.stderr
@@ -203,9 +228,16 @@ def test_a_killed_rebuild_leaves_the_old_index_answering(coco_data, coco_mini):
     env = imgsearch_env(coco_data)
     for delay in (1.0, 2.5, 4.0):
         rebuild = start_imgsearch(
-            "index", coco_mini / "images", "--rebuild", "--captioner", "captions",
-            "--captions-file", coco_mini / "captions.jsonl", env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            "index",
+            coco_mini / "images",
+            "--rebuild",
+            "--captioner",
+            "captions",
+            "--captions-file",
+            coco_mini / "captions.jsonl",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(delay)
         os.killpg(rebuild.pid, signal.SIGKILL)
@@ -217,10 +249,19 @@ def test_a_killed_rebuild_leaves_the_old_index_answering(coco_data, coco_mini):
     names = sorted(p.name for p in coco_data.iterdir() if p.name.startswith("index"))
     assert not [n for n in names if ".damaged-" in n or ".replaced-" in n], names
     # A rebuild that completes replaces the index and keeps the old one, named for why.
-    done = _json(run_imgsearch(
-        "index", coco_mini / "images", "--rebuild", "--captioner", "captions",
-        "--captions-file", coco_mini / "captions.jsonl", "--json", env=env,
-    ))
+    done = _json(
+        run_imgsearch(
+            "index",
+            coco_mini / "images",
+            "--rebuild",
+            "--captioner",
+            "captions",
+            "--captions-file",
+            coco_mini / "captions.jsonl",
+            "--json",
+            env=env,
+        )
+    )
     assert done["new"] == 159 and done["captioned"] == 0 and ".replaced-" in done["replaced"]
     assert [p.name for p in coco_data.iterdir() if ".replaced-" in p.name] == [Path(done["replaced"]).name]
     assert not [p for p in coco_data.iterdir() if "rebuilding" in p.name]
@@ -243,8 +284,12 @@ def test_a_damaged_index_is_never_served_until_repaired(coco_data, keep_loaded):
     inode = (coco_data / "index.db").stat().st_ino
     _damage(coco_data / "index.db")
     assert (coco_data / "index.db").stat().st_ino == inode
-    for command in (["query", "dog on a bed", "--json"], ["query", "dog on a bed", "--json"], ["status", "--json"],
-                    ["export", "--json"]):
+    for command in (
+        ["query", "dog on a bed", "--json"],
+        ["query", "dog on a bed", "--json"],
+        ["status", "--json"],
+        ["export", "--json"],
+    ):
         done = run_imgsearch(*command, env=env)
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 3 and len(lines) == 1, (command, done.returncode, done.stdout[:200], done.stderr)
@@ -295,7 +340,10 @@ def test_one_file_reached_through_a_symlink_has_one_keeper_and_one_writer(coco_d
     other = tmp_path / "other-data"
     other.mkdir()
     os.symlink(coco_data / "index.db", other / "index.db")
-    env, via_link = imgsearch_env(coco_data, IMGSEARCH_KEEP_LOADED="120"), imgsearch_env(other, IMGSEARCH_KEEP_LOADED="120")
+    env, via_link = (
+        imgsearch_env(coco_data, IMGSEARCH_KEEP_LOADED="120"),
+        imgsearch_env(other, IMGSEARCH_KEEP_LOADED="120"),
+    )
     assert _images(via_link) == 159
     keeper = read_note(coco_data / "index.db")
     assert keeper is not None and not info_path(other / "index.db").exists()
@@ -303,8 +351,9 @@ def test_one_file_reached_through_a_symlink_has_one_keeper_and_one_writer(coco_d
     # The writers' lock belongs to the real file: a writer through the link waits for its holder.
     lock = EmbeddedIndexLock.acquire(coco_data / "index.db")
     try:
-        writer = start_imgsearch("index", coco_mini / "images", "--json", env=via_link,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        writer = start_imgsearch(
+            "index", coco_mini / "images", "--json", env=via_link, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         said = [writer.stderr.readline() for _ in range(2)]  # the captioner reused, then the wait
         assert any(f"waiting for pid {os.getpid()} " in line for line in said), said
         time.sleep(1)

@@ -72,7 +72,9 @@ def coco(coco_mini, embedder, tmp_path_factory) -> Coco:
         for name in names:
             shutil.copy(coco_mini / "images" / name, base / folder / name)
     captions = coco_mini / "captions.jsonl"
-    with ImageSearch(captioner="captions", captions_file=str(captions), data_dir=base / "built", embedder=embedder) as engine:
+    with ImageSearch(
+        captioner="captions", captions_file=str(captions), data_dir=base / "built", embedder=embedder
+    ) as engine:
         report = engine.index([base / "photos"])
     assert report.ok and report.new == len(INDEXED), report
     return Coco(base, captions, base / "built")
@@ -86,7 +88,10 @@ def http_url(coco, embedder) -> str:
     from imgsearch.serving.jobs import SerializedEmbedder
 
     engine = ImageSearch(
-        captioner="captions", captions_file=str(coco.captions), data_dir=coco.data(), embedder=SerializedEmbedder(embedder)
+        captioner="captions",
+        captions_file=str(coco.captions),
+        data_dir=coco.data(),
+        embedder=SerializedEmbedder(embedder),
     )
     served = ImageSearchMcp(engine)
     server = served.http_server("127.0.0.1", 0, TOKEN).start_in_thread()
@@ -178,7 +183,9 @@ def test_http_lists_the_read_tools_with_typed_schemas_and_the_picture_resource(h
 
 def test_http_search_finds_the_expected_picture_first_with_its_thumbnail(http_url, coco_captions):
     async def scenario(client: Client) -> Any:
-        return await client.call_tool("search_pictures", {"query": "A giraffe standing next to a bunch of trees", "k": 3, "thumbnails": 2})
+        return await client.call_tool(
+            "search_pictures", {"query": "A giraffe standing next to a bunch of trees", "k": 3, "thumbnails": 2}
+        )
 
     result = over_http(http_url, scenario)
     assert not result.is_error, text_of(result)
@@ -197,7 +204,9 @@ def test_http_search_finds_the_expected_picture_first_with_its_thumbnail(http_ur
 def test_http_search_takes_filters_mode_and_score_floor(http_url):
     async def scenario(client: Client) -> Any:
         elsewhere = await client.call_tool("search_pictures", {"query": "giraffe", "filters": {"folder": "/nowhere"}})
-        keyword = await client.call_tool("search_pictures", {"query": "giraffe", "mode": "keyword", "k": 1, "thumbnails": 0})
+        keyword = await client.call_tool(
+            "search_pictures", {"query": "giraffe", "mode": "keyword", "k": 1, "thumbnails": 0}
+        )
         strict = await client.call_tool("search_pictures", {"query": "giraffe", "min_score": 0.99})
         return elsewhere, keyword, strict
 
@@ -294,8 +303,11 @@ def test_http_never_serves_a_path_outside_the_index(http_url, coco):
             await client.call_tool("describe_picture", {"picture": "../../../../etc/passwd"}),
         ]
         refused = []
-        for uri in (f"imgsearch://picture/{path_key(never_indexed)}", "imgsearch://picture/..%2F..%2Fetc%2Fpasswd",
-                    "imgsearch://picture/%2Fetc%2Fpasswd"):
+        for uri in (
+            f"imgsearch://picture/{path_key(never_indexed)}",
+            "imgsearch://picture/..%2F..%2Fetc%2Fpasswd",
+            "imgsearch://picture/%2Fetc%2Fpasswd",
+        ):
             try:
                 await client.read_resource(uri)
             except MCPError as exc:
@@ -315,10 +327,19 @@ def test_http_never_serves_a_path_outside_the_index(http_url, coco):
 
 
 def test_http_refuses_requests_without_the_token(http_url):
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+    }
     accept = {"Accept": "application/json, text/event-stream"}
-    for headers in ({}, {"Authorization": "Bearer wrong-token-0000"}, {"Authorization": TOKEN}, {"X-Imgsearch-Token": "nope-nope"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-0000"},
+        {"Authorization": TOKEN},
+        {"X-Imgsearch-Token": "nope-nope"},
+    ):
         refused = httpx2.post(http_url, json=initialize, headers={**accept, **headers}, timeout=60)
         assert refused.status_code == 401, headers
         assert refused.headers["www-authenticate"].startswith("Bearer") and "access token" in refused.json()["error"]
@@ -369,7 +390,9 @@ def test_stdio_with_a_folder_indexes_it_and_shows_only_its_pictures(coco, tmp_pa
         elsewhere = await client.call_tool("index_folder", {"folder": str(coco.photos)})
         run = await client.call_tool("index_folder", {"wait_seconds": 300})
         horses = await client.call_tool("search_pictures", {"query": "Several horse are in a meadow by a lake", "k": 1})
-        giraffe = await client.call_tool("search_pictures", {"query": "A giraffe standing next to a bunch of trees", "k": 1})
+        giraffe = await client.call_tool(
+            "search_pictures", {"query": "A giraffe standing next to a bunch of trees", "k": 1}
+        )
         try:
             await client.read_resource(f"imgsearch://picture/{path_key(coco.photos / GIRAFFE)}")
             giraffe_shown = True
@@ -419,7 +442,9 @@ def test_the_http_command_needs_the_token_from_the_environment(coco, tmp_path):
         assert httpx2.post(url, json={}, timeout=60).status_code == 401
 
         async def scenario(client: Client) -> Any:
-            return await client.call_tool("search_pictures", {"query": "A giraffe standing next to a bunch of trees", "k": 1})
+            return await client.call_tool(
+                "search_pictures", {"query": "A giraffe standing next to a bunch of trees", "k": 1}
+            )
 
         result = over_http(url, scenario)
         assert result.structured_content["results"][0]["path"] == str(coco.photos / GIRAFFE)
@@ -447,4 +472,6 @@ def test_a_missing_sdk_is_one_line_naming_the_extra(tmp_path):
     (tmp_path / "mcp").mkdir()
     (tmp_path / "mcp" / "__init__.py").write_text("raise ImportError('No module named mcp')\n")
     proc = run_imgsearch("mcp", env=imgsearch_env(tmp_path / "data", pythonpath=[tmp_path]), check_code=3)
-    assert proc.stderr.strip().splitlines() == ["error: the MCP server needs the mcp extra: pip install 'imgsearch-vlm[mcp]' (in a clone: pip install -e '.[mcp]')"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: the MCP server needs the mcp extra: pip install 'imgsearch-vlm[mcp]' (in a clone: pip install -e '.[mcp]')"
+    ]

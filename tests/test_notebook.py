@@ -20,7 +20,9 @@ def test_quickstart_notebook_executes(coco_mini, monkeypatch):
     monkeypatch.setenv("IMGSEARCH_COCO_MINI", str(coco_mini))
     path = REPO / "notebooks" / "quickstart.ipynb"
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(out.output_type != "error" for cell in code for out in cell.outputs)
@@ -42,7 +44,9 @@ def test_quickstart_notebook_runs_outside_a_clone(coco_mini, monkeypatch, tmp_pa
     """With only the installed package (no benchmarks/ above it), IMGSEARCH_COCO_MINI names the data."""
     monkeypatch.setenv("IMGSEARCH_COCO_MINI", str(coco_mini))
     notebook = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert "159 new, 0 unchanged, 0 failed" in _text(code[1])
     assert "giraffe" in _text(code[2]).splitlines()[0].lower()

@@ -75,7 +75,9 @@ def test_searchable_text_appends_the_words_to_the_caption():
 
 def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'imgsearch-vlm\[ocr\]' \(in a clone: pip install -e '\.\[ocr\]'\)"):
+    with pytest.raises(
+        MissingDependencyError, match=r"pip install 'imgsearch-vlm\[ocr\]' \(in a clone: pip install -e '\.\[ocr\]'\)"
+    ):
         TextReader().load()
 
 
@@ -111,7 +113,9 @@ def test_cli_index_with_ocr_then_query_and_describe(signs, tmp_path):
     assert hits[0]["path"].endswith("opening.png") and "GRAND" in hits[0]["metadata"]["ocr_text"]
     table = run_imgsearch("query", "grand opening", "-k", "1", env=env).stdout
     assert "text in image:" in table and "Luna" in table
-    described = run_imgsearch("describe", str(signs / "closed.png"), "--captioner", "captions", "--ocr", "--json", env=env)
+    described = run_imgsearch(
+        "describe", str(signs / "closed.png"), "--captioner", "captions", "--ocr", "--json", env=env
+    )
     assert described.returncode == 0, described.stderr
     answer = json.loads(described.stdout)
     assert answer["text"] == SIGN_CAPTION and "CLOSED" in answer["ocr_text"]

@@ -121,7 +121,9 @@ def rows_by_name(engine: ImageSearch) -> dict[str, dict]:
 def cached_hashes(engine: ImageSearch, captioner: Captioner) -> dict[str, str]:
     """The captioner's cached captions by content hash, read from the cache's file."""
     with contextlib.closing(sqlite3.connect(engine.cache.path)) as db:
-        return dict(db.execute("SELECT content_hash, caption FROM captions WHERE captioner = ?", [captioner.id]).fetchall())
+        return dict(
+            db.execute("SELECT content_hash, caption FROM captions WHERE captioner = ?", [captioner.id]).fetchall()
+        )
 
 
 @pytest.mark.slow
@@ -220,7 +222,9 @@ def test_pictures_are_decoded_at_the_size_the_captioner_looks_at(embedder, tmp_p
     with ImageSearch(captioner=captioner, embedder=embedder, data_dir=tmp_path / "data") as engine:
         report = engine.index([photos])
         assert report.new == 3
-        facts = {Path(r["path"]).name: (r["width"], r["height"]) for r in engine.store.iter_rows(["path", "width", "height"])}
+        facts = {
+            Path(r["path"]).name: (r["width"], r["height"]) for r in engine.store.iter_rows(["path", "width", "height"])
+        }
     # 1600x1200 at 1/8 scale is 200x150: both sides still at least 64, and an eighth of the work.
     assert captioner.sizes["wide.jpg"] == (200, 150)
     assert captioner.sizes["small.jpg"] == (120, 90)  # never enlarged

@@ -39,8 +39,9 @@ def _modes(folder: Path) -> dict[str, str]:
 
 
 def _not_private(folder: Path) -> dict[str, str]:
-    return {name: mode for name, mode in _modes(folder).items()
-            if mode != ("700" if (folder / name).is_dir() else "600")}
+    return {
+        name: mode for name, mode in _modes(folder).items() if mode != ("700" if (folder / name).is_dir() else "600")
+    }
 
 
 @pytest.fixture
@@ -70,8 +71,17 @@ def test_under_umask_000_everything_made_in_the_data_dir_is_private(tmp_path, ca
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = start_imgsearch("serve", "--port", str(port), "--folder", captioned_folder, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **loose)
+    server = start_imgsearch(
+        "serve",
+        "--port",
+        str(port),
+        "--folder",
+        captioned_folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **loose,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -104,7 +104,9 @@ def test_without_ray_installed_says_what_to_install(captioned_folder, tmp_path):
     done = run_imgsearch("index", captioned_folder, "--captioner", "captions", "--ray", env=env, timeout=120)
     assert done.returncode == 3, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: indexing on a Ray cluster (--ray) needs Ray Data: pip install 'imgsearch-vlm[ray]' (in a clone: pip install -e '.[ray]')"], done.stderr
+    assert errors == [
+        "error: indexing on a Ray cluster (--ray) needs Ray Data: pip install 'imgsearch-vlm[ray]' (in a clone: pip install -e '.[ray]')"
+    ], done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -161,8 +163,13 @@ def photos(tmp_path_factory) -> Path:
 
 def tiny_engine(model_dir: Path, data_dir: Path, uri: str, collection: str, **settings) -> ImageSearch:
     return ImageSearch(
-        captioner="transformers", caption_model=str(model_dir), device="cpu",
-        data_dir=data_dir, milvus_uri=uri, collection=collection, **settings,
+        captioner="transformers",
+        caption_model=str(model_dir),
+        device="cpu",
+        data_dir=data_dir,
+        milvus_uri=uri,
+        collection=collection,
+        **settings,
     )
 
 
@@ -208,7 +215,9 @@ def test_cluster_gives_the_rows_of_a_local_run(ray_address, milvus_server, tiny_
         report = on_ray.index([photos])
         rows = stored_rows(on_ray)
         assert (report.new, report.captioned, report.captions_reused) == (
-            local_report.new, local_report.captioned, local_report.captions_reused,
+            local_report.new,
+            local_report.captioned,
+            local_report.captions_reused,
         )
         assert local_report.new == COCO_PICTURES
         # The broken picture fails in both, as truncated (found by the local run's first pass, which
@@ -249,7 +258,9 @@ def test_a_lost_captioning_actor_is_replaced_and_every_picture_indexed_once(
         # A replacement actor finished the work.
         assert not set(ray_cluster.pids_running("CaptioningWorker")) & {pid for pid, _ in killed}
     # The same pictures into a fresh collection: every caption comes from the cache, none goes out.
-    with tiny_engine(tiny_blip_dir, tmp_path / "data", milvus_server.uri, "ray_actor_lost_again", ray=ray_address) as engine:
+    with tiny_engine(
+        tiny_blip_dir, tmp_path / "data", milvus_server.uri, "ray_actor_lost_again", ray=ray_address
+    ) as engine:
         again = engine.index([photos])
     assert (again.new, again.captioned, again.captions_reused) == (COCO_PICTURES, 0, COCO_PICTURES)
 
@@ -281,8 +292,19 @@ def test_a_killed_driver_resumes_without_captioning_twice(ray_address, milvus_se
     data_dir = tmp_path / "data"
     env = imgsearch_env(data_dir)
     command = [
-        "index", photos, "--ray", ray_address, "--uri", milvus_server.uri, "--collection", "ray_driver_killed",
-        "--caption-model", tiny_blip_dir, "--device", "cpu", "--json",
+        "index",
+        photos,
+        "--ray",
+        ray_address,
+        "--uri",
+        milvus_server.uri,
+        "--collection",
+        "ray_driver_killed",
+        "--caption-model",
+        tiny_blip_dir,
+        "--device",
+        "cpu",
+        "--json",
     ]
     driver = start_imgsearch(*command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cache_file = data_dir / "captions.sqlite"
@@ -378,16 +400,33 @@ def test_the_cluster_makes_the_image_vectors_a_local_run_makes(
     captions = captioned_photos.parent / "captions.jsonl"
     pictures = sorted(captioned_photos.glob("*.jpg"))
     with ImageSearch(
-        captioner="captions", captions_file=str(captions), visual_model=str(tiny_clip_dir), device="cpu",
-        data_dir=tmp_path / "local", embedder=embedder,
+        captioner="captions",
+        captions_file=str(captions),
+        visual_model=str(tiny_clip_dir),
+        device="cpu",
+        data_dir=tmp_path / "local",
+        embedder=embedder,
     ) as local:
         assert local.index([captioned_photos]).new == VISUAL_PHOTOS
         local_vectors = stored_image_vectors(local)
     data_dir = tmp_path / "cluster"
     env = imgsearch_env(data_dir)
     indexed = run_imgsearch(
-        "index", captioned_photos, "--captioner", "captions", "--captions-file", captions,
-        "--visual-model", tiny_clip_dir, "--device", "cpu", "--ray", ray_address, "--json", env=env, timeout=300,
+        "index",
+        captioned_photos,
+        "--captioner",
+        "captions",
+        "--captions-file",
+        captions,
+        "--visual-model",
+        tiny_clip_dir,
+        "--device",
+        "cpu",
+        "--ray",
+        ray_address,
+        "--json",
+        env=env,
+        timeout=300,
     )
     assert indexed.returncode == 0, indexed.stderr
     assert "logging.cc" not in indexed.stderr  # Ray's notice of its log level stays off the console
@@ -416,8 +455,11 @@ def test_a_rebuild_on_the_cluster_adds_image_vectors_and_captions_nothing(
 ):
     pictures = sorted(captioned_photos.glob("*.jpg"))
     common = {
-        "captioner": "captions", "captions_file": str(captioned_photos.parent / "captions.jsonl"), "device": "cpu",
-        "data_dir": tmp_path / "data", "ray": ray_address,
+        "captioner": "captions",
+        "captions_file": str(captioned_photos.parent / "captions.jsonl"),
+        "device": "cpu",
+        "data_dir": tmp_path / "data",
+        "ray": ray_address,
     }
     with ImageSearch(**common) as engine:
         assert engine.index([captioned_photos]).captioned == VISUAL_PHOTOS
@@ -426,7 +468,10 @@ def test_a_rebuild_on_the_cluster_adds_image_vectors_and_captions_nothing(
         report = engine.index([captioned_photos], rebuild=True)
         # Every caption came from the cache; the cluster read the pictures for their image vectors.
         assert (report.new, report.captioned, report.captions_reused, report.failed) == (
-            VISUAL_PHOTOS, 0, VISUAL_PHOTOS, [],
+            VISUAL_PHOTOS,
+            0,
+            VISUAL_PHOTOS,
+            [],
         )
         vectors = stored_image_vectors(engine)
         assert len(cached_image_vectors(tmp_path / "data", pictures, tiny_clip_dir)) == VISUAL_PHOTOS

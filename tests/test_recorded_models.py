@@ -82,7 +82,10 @@ def test_a_default_embedder_gives_way_to_the_recorded_one_and_a_given_one_does_n
 
 def test_recorded_embedding_settings_count_only_for_the_vectors_they_made():
     recorded = json.dumps({"embedder": "sentence-transformers", "embed_model": "~/models/x", "id": "~/models/x"})
-    assert models_to_use(load_settings(), {PROP_EMBEDDER: "~/models/x", PROP_EMBEDDING: recorded}).settings.embed_model == "~/models/x"
+    assert (
+        models_to_use(load_settings(), {PROP_EMBEDDER: "~/models/x", PROP_EMBEDDING: recorded}).settings.embed_model
+        == "~/models/x"
+    )
     # A re-embed that switched the vectors but had not yet recorded its settings: the vectors' model wins.
     stale = {PROP_EMBEDDER: "other/model", PROP_EMBEDDING: recorded}
     assert models_to_use(load_settings(), stale).settings.embed_model == "other/model"
@@ -103,7 +106,9 @@ def test_a_recorded_captions_file_that_is_gone_is_said_with_the_fix(tmp_path):
     from imgsearch.errors import ConfigError
 
     facts = {PROP_CAPTIONING: json.dumps({"captioner": "captions", "captions_file": str(tmp_path / "gone.jsonl")})}
-    with pytest.raises(ConfigError, match=r"gone\.jsonl: the captions file recorded in the index is gone; pass --captions-file"):
+    with pytest.raises(
+        ConfigError, match=r"gone\.jsonl: the captions file recorded in the index is gone; pass --captions-file"
+    ):
         models_to_use(load_settings(), facts, embedding=False, captioning=True)
 
 
@@ -111,7 +116,9 @@ def test_a_recorded_captions_file_that_is_gone_is_said_with_the_fix(tmp_path):
 
 
 @pytest.mark.slow
-def test_after_reembed_a_plain_query_uses_the_new_embedder(captioned_folder, tmp_path, tiny_sentence_model, monkeypatch):
+def test_after_reembed_a_plain_query_uses_the_new_embedder(
+    captioned_folder, tmp_path, tiny_sentence_model, monkeypatch
+):
     data = tmp_path / "data"
     assert _invoke("index", captioned_folder, "--captioner", "captions", "--data-dir", data).exit_code == 0
     redone = _invoke("reembed", "--embed-model", tiny_sentence_model, "--data-dir", data)
@@ -139,7 +146,9 @@ def test_after_reembed_a_plain_query_uses_the_new_embedder(captioned_folder, tmp
 
 
 @pytest.mark.slow
-def test_a_plain_reindex_reuses_the_captions_file_and_never_builds_blip(captions_folder, tmp_path, no_blip, monkeypatch):
+def test_a_plain_reindex_reuses_the_captions_file_and_never_builds_blip(
+    captions_folder, tmp_path, no_blip, monkeypatch
+):
     photos, captions = captions_folder
     data = tmp_path / "data"
     first = _invoke("index", photos, "--captioner", "captions", "--captions-file", captions, "--data-dir", data)
@@ -193,7 +202,9 @@ def test_serve_takes_captioner_options_and_its_reindex_uses_the_recorded_caption
 
 def test_describe_takes_a_captions_file(captions_folder):
     photos, captions = captions_folder
-    described = _invoke("describe", photos / "car.png", "--captioner", "captions", "--captions-file", captions, "--json")
+    described = _invoke(
+        "describe", photos / "car.png", "--captioner", "captions", "--captions-file", captions, "--json"
+    )
     assert described.exit_code == 0, described.output
     answer = json.loads(described.stdout)
     assert answer["text"] == "A red sports car parked on a busy city street at night."

@@ -20,7 +20,9 @@ from subprocess_helpers import imgsearch_env, run_imgsearch
 
 NONSENSE = "spaceship on mars"
 FLOOR = CAPTION_FLOORS["hybrid"]
-NO_GOOD_MATCH = f"no good match for '{NONSENSE}'; 3 pictures scored below the floor {FLOOR:g} (--min-score 0 shows them)"
+NO_GOOD_MATCH = (
+    f"no good match for '{NONSENSE}'; 3 pictures scored below the floor {FLOOR:g} (--min-score 0 shows them)"
+)
 
 
 def names(hits) -> list[str]:
@@ -169,7 +171,9 @@ def test_mcp_search_says_no_good_match(floor_engine):
     assert result.structured_content["no_good_match"] is True
     assert result.structured_content["below_floor"] == 3 and result.structured_content["floor"] == FLOOR
     lines = [block.text for block in result.content if block.type == "text"]
-    assert f"no good match for '{NONSENSE}'; 3 pictures scored below the floor {FLOOR:g} (min_score 0 shows them)" in lines
+    assert (
+        f"no good match for '{NONSENSE}'; 3 pictures scored below the floor {FLOOR:g} (min_score 0 shows them)" in lines
+    )
     found = tools.search_pictures("a dog chasing a ball in the park", k=3, thumbnails=0).structured_content
     assert len(found["results"]) == 1 and found["no_good_match"] is False
     shown = tools.search_pictures(NONSENSE, k=3, min_score=0, thumbnails=0).structured_content

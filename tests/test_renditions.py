@@ -62,7 +62,10 @@ def engine(pictures, embedder, tmp_path_factory):
         env.setenv("XDG_CONFIG_HOME", str(data_dir / "config"))
         env.setenv("HF_HUB_OFFLINE", "1")
         engine = ImageSearch(
-            captioner=PixelCaptioner(), embedder=SerializedEmbedder(embedder), data_dir=data_dir, device="cpu",
+            captioner=PixelCaptioner(),
+            embedder=SerializedEmbedder(embedder),
+            data_dir=data_dir,
+            device="cpu",
             keep_loaded=0,
         )
     report = engine.index([pictures["heic"].parent, pictures["elsewhere"].parent])
@@ -140,8 +143,12 @@ def test_view_serves_only_indexed_pictures_inside_the_served_folders(engine, pic
 
         unknown = client.get(f"/api/images/{'0' * 32}/view")
         assert unknown.status_code == 404 and unknown.json() == {"error": "no such image in the index"}
-        for target in ("/api/images/..%2F..%2F..%2Fetc%2Fpasswd/view", "/api/images/%2Fetc%2Fpasswd/view",
-                       "/api/images/../../../../etc/passwd/view", f"/api/images/{pictures['heic']}/view"):
+        for target in (
+            "/api/images/..%2F..%2F..%2Fetc%2Fpasswd/view",
+            "/api/images/%2Fetc%2Fpasswd/view",
+            "/api/images/../../../../etc/passwd/view",
+            f"/api/images/{pictures['heic']}/view",
+        ):
             status, body = _raw_get(server.url, target)
             assert status == 404 and b"root:" not in body, (target, body[:200])
 
@@ -149,8 +156,10 @@ def test_view_serves_only_indexed_pictures_inside_the_served_folders(engine, pic
         assert wrong_size.status_code == 400 and wrong_size.json() == {"error": "size must be one of 1024, 2048"}
 
     # Served once its folder is served too.
-    with serving(engine, [pictures["heic"].parent, pictures["elsewhere"].parent]) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        serving(engine, [pictures["heic"].parent, pictures["elsewhere"].parent]) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         assert _decoded(client.get(_links(client, pictures["elsewhere"])["view"])).size == SMALL_UPRIGHT
 
 
@@ -182,7 +191,10 @@ def test_the_page_shows_heic_and_raw_pictures_full_size(engine, pictures, page_b
             assert image.evaluate("el => [el.naturalWidth, el.naturalHeight]") == list(upright)
             assert image.evaluate("el => new URL(el.src).pathname").endswith("/view")
             original = page.locator("#viewer-original")
-            assert original.evaluate("el => new URL(el.href).pathname") == f"/api/images/{path_key(str(pictures[name]))}/file"
+            assert (
+                original.evaluate("el => new URL(el.href).pathname")
+                == f"/api/images/{path_key(str(pictures[name]))}/file"
+            )
             assert original.get_attribute("download") == pictures[name].name
             page.keyboard.press("Escape")
             page.locator("#viewer[open]").wait_for(state="detached")

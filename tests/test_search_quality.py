@@ -127,17 +127,25 @@ def test_quote_escapes_everything_that_could_end_a_literal():
 
 def test_cli_query_mode_filters_like_and_no_good_match(tmp_path, captioned_folder, embedder):
     env_run = [sys.executable, "-m", "imgsearch"]
-    assert subprocess.run([*env_run, "index", str(captioned_folder), "--captioner", "captions"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [*env_run, "index", str(captioned_folder), "--captioner", "captions"], capture_output=True
+        ).returncode
+        == 0
+    )
     dog = next(captioned_folder.glob("dog.*"))
     result = subprocess.run(
         [*env_run, "query", "--like", str(dog), "--json", "--folder", str(captioned_folder), "-k", "2"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
     assert len(hits) == 2 and str(dog) not in [hit["path"] for hit in hits]
     result = subprocess.run(
-        [*env_run, "query", "stock market chart", "--min-score", "0.9", "--mode", "dense"], capture_output=True, text=True
+        [*env_run, "query", "stock market chart", "--min-score", "0.9", "--mode", "dense"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and "no good match" in result.stderr
     result = subprocess.run([*env_run, "query", "dog", "--mode", "fuzzy"], capture_output=True, text=True)

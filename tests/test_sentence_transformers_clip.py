@@ -59,8 +59,10 @@ def test_the_module_folder_is_found_in_either_layout(published_layout, saved_lay
 
 
 def test_a_text_sentence_transformer_is_no_clip(tmp_path):
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     assert clip_module_folder(str(tmp_path)) is None
     (tmp_path / "modules.json").write_text("not json")
@@ -81,8 +83,12 @@ def test_an_index_built_with_the_published_layout_finds_a_picture_by_itself(
 ):
     photos = photo_folder(coco_mini, tmp_path)
     with ImageSearch(
-        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl"),
-        visual_model=str(published_layout), device="cpu", data_dir=tmp_path / "data",
+        embedder=embedder,
+        captioner="captions",
+        captions_file=str(photos.parent / "captions.jsonl"),
+        visual_model=str(published_layout),
+        device="cpu",
+        data_dir=tmp_path / "data",
     ) as engine:
         assert engine.index([photos]).new == PHOTOS
         assert engine.status().visual_model == str(published_layout)
@@ -105,8 +111,18 @@ def test_a_cached_hub_id_in_the_published_layout_indexes_offline(published_layou
     photos = photo_folder(coco_mini, tmp_path / "set")
     env = imgsearch_env(tmp_path / "data", HF_HOME=str(tmp_path / "hf-home"))
     run_imgsearch(
-        "index", photos, "--captioner", "captions", "--captions-file", photos.parent / "captions.jsonl",
-        "--visual-model", repo_id, "--device", "cpu", env=env, check_code=0,
+        "index",
+        photos,
+        "--captioner",
+        "captions",
+        "--captions-file",
+        photos.parent / "captions.jsonl",
+        "--visual-model",
+        repo_id,
+        "--device",
+        "cpu",
+        env=env,
+        check_code=0,
     )
     picture = sorted(photos.glob("*.jpg"))[2]
     found = run_imgsearch("query", "--image", picture, "-k", "3", "--json", env=env, check_code=0)

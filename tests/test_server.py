@@ -70,8 +70,14 @@ def test_openapi_schema_is_served(served_index):
     with running_server(served_index) as server:
         schema = httpx.get(server.url + "openapi.json").json()
     assert schema["info"]["title"] == "imgsearch"
-    for path in ("/api/search", "/api/images/{image_id}", "/api/images/{image_id}/thumbnail",
-                 "/api/images/{image_id}/file", "/api/status", "/api/index"):
+    for path in (
+        "/api/search",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/thumbnail",
+        "/api/images/{image_id}/file",
+        "/api/status",
+        "/api/index",
+    ):
         assert path in schema["paths"], path
     assert {"get", "post"} <= set(schema["paths"]["/api/search"])
 
@@ -155,7 +161,9 @@ def test_path_traversal_attempts_get_404(served_index):
 def test_symlink_out_of_the_served_folders_is_not_served(served_index):
     escaped = served_index.extra / "sub" / DOG_TRUCK
     with running_server(served_index) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        hits = client.get("/api/search", params={"q": "A dog is sitting on the top of a green truck", "k": 5}).json()["results"]
+        hits = client.get("/api/search", params={"q": "A dog is sitting on the top of a green truck", "k": 5}).json()[
+            "results"
+        ]
         linked = next(hit for hit in hits if hit["path"] == str(escaped))
         assert client.get(linked["record"]).json()["servable"] is False
         for url in (linked["file"], linked["thumbnail"]):
@@ -166,8 +174,10 @@ def test_symlink_out_of_the_served_folders_is_not_served(served_index):
         assert client.get(inside["file"]).status_code == 200
 
     # A server told to serve only the coco folder refuses the extra folder's files too.
-    with running_server(served_index, folders=[served_index.coco_images]) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        running_server(served_index, folders=[served_index.coco_images]) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         results = client.get("/api/search", params={"q": "a giraffe near a forest", "k": 20}).json()["results"]
         copies = [hit for hit in results if hit["path"].endswith(GIRAFFE)]
         assert len(copies) == 2
@@ -181,8 +191,11 @@ def test_a_file_swapped_after_indexing_is_not_served(served_index, tmp_path):
     kept = tmp_path / "kept.jpg"
     shutil.copy(swapped, kept)
     with running_server(served_index) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        hit = next(h for h in client.get("/api/search", params={"q": "a giraffe near a forest", "k": 20}).json()["results"]
-                   if h["path"] == str(swapped))
+        hit = next(
+            h
+            for h in client.get("/api/search", params={"q": "a giraffe near a forest", "k": 20}).json()["results"]
+            if h["path"] == str(swapped)
+        )
         assert client.get(hit["file"]).status_code == 200
         swapped.unlink()
         os.symlink("/etc/passwd", swapped)
@@ -203,8 +216,9 @@ def test_requests_are_bounded_and_errors_are_json(served_index):
         assert client.get("/api/search", params={"q": "dog", "k": 0}).status_code == 422
         assert client.get("/api/search", params={"q": "x" * 1001}).status_code == 422
         assert client.get("/api/search").status_code == 422
-        big = client.post("/api/search", content=b'{"text": "' + b"a" * 70_000 + b'"}',
-                          headers={"content-type": "application/json"})
+        big = client.post(
+            "/api/search", content=b'{"text": "' + b"a" * 70_000 + b'"}', headers={"content-type": "application/json"}
+        )
         assert big.status_code == 413 and "too large" in big.json()["error"]
 
         def chunks():
@@ -232,10 +246,13 @@ def test_filters_and_mode_pass_through_to_the_engine(served_index):
         assert only_extra.status_code == 200, only_extra.text
         paths = [hit["path"] for hit in only_extra.json()["results"]]
         assert paths and all(path.startswith(str(served_index.extra)) for path in paths)
-        posted = client.post("/api/search", json={"text": "giraffe", "k": 10, "mode": "dense",
-                                                  "filters": {"folder": str(served_index.extra)}})
+        posted = client.post(
+            "/api/search",
+            json={"text": "giraffe", "k": 10, "mode": "dense", "filters": {"folder": str(served_index.extra)}},
+        )
         assert posted.status_code == 200 and {h["path"] for h in posted.json()["results"]} <= set(paths) | {
-            str(served_index.extra / "sub" / DOG_TRUCK)}
+            str(served_index.extra / "sub" / DOG_TRUCK)
+        }
         bad_mode = client.get("/api/search", params={"q": "giraffe", "mode": "telepathy"})
         assert bad_mode.status_code == 400 and "telepathy" in bad_mode.json()["error"]
 
@@ -244,8 +261,15 @@ def test_token_is_required_on_every_endpoint(served_index):
     token = "s3cret-token-for-tests"
     with running_server(served_index, token=token) as server:
         with httpx.Client(base_url=server.url, timeout=30) as anonymous:
-            for path in ("/", "/static/app.js", "/openapi.json", "/api/status", "/api/search?q=dog",
-                         "/api/images/" + "0" * 32 + "/file", "/api/index"):
+            for path in (
+                "/",
+                "/static/app.js",
+                "/openapi.json",
+                "/api/status",
+                "/api/search?q=dog",
+                "/api/images/" + "0" * 32 + "/file",
+                "/api/index",
+            ):
                 response = anonymous.get(path)
                 assert response.status_code == 401, path
                 assert "token" in response.json()["error"]
@@ -298,8 +322,12 @@ def test_imgsearch_serve_command(captioned_folder, monkeypatch):
     assert indexed.returncode == 0, indexed.stderr
     port = _free_port()
     monkeypatch.setenv("IMGSEARCH_SERVE_TOKEN", "cli-test-token")
-    proc = subprocess.Popen([IMGSEARCH, "serve", "--port", str(port), "--folder", str(captioned_folder)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [IMGSEARCH, "serve", "--port", str(port), "--folder", str(captioned_folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -313,8 +341,11 @@ def test_imgsearch_serve_command(captioned_folder, monkeypatch):
             assert time.monotonic() < deadline
             time.sleep(0.3)
         assert httpx.get(url + "/api/status").status_code == 401
-        hits = httpx.get(url + "/api/search", params={"q": "a car in the city", "k": 1},
-                         headers={"X-Imgsearch-Token": "cli-test-token"}).json()["results"]
+        hits = httpx.get(
+            url + "/api/search",
+            params={"q": "a car in the city", "k": 1},
+            headers={"X-Imgsearch-Token": "cli-test-token"},
+        ).json()["results"]
         assert hits[0]["path"].endswith("car.webp")
         file = httpx.get(url + hits[0]["file"], headers={"X-Imgsearch-Token": "cli-test-token"})
         assert file.status_code == 200 and file.headers["content-type"] == "image/webp"
@@ -356,8 +387,11 @@ def test_serve_against_a_milvus_server(milvus_server, captioned_folder, embedder
     from imgsearch.web.run import build_server
 
     engine = ImageSearch(
-        captioner="captions", milvus_uri=milvus_server.uri, collection="served_from_api",
-        data_dir=tmp_path / "data", embedder=SerializedEmbedder(embedder),
+        captioner="captions",
+        milvus_uri=milvus_server.uri,
+        collection="served_from_api",
+        data_dir=tmp_path / "data",
+        embedder=SerializedEmbedder(embedder),
     )
     server = build_server(engine.settings, port=0, folders=[captioned_folder], engine=engine).start_in_thread()
     try:

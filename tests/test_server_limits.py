@@ -21,8 +21,14 @@ def limited_server(served, limits=None, engine=None):
     from imgsearch.web.run import build_server
 
     bounds = {"limits": limits} if limits is not None else {}
-    server = build_server(served.settings, host="127.0.0.1", port=0, folders=[served.coco_images],
-                          engine=engine or served.engine, **bounds).start_in_thread()
+    server = build_server(
+        served.settings,
+        host="127.0.0.1",
+        port=0,
+        folders=[served.coco_images],
+        engine=engine or served.engine,
+        **bounds,
+    ).start_in_thread()
     try:
         yield server
     finally:
@@ -110,8 +116,10 @@ def test_silent_and_slow_connections_are_closed_after_the_timeout(served_index):
         for conn in half_lines:
             conn.sendall(b"GET /api/search?q=dog HT")
         half_body = socket.create_connection(address)
-        half_body.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: 40\r\n\r\n{\"text\": ")
+        half_body.sendall(
+            b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 40\r\n\r\n{"text": '
+        )
         kept_alive = socket.create_connection(address)
         kept_alive.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         trickle = socket.create_connection(address)

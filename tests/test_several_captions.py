@@ -24,7 +24,12 @@ from conftest import make_image
 from pixel_captioner import register_plugin
 from subprocess_helpers import IMGSEARCH, TESTS, imgsearch_env, run_imgsearch
 
-PICTURES = {"red.png": (220, 20, 20), "green.png": (20, 200, 40), "blue.png": (20, 40, 220), "yellow.png": (230, 220, 20)}
+PICTURES = {
+    "red.png": (220, 20, 20),
+    "green.png": (20, 200, 40),
+    "blue.png": (20, 40, 220),
+    "yellow.png": (230, 220, 20),
+}
 BOTH = ["pixels:1", "slow-pixels:1"]
 
 
@@ -48,8 +53,11 @@ class Library:
 
     def env(self, data: Path | None = None) -> dict[str, str]:
         return imgsearch_env(
-            data or self.data, pythonpath=[self.base / "plugin", TESTS], SLOW_CAPTION_SECONDS="0.05",
-            SLOW_CAPTION_LOG=str(self.base / "slow.log"), PIXEL_CAPTION_LOG=str(self.base / "pixels.log"),
+            data or self.data,
+            pythonpath=[self.base / "plugin", TESTS],
+            SLOW_CAPTION_SECONDS="0.05",
+            SLOW_CAPTION_LOG=str(self.base / "slow.log"),
+            PIXEL_CAPTION_LOG=str(self.base / "pixels.log"),
         )
 
     def logs(self) -> tuple[list[str], list[str]]:
@@ -68,9 +76,18 @@ def library(tmp_path_factory) -> Library:
     env = library.env()
     _json(run_imgsearch("index", library.photos, "--captioner", "pixels", "--json", env=env))
     library.first_logs = library.logs()
-    library.added = _json(run_imgsearch(
-        "index", library.photos, "--captioner", "pixels", "--also-caption", "slow-pixels", "--json", env=env,
-    ))
+    library.added = _json(
+        run_imgsearch(
+            "index",
+            library.photos,
+            "--captioner",
+            "pixels",
+            "--also-caption",
+            "slow-pixels",
+            "--json",
+            env=env,
+        )
+    )
     return library
 
 
@@ -92,7 +109,9 @@ def test_every_caption_is_searchable_and_shown_apart(library):
     assert status["captions_by_captioner"] == {"pixels:1": len(PICTURES), "slow-pixels:1": len(PICTURES)}
     assert status["images"] == status["captioned"] == len(PICTURES)
 
-    hits = _json(run_imgsearch("query", "RGB 48x32 top red bottom red", "-k", "1", "--json", "--min-score", "0", env=env))
+    hits = _json(
+        run_imgsearch("query", "RGB 48x32 top red bottom red", "-k", "1", "--json", "--min-score", "0", env=env)
+    )
     hit = hits[0] if isinstance(hits, list) else hits["results"][0]
     assert Path(hit["path"]).name == "red.png"
     assert [part["captioner"] for part in hit["captions"]] == BOTH
@@ -104,7 +123,13 @@ def test_every_caption_is_searchable_and_shown_apart(library):
     assert all([part["captioner"] for part in row["captions"]] == BOTH for row in exported)
 
     described = run_imgsearch(
-        "describe", library.photos / "blue.png", "--captioner", "pixels", "--also-caption", "slow-pixels", env=env,
+        "describe",
+        library.photos / "blue.png",
+        "--captioner",
+        "pixels",
+        "--also-caption",
+        "slow-pixels",
+        env=env,
     )
     assert described.returncode == 0, described.stderr
     lines = described.stdout.splitlines()
@@ -144,7 +169,8 @@ def test_mcp_search_names_each_captioners_caption(library, tmp_path):
         with (tmp_path / "server.log").open("w") as errors, anyio.fail_after(120):
             async with Client(stdio_client(parameters, errlog=errors)) as client:
                 return await client.call_tool(
-                    "search_pictures", {"query": "RGB 48x32 top yellow bottom yellow", "k": 1, "min_score": 0},
+                    "search_pictures",
+                    {"query": "RGB 48x32 top yellow bottom yellow", "k": 1, "min_score": 0},
                 )
 
     found = anyio.run(session)
@@ -159,18 +185,36 @@ def test_removing_one_captioner_is_one_command_and_captions_nothing(library):
     data = library.copy("removing")
     env = library.env(data)
     before = library.logs()
-    removed = _json(run_imgsearch(
-        "index", library.photos, "--captioner", "pixels", "--also-caption", "", "--json", env=env,
-    ))
+    removed = _json(
+        run_imgsearch(
+            "index",
+            library.photos,
+            "--captioner",
+            "pixels",
+            "--also-caption",
+            "",
+            "--json",
+            env=env,
+        )
+    )
     assert removed["updated"] == len(PICTURES) and removed["captioned"] == 0
     assert _json(run_imgsearch("status", "--json", env=env))["captions_by_captioner"] == {"pixels:1": len(PICTURES)}
     hits = _json(run_imgsearch("query", "RGB top red", "-k", "1", "--json", "--min-score", "0", env=env))
     hit = hits[0] if isinstance(hits, list) else hits["results"][0]
     assert "\n" not in hit["caption"] and [part["captioner"] for part in hit["captions"]] == ["pixels:1"]
     # Added back: both captions come from the cache.
-    again = _json(run_imgsearch(
-        "index", library.photos, "--captioner", "pixels", "--also-caption", "slow-pixels", "--json", env=env,
-    ))
+    again = _json(
+        run_imgsearch(
+            "index",
+            library.photos,
+            "--captioner",
+            "pixels",
+            "--also-caption",
+            "slow-pixels",
+            "--json",
+            env=env,
+        )
+    )
     assert again["captioned"] == 0 and again["updated"] == len(PICTURES)
     # A plain re-index keeps the captioners the index records.
     plain = _json(run_imgsearch("index", library.photos, "--json", env=env))
@@ -217,7 +261,11 @@ def test_also_caption_takes_its_own_options_and_refuses_unknown_ones():
         also_caption="transformers,model=HuggingFaceTB/SmolVLM-256M-Instruct,preset=detailed; ollama,prompt=Say, briefly, what",
     )
     vlm, ollama = also_caption_settings(settings)
-    assert (vlm.captioner, vlm.caption_model, vlm.caption_preset) == ("transformers", "HuggingFaceTB/SmolVLM-256M-Instruct", "detailed")
+    assert (vlm.captioner, vlm.caption_model, vlm.caption_preset) == (
+        "transformers",
+        "HuggingFaceTB/SmolVLM-256M-Instruct",
+        "detailed",
+    )
     assert ollama.captioner == "ollama" and ollama.caption_prompt == "Say, briefly, what"
     assert ollama.caption_model == Settings().caption_model and ollama.also_caption == ""
     with pytest.raises(ConfigError, match="colour"):
@@ -227,10 +275,12 @@ def test_also_caption_takes_its_own_options_and_refuses_unknown_ones():
 def test_two_prompts_of_one_model_are_told_apart():
     from imgsearch.factory import build_captioner
 
-    captioner = build_captioner(Settings(
-        caption_model="HuggingFaceTB/SmolVLM-256M-Instruct",
-        also_caption="transformers,model=HuggingFaceTB/SmolVLM-256M-Instruct,preset=detailed",
-    ))
+    captioner = build_captioner(
+        Settings(
+            caption_model="HuggingFaceTB/SmolVLM-256M-Instruct",
+            also_caption="transformers,model=HuggingFaceTB/SmolVLM-256M-Instruct,preset=detailed",
+        )
+    )
     assert part_ids(captioner.id) == [
         "transformers:HuggingFaceTB/SmolVLM-256M-Instruct#search",
         "transformers:HuggingFaceTB/SmolVLM-256M-Instruct#detailed",

@@ -122,7 +122,12 @@ def test_hits_without_a_date_taken_fall_back_to_file_time_then_go_last():
         hit("also-old", 0.4, taken_at=1_000_000_000.0),
     ]
     assert [h.path[3:] for h in ordered_hits(hits, "date")] == [
-        "new", "file-time-only", "old", "also-old", "undated-best", "undated-worse",
+        "new",
+        "file-time-only",
+        "old",
+        "also-old",
+        "undated-best",
+        "undated-worse",
     ]
     assert ordered_hits(hits, "score") == hits and ordered_hits(hits, None) == hits
 
@@ -133,7 +138,9 @@ def test_cli_sort_date(built, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     env = imgsearch_env(copy)
-    by_date = run_imgsearch("query", QUERY, "-k", str(ALL), "--min-score=-1", "--sort", "date", "--json", env=env, check_code=0)
+    by_date = run_imgsearch(
+        "query", QUERY, "-k", str(ALL), "--min-score=-1", "--sort", "date", "--json", env=env, check_code=0
+    )
     assert names(json.loads(by_date.stdout)) == NEWEST_FIRST
     # Wide enough that no path is folded across lines.
     table = run_imgsearch(
@@ -156,9 +163,16 @@ def test_api_sorts_by_date_and_refuses_a_bad_sort(engine, built):
         by_score = client.get("/api/search", params={"q": QUERY, "k": ALL, "min_score": EVERY_SCORE})
         by_date = client.get("/api/search", params={"q": QUERY, "k": ALL, "min_score": EVERY_SCORE, "sort": "date"})
         posted = client.post("/api/search", json={"text": QUERY, "k": 3, "min_score": EVERY_SCORE, "sort": "date"})
-        filtered = client.post("/api/search", json={
-            "text": QUERY, "k": ALL, "min_score": EVERY_SCORE, "sort": "date", "filters": {"taken_before": "2020-01-01"},
-        })
+        filtered = client.post(
+            "/api/search",
+            json={
+                "text": QUERY,
+                "k": ALL,
+                "min_score": EVERY_SCORE,
+                "sort": "date",
+                "filters": {"taken_before": "2020-01-01"},
+            },
+        )
         unknown = client.get("/api/search", params={"q": QUERY, "sort": "newest"})
         not_text = client.post("/api/search", json={"text": QUERY, "sort": 7})
     for response in (by_score, by_date, posted, filtered):
@@ -198,13 +212,27 @@ def test_mcp_search_tool_sorts_by_date(engine, built):
     served = ImageSearchMcp(engine)
     server = served.http_server("127.0.0.1", 0).start_in_thread()
     try:
-        by_score, by_date, similar, bad = _mcp_calls(server.url, [
-            ("search_pictures", {"query": QUERY, "k": ALL, "min_score": EVERY_SCORE, "thumbnails": 0}),
-            ("search_pictures", {"query": QUERY, "k": ALL, "min_score": EVERY_SCORE, "thumbnails": 0, "sort": "date"}),
-            ("similar_pictures", {"picture": str(folder / "snowy-peaks.jpg"), "k": ALL, "min_score": EVERY_SCORE,
-                                  "thumbnails": 0, "sort": "date"}),
-            ("search_pictures", {"query": QUERY, "sort": "newest"}),
-        ])
+        by_score, by_date, similar, bad = _mcp_calls(
+            server.url,
+            [
+                ("search_pictures", {"query": QUERY, "k": ALL, "min_score": EVERY_SCORE, "thumbnails": 0}),
+                (
+                    "search_pictures",
+                    {"query": QUERY, "k": ALL, "min_score": EVERY_SCORE, "thumbnails": 0, "sort": "date"},
+                ),
+                (
+                    "similar_pictures",
+                    {
+                        "picture": str(folder / "snowy-peaks.jpg"),
+                        "k": ALL,
+                        "min_score": EVERY_SCORE,
+                        "thumbnails": 0,
+                        "sort": "date",
+                    },
+                ),
+                ("search_pictures", {"query": QUERY, "sort": "newest"}),
+            ],
+        )
     finally:
         server.stop()
         served.stop()

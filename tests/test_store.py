@@ -14,8 +14,17 @@ from imgsearch.store import MilvusStore
 
 def _row(key, vector, path, caption="a caption", **extra):
     row = {
-        "id": key, "vector": vector, "path": path, "caption": caption, "captioner": "test:1",
-        "content_hash": key * 2, "size": 10, "mtime": 1.5, "width": 4, "height": 3, "indexed_at": 2.0,
+        "id": key,
+        "vector": vector,
+        "path": path,
+        "caption": caption,
+        "captioner": "test:1",
+        "content_hash": key * 2,
+        "size": 10,
+        "mtime": 1.5,
+        "width": 4,
+        "height": 3,
+        "indexed_at": 2.0,
     }
     row.update(extra)
     return row
@@ -56,7 +65,6 @@ def test_create_insert_search_get_delete(store):
     assert sorted(row["id"] for row in store.iter_rows(batch_size=2)) == ["k2", "k3", "k4"]
 
 
-
 @pytest.mark.slow
 def test_lite_searches_exactly_and_still_reads_indexes_made_with_ivf(tmp_path, monkeypatch):
     """New Milvus Lite indexes are FLAT; one made with the earlier IVF_FLAT/cosine index
@@ -82,6 +90,7 @@ def test_lite_searches_exactly_and_still_reads_indexes_made_with_ivf(tmp_path, m
             assert hits[1]["score"] == pytest.approx(0.0, abs=1e-4)
     finally:
         first.close()
+
 
 @pytest.mark.slow
 def test_reopen_and_mismatched_embedder(store):
@@ -123,7 +132,10 @@ def test_unreachable_server_is_one_line_error():
 def test_a_reader_is_answered_while_another_process_writes_and_a_second_writer_waits_its_turn(tmp_path):
     db = tmp_path / "held.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from imgsearch.store import MilvusStore
             store = MilvusStore({str(db)!r}, "x")
@@ -132,8 +144,11 @@ def test_a_reader_is_answered_while_another_process_writes_and_a_second_writer_w
                 print("writing", flush=True)
                 sys.stdin.readline()
             store.close()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     writer = None
     try:
@@ -143,15 +158,21 @@ def test_a_reader_is_answered_while_another_process_writes_and_a_second_writer_w
         assert reader.exists() is True
         reader.close()
         writer = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(f"""
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
                 from imgsearch.store import MilvusStore
                 store = MilvusStore({str(db)!r}, "x")
                 with store.writing():
                     store.open("model", lambda: 8)
                     print("wrote", flush=True)
                 store.close()
-            """)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            """),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         # The second writer says whom it waits for, and waits.
         line = writer.stderr.readline()
@@ -174,12 +195,17 @@ def test_a_reader_is_answered_while_another_process_writes_and_a_second_writer_w
 def test_second_process_on_embedded_file_gets_busy_error(tmp_path):
     db = tmp_path / "busy.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from pymilvus import MilvusClient
             MilvusClient({str(db)!r}); print("open", flush=True); time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "open"

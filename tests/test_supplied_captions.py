@@ -72,20 +72,25 @@ def test_a_changed_jsonl_line_updates_that_row_and_copies_keep_their_lines(embed
         captions_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     def engine():
-        return ImageSearch(captioner="captions", captions_file=str(captions_file), data_dir=tmp_path / "data",
-                           embedder=embedder)
+        return ImageSearch(
+            captioner="captions", captions_file=str(captions_file), data_dir=tmp_path / "data", embedder=embedder
+        )
 
     write("Grandma's garden, summer 1987.")
     with engine() as first:
         first.index([copies])
         assert _captions(first) == {
-            "a.png": "A green meadow at noon.", "b.png": "Grandma's garden, summer 1987.", "c.png": "A yellow square.",
+            "a.png": "A green meadow at noon.",
+            "b.png": "Grandma's garden, summer 1987.",
+            "c.png": "A yellow square.",
         }
     write("Grandma's garden, summer 1988.")
     with engine() as second:
         assert second.index([copies]).ok
         assert _captions(second) == {
-            "a.png": "A green meadow at noon.", "b.png": "Grandma's garden, summer 1988.", "c.png": "A yellow square.",
+            "a.png": "A green meadow at noon.",
+            "b.png": "Grandma's garden, summer 1988.",
+            "c.png": "A yellow square.",
         }
 
 
@@ -103,10 +108,14 @@ def test_rebuild_and_repair_give_each_copy_its_own_caption(copies, tmp_path):
     def stored() -> dict[str, str]:
         done = run_imgsearch("export", "--json", env=env)
         assert done.returncode == 0, done.stderr
-        return {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)["caption"] for line in done.stdout.splitlines()}
+        return {
+            json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)["caption"] for line in done.stdout.splitlines()
+        }
 
     expected = {
-        "a.png": "A green meadow at dusk.", "b.png": "Grandma's garden, summer 1987.", "c.png": "A yellow square.",
+        "a.png": "A green meadow at dusk.",
+        "b.png": "Grandma's garden, summer 1987.",
+        "c.png": "A yellow square.",
     }
     assert stored() == expected
     (data / "index.db").unlink()  # a lost index: repair rebuilds it from the caption cache alone
@@ -145,7 +154,9 @@ def test_a_cluster_run_keeps_each_copys_own_caption(embedder, copies, tmp_path):
         assert (report.new, report.captioned) == (3, 3) and report.ok
         assert sorted(service.sent) == ["a.png", "b.png", "c.png"]
         assert _captions(engine) == {
-            "a.png": "A green meadow at noon.", "b.png": "Grandma's garden, summer 1987.", "c.png": "A yellow square.",
+            "a.png": "A green meadow at noon.",
+            "b.png": "Grandma's garden, summer 1987.",
+            "c.png": "A yellow square.",
         }
         (copies / "a.txt").write_text("A green meadow at dusk.")
         indexer = Indexer(engine.captioner, embedder, engine.store, engine.cache, caption_service=service)

@@ -88,9 +88,7 @@ def blip(tiny_blip_dir) -> TransformersCaptioner:
 
 @pytest.fixture(scope="module")
 def blip_prompted(tiny_blip_dir) -> TransformersCaptioner:
-    return TransformersCaptioner(
-        model=str(tiny_blip_dir), prompt=BLIP_PROMPT, max_new_tokens=MAX_NEW, batch_size=4
-    )
+    return TransformersCaptioner(model=str(tiny_blip_dir), prompt=BLIP_PROMPT, max_new_tokens=MAX_NEW, batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +288,10 @@ def test_uncached_hub_id_offline_fails_fast_with_a_clear_cli_error(tmp_path):
     model_id = "imgsearch-tests/not-a-cached-model"
     proc = subprocess.run(
         [sys.executable, "-m", "imgsearch", "index", str(folder), "-m", model_id],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr

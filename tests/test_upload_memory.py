@@ -66,7 +66,9 @@ def server(tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = start_imgsearch("serve", "--port", str(port), env=env, cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_imgsearch(
+        "serve", "--port", str(port), env=env, cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -43,8 +43,12 @@ def photos(coco_mini, tmp_path):
 
 def engine_for(photos, embedder, visual_dir, **settings):
     return ImageSearch(
-        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl"),
-        visual_model=str(visual_dir), device="cpu", **settings,
+        embedder=embedder,
+        captioner="captions",
+        captions_file=str(photos.parent / "captions.jsonl"),
+        visual_model=str(visual_dir),
+        device="cpu",
+        **settings,
     )
 
 
@@ -167,24 +171,26 @@ def test_copies_group_as_duplicates_and_different_photos_do_not(tiny_siglip_dir,
         assert report.new == PHOTOS + 3, report.failed
         vector = {p: np.array(engine.store.get_vector(path_key(p), "visual")) for p in [*originals, *copies.values()]}
         # The random tower must keep copies closer than different photos for this to mean anything.
-        closest_others = max(
-            float(vector[a] @ vector[b]) for a in originals for b in originals if a < b
-        )
+        closest_others = max(float(vector[a] @ vector[b]) for a in originals for b in originals if a < b)
         farthest_copy = min(float(vector[a] @ vector[b]) for a, b in copies.items())
         assert farthest_copy > closest_others + 0.001, (farthest_copy, closest_others)
         groups = engine.duplicates(threshold=(farthest_copy + closest_others) / 2)
-    assert sorted(groups) == sorted([
-        sorted([str(originals[0]), str(photos / "copy-small.jpg")]),
-        sorted([str(originals[1]), str(photos / "copy-tiny.jpg")]),
-        sorted([str(originals[2]), str(photos / "same-bytes.jpg")]),
-    ])
+    assert sorted(groups) == sorted(
+        [
+            sorted([str(originals[0]), str(photos / "copy-small.jpg")]),
+            sorted([str(originals[1]), str(photos / "copy-tiny.jpg")]),
+            sorted([str(originals[2]), str(photos / "same-bytes.jpg")]),
+        ]
+    )
 
 
 def test_duplicates_without_image_vectors_are_the_same_bytes_only(photos, embedder, tmp_path):
     originals = sorted(photos.glob("*.jpg"))
     indexed_copy(originals[0], photos / "copy-small.jpg")
     indexed_copy(originals[2], photos / "same-bytes.jpg", recompress=False)
-    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+    with ImageSearch(
+        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")
+    ) as engine:
         engine.index([photos])
         assert engine.duplicates() == [sorted([str(originals[2]), str(photos / "same-bytes.jpg")])]
         with pytest.raises(ConfigError, match="no image vectors"):
@@ -207,10 +213,13 @@ def test_image_vectors_are_cached_and_a_rebuild_encodes_nothing(tiny_clip_dir, p
 
 def test_indexing_with_a_visual_model_adds_image_vectors_to_an_index_without_them(tiny_clip_dir, photos, embedder):
     paths = sorted(photos.glob("*.jpg"))
-    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+    with ImageSearch(
+        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")
+    ) as engine:
         engine.index([photos])
         before = {row["path"]: row["caption"] for row in engine.records()}
     with engine_for(photos, embedder, tiny_clip_dir) as engine:
+
         def never(*args, **kwargs):
             raise AssertionError("adding image vectors captioned a picture")
 
@@ -237,10 +246,15 @@ def test_indexing_with_a_visual_model_adds_image_vectors_to_an_index_without_the
 
 
 def test_an_index_without_image_vectors_still_says_so_to_a_visual_query(photos, embedder):
-    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+    with ImageSearch(
+        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")
+    ) as engine:
         engine.index([photos])
     with ImageSearch(embedder=embedder) as engine:
-        for attempt in (lambda: engine.query("a dog", mode="visual"), lambda: engine.query_image(sorted(photos.glob("*.jpg"))[0])):
+        for attempt in (
+            lambda: engine.query("a dog", mode="visual"),
+            lambda: engine.query_image(sorted(photos.glob("*.jpg"))[0]),
+        ):
             with pytest.raises(ConfigError) as refused:
                 attempt()
             message = str(refused.value)
@@ -249,7 +263,9 @@ def test_an_index_without_image_vectors_still_says_so_to_a_visual_query(photos, 
 
 def test_adding_image_vectors_leaves_out_deleted_pictures_and_stops_at_unreadable_ones(tiny_clip_dir, photos, embedder):
     paths = sorted(photos.glob("*.jpg"))
-    with ImageSearch(embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")) as engine:
+    with ImageSearch(
+        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl")
+    ) as engine:
         engine.index([photos])
     paths[0].write_bytes(b"\xff\xd8\xff\xe0 no longer a picture")
     with engine_for(photos, embedder, tiny_clip_dir) as engine:
@@ -300,8 +316,15 @@ def test_the_command_line_searches_by_picture_and_lists_duplicates(tiny_siglip_d
     env = imgsearch_env(tmp_path / "data")
     common = ("--visual-model", str(tiny_siglip_dir), "--device", "cpu")
     indexed = run_imgsearch(
-        "index", photos, "--captioner", "captions", "--captions-file", photos.parent / "captions.jsonl", *common,
-        "--json", env=env,
+        "index",
+        photos,
+        "--captioner",
+        "captions",
+        "--captions-file",
+        photos.parent / "captions.jsonl",
+        *common,
+        "--json",
+        env=env,
     )
     assert indexed.returncode == 0, indexed.stderr
     found = run_imgsearch("query", "--image", originals[4], "-k", "2", "--json", env=env)
@@ -325,7 +348,9 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_a_milvus_server_without_multi_vector_support_refuses_image_vectors(milvus_server, tiny_clip_dir, photos, tmp_path):
+def test_a_milvus_server_without_multi_vector_support_refuses_image_vectors(
+    milvus_server, tiny_clip_dir, photos, tmp_path
+):
     """Milvus 2.3 (what the `milvus` package runs) holds one vector field per collection."""
     env = imgsearch_env(tmp_path / "data")
     server = ("--uri", milvus_server.uri, "--collection", f"visual_{uuid.uuid4().hex[:8]}")

@@ -61,8 +61,12 @@ def read_cache(data: Path) -> tuple[dict[str, str], dict[str, tuple[float, bytes
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         captions = dict(db.execute("SELECT content_hash, caption FROM captions")) if "captions" in tables else {}
         vectors = (
-            {h: (made, bytes(vector)) for h, made, vector in db.execute("SELECT content_hash, created, vector FROM image_vectors")}
-            if "image_vectors" in tables else {}
+            {
+                h: (made, bytes(vector))
+                for h, made, vector in db.execute("SELECT content_hash, created, vector FROM image_vectors")
+            }
+            if "image_vectors" in tables
+            else {}
         )
     return captions, vectors
 
@@ -83,8 +87,18 @@ def test_a_killed_run_keeps_its_image_vectors_and_the_next_encodes_only_the_rest
     photos = len(list(folder.glob("*.jpg")))
     env = imgsearch_env(data)
     args = [
-        "index", folder, "--captioner", "captions", "--captions-file", coco_mini / "captions.jsonl",
-        "--visual-model", tiny_clip_dir, "--device", "cpu", "--batch-size", "4",
+        "index",
+        folder,
+        "--captioner",
+        "captions",
+        "--captions-file",
+        coco_mini / "captions.jsonl",
+        "--visual-model",
+        tiny_clip_dir,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
     ]
     proc = start_imgsearch(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -49,7 +49,10 @@ def query_telling_imports(args: list[object], env: dict[str, str] | None = None)
     """The hits of `imgsearch query ARGS --json` and the heavy libraries its process imported."""
     proc = subprocess.run(
         [sys.executable, "-c", _CLI_TELLING_IMPORTS, "query", *map(str, args), "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(proc.stderr.strip().splitlines()[-1])
@@ -177,8 +180,12 @@ def test_a_tower_the_runner_cannot_reproduce_keeps_torch_and_is_not_exported_aga
 def test_after_an_index_run_a_visual_query_runs_without_torch(tiny_clip, photos, embedder, minilm_exported):
     # float32 as the ONNX copy computes: on a CPU with native bf16, auto would pick bf16 for torch.
     with ImageSearch(
-        embedder=embedder, captioner="captions", captions_file=str(photos.parent / "captions.jsonl"),
-        visual_model=str(tiny_clip), device="cpu", dtype="float32",
+        embedder=embedder,
+        captioner="captions",
+        captions_file=str(photos.parent / "captions.jsonl"),
+        visual_model=str(tiny_clip),
+        device="cpu",
+        dtype="float32",
     ) as engine:
         engine.index([photos])
         assert not engine.visual.fast_path_active  # the index run loaded the torch model (and exported it)
@@ -211,8 +218,17 @@ def test_the_process_keeping_the_index_loaded_answers_visual_queries_without_tor
     data = tmp_path / "data"
     env = imgsearch_env(data, IMGSEARCH_KEEP_LOADED="120")
     indexed = run_imgsearch(
-        "index", photos, "--captioner", "captions", "--captions-file", photos.parent / "captions.jsonl",
-        "--visual-model", tiny_clip, "--device", "cpu", env=env,
+        "index",
+        photos,
+        "--captioner",
+        "captions",
+        "--captions-file",
+        photos.parent / "captions.jsonl",
+        "--visual-model",
+        tiny_clip,
+        "--device",
+        "cpu",
+        env=env,
     )
     assert indexed.returncode == 0, indexed.stderr
     query = [QUERY, "--mode", "visual", "--min-score=-1"]

@@ -189,7 +189,10 @@ def test_chat_model_gets_the_preset_as_a_user_turn_and_left_padding(chat_family,
 
     # Pictures of different shapes give prompts of different lengths, padded on the left.
     batch = captioner.loaded_processor(
-        images=[[item.image] for item in inputs], text=captioner.prompt_texts(len(inputs)), padding=True, return_tensors="pt"
+        images=[[item.image] for item in inputs],
+        text=captioner.prompt_texts(len(inputs)),
+        padding=True,
+        return_tensors="pt",
     )
     mask = batch["attention_mask"]
     assert len(set(mask.sum(dim=1).tolist())) > 1

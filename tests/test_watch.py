@@ -32,8 +32,16 @@ class Watcher:
     def __init__(self, folder: Path, env: dict[str, str]):
         self.env = env
         self.proc = start_imgsearch(
-            "watch", folder, "--captioner", "captions", "--json", "--debounce", "0.5",
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            "watch",
+            folder,
+            "--captioner",
+            "captions",
+            "--json",
+            "--debounce",
+            "0.5",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.reports: queue.Queue[dict] = queue.Queue()
         self.stderr: list[str] = []
@@ -53,7 +61,9 @@ class Watcher:
             try:
                 report = self.reports.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"watch did not get there in {timeout}s: {totals}\n{''.join(self.stderr)}") from None
+                raise AssertionError(
+                    f"watch did not get there in {timeout}s: {totals}\n{''.join(self.stderr)}"
+                ) from None
             for key in ("new", "updated", "moved", "removed"):
                 totals[key] += report[key]
             totals["failed"] += len(report["failed"])

@@ -39,8 +39,7 @@ def words_only_engine(photos, embedder, tmp_path_factory):
 
 
 def _upload(client, data, name="query.jpg", fields=None, **headers):
-    return client.post("/api/search", files={"image": (name, data, "image/jpeg")}, data=fields or {},
-                       headers=headers)
+    return client.post("/api/search", files={"image": (name, data, "image/jpeg")}, data=fields or {}, headers=headers)
 
 
 def _one_line_error(response):
@@ -94,7 +93,9 @@ def test_an_indexed_picture_uploaded_comes_back_first(visual_engine, photos):
         assert client.post("/api/search", json={"k": 2}).status_code == 422
 
         status = client.get("/api/status").json()
-        assert status["index"]["visual_model"] and status["server"]["max_upload_bytes"] == ServeLimits().max_upload_bytes
+        assert (
+            status["index"]["visual_model"] and status["server"]["max_upload_bytes"] == ServeLimits().max_upload_bytes
+        )
         schema = client.get("/openapi.json").json()["paths"]["/api/search"]["post"]["requestBody"]["content"]
         assert {"application/json", "multipart/form-data"} <= set(schema)
 
@@ -114,16 +115,24 @@ def test_bad_uploads_get_400_in_one_line(visual_engine, photos):
         assert no_picture.status_code == 400 and "'image'" in _one_line_error(no_picture)
         with_words = _upload(client, picture, fields={"text": "a dog"})
         assert with_words.status_code == 400 and "either a picture or words" in _one_line_error(with_words)
-        for fields, expected in (({"k": "0"}, "k must be between 1 and 100"), ({"k": "many"}, "k must be a whole number"),
-                                 ({"min_score": "nan"}, "min_score must be a finite number"),
-                                 ({"colour": "red"}, "unknown filter 'colour'")):
+        for fields, expected in (
+            ({"k": "0"}, "k must be between 1 and 100"),
+            ({"k": "many"}, "k must be a whole number"),
+            ({"min_score": "nan"}, "min_score must be a finite number"),
+            ({"colour": "red"}, "unknown filter 'colour'"),
+        ):
             response = _upload(client, picture, fields=fields)
             assert response.status_code == 400 and expected in _one_line_error(response), (fields, response.text)
 
         boundary = "b0undary"
-        unclosed = client.post("/api/search", content=(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'.encode() + picture
-        ), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        unclosed = client.post(
+            "/api/search",
+            content=(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'.encode()
+                + picture
+            ),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert unclosed.status_code == 400 and "no closing boundary" in _one_line_error(unclosed)
         no_boundary = client.post("/api/search", content=b"x", headers={"content-type": "multipart/form-data"})
         assert no_boundary.status_code == 400 and "boundary" in _one_line_error(no_boundary)
@@ -142,7 +151,10 @@ def test_an_index_without_image_vectors_names_the_fix(words_only_engine, photos)
 
 def test_an_upload_needs_the_token(visual_engine, photos):
     path = sorted(photos.glob("*.jpg"))[1]
-    with serving(visual_engine, [photos], token=TOKEN) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        serving(visual_engine, [photos], token=TOKEN) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         refused = _upload(client, path.read_bytes())
         assert refused.status_code == 401 and "token" in _one_line_error(refused)
         wrong = _upload(client, path.read_bytes(), **{"X-Imgsearch-Token": TOKEN + "x"})
@@ -169,7 +181,10 @@ def test_an_upload_can_be_sorted_by_date(visual_engine, photos):
 def test_uploads_are_bounded_in_size(visual_engine, photos):
     picture = sorted(photos.glob("*.jpg"))[2].read_bytes()
     limits = ServeLimits(max_upload_bytes=len(picture) + 4096)
-    with serving(visual_engine, [photos], limits=limits) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        serving(visual_engine, [photos], limits=limits) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         assert _upload(client, picture).status_code == 200
         too_big = _upload(client, picture + b"\0" * 8192)
         assert too_big.status_code == 413
@@ -179,11 +194,14 @@ def test_uploads_are_bounded_in_size(visual_engine, photos):
             for _ in range(len(picture) // 1024 + 8):
                 yield b"a" * 1024
 
-        chunked = client.post("/api/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        chunked = client.post(
+            "/api/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+        )
         assert chunked.status_code == 413
         # Only a form posted to the search takes the larger limit: a JSON body keeps 64 KiB.
-        json_body = client.post("/api/search", content=b'{"text": "' + b"a" * 70_000 + b'"}',
-                                headers={"content-type": "application/json"})
+        json_body = client.post(
+            "/api/search", content=b'{"text": "' + b"a" * 70_000 + b'"}', headers={"content-type": "application/json"}
+        )
         assert json_body.status_code == 413 and "request body too large" in _one_line_error(json_body)
 
 
@@ -214,13 +232,21 @@ def test_uploads_at_once_are_capped(visual_engine, photos):
 
 
 def _form_body(picture, boundary="slowboundary"):
-    return (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="slow.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n").encode() + picture + f"\r\n--{boundary}--\r\n".encode()
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="slow.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + picture
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
 
 def _form_head(host, length, boundary="slowboundary"):
-    return (f"POST /api/search HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {length}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    return (
+        f"POST /api/search HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {length}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    ).encode()
 
 
 def _read_response(conn):
@@ -232,8 +258,8 @@ def _read_response(conn):
 
 def test_the_form_parser_reads_what_browsers_send():
     body = (
-        b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n5\r\n"
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"caf\xc3\xa9 \\\"1\\\".jpg\"\r\n"
+        b'preamble\r\n--XyZ\r\nContent-Disposition: form-data; name="k"\r\n\r\n5\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="caf\xc3\xa9 \\"1\\".jpg"\r\n'
         b"Content-Type: image/jpeg\r\n\r\n\r\n--Xy\r\n\xff\x00\r\n\r\n--XyZ--\r\n"
     )
     k, image = parse_form('multipart/form-data; boundary="XyZ"', body)
@@ -243,5 +269,8 @@ def test_the_form_parser_reads_what_browsers_send():
     with pytest.raises(FormError, match="no closing boundary"):
         parse_form("multipart/form-data; boundary=XyZ", body[: body.index(b"--XyZ--")])
     with pytest.raises(FormError, match="too many form fields"):
-        parse_form("multipart/form-data; boundary=b", b"".join(
-            b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(70)) + b"--b--")
+        parse_form(
+            "multipart/form-data; boundary=b",
+            b"".join(b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(70))
+            + b"--b--",
+        )

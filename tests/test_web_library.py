@@ -64,7 +64,11 @@ def library(embedder, tmp_path_factory) -> Iterator[Library]:
         env.setenv("XDG_CONFIG_HOME", str(base / "config"))
         env.setenv("HF_HUB_OFFLINE", "1")
         engine = ImageSearch(
-            embedder=SerializedEmbedder(embedder), captioner="captions", data_dir=base / "data", device="cpu", keep_loaded=0
+            embedder=SerializedEmbedder(embedder),
+            captioner="captions",
+            data_dir=base / "data",
+            device="cpu",
+            keep_loaded=0,
         )
     report = engine.index([folder])
     assert report.ok and report.new == 5 + OLD_PICTURES, report
@@ -114,8 +118,15 @@ def test_browse_dates_their_source_and_the_pending_caption(library):
 
 def test_browse_from_a_date_and_bad_arguments(library):
     # The pictures taken before 2020: the cat, the dog and the snow, then the old ones.
-    assert _names(library.engine.browse(3, before="2020-01-01").pictures) == ["cat-sofa.jpg", "dog-park.jpg", "snowy-peaks.jpg"]
-    assert _names(library.engine.browse(2, before=datetime(2005, 1, 3, tzinfo=timezone.utc)).pictures) == ["old-01.jpg", "old-00.jpg"]
+    assert _names(library.engine.browse(3, before="2020-01-01").pictures) == [
+        "cat-sofa.jpg",
+        "dog-park.jpg",
+        "snowy-peaks.jpg",
+    ]
+    assert _names(library.engine.browse(2, before=datetime(2005, 1, 3, tzinfo=timezone.utc)).pictures) == [
+        "old-01.jpg",
+        "old-00.jpg",
+    ]
     assert library.engine.browse(5, before="1990-01-01").pictures == []
     for limit in (0, 501, True):
         with pytest.raises(ConfigError, match="limit"):
@@ -173,7 +184,10 @@ def test_api_pictures_pages_newest_first(library):
 
 def test_api_pictures_tells_a_file_not_served_from_a_missing_one(library):
     """Served only the harbour folder, the other pictures are there but not served: not missing."""
-    with serving(library.engine, [library.pending.parent]) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        serving(library.engine, [library.pending.parent]) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         puppy, kayak = client.get("/api/pictures", params={"limit": 2}).json()["pictures"]
         assert (puppy["servable"], puppy["missing"]) == (False, False)
         assert (kayak["servable"], kayak["missing"]) == (True, False)
@@ -187,7 +201,9 @@ def _page(browser, problems: list[str], requested: list[str], viewport: dict[str
     """A page in British English (dates read "20 Aug 2023") that notes every request and every problem."""
     page = browser.new_page(viewport=viewport, locale="en-GB")
     page.on("request", lambda request: requested.append(request.url))
-    page.on("response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}"))
+    page.on(
+        "response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}")
+    )
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
     page.on("pageerror", lambda error: problems.append(str(error)))
     return page
@@ -197,7 +213,8 @@ def _unexpected(problems: list[str], server: Any, library: Library) -> list[str]
     """problems, less the deleted picture's thumbnail: its 404, and the console line the browser writes for it."""
     gone = f"404 {server.url}api/images/{_id(library, GONE)}/thumbnail"
     return [
-        problem for problem in problems
+        problem
+        for problem in problems
         if problem.split("?")[0] != gone and "the server responded with a status of 404" not in problem
     ]
 
@@ -246,7 +263,9 @@ def test_page_fits_phone_and_desktop(library, chromium, viewport, tmp_path):  # 
         page.locator(".card").first.wait_for()
         assert page.locator("#library").is_hidden()
         _fits_the_width(page)
-        columns = page.evaluate("() => getComputedStyle(document.getElementById('results')).gridTemplateColumns.split(' ').length")
+        columns = page.evaluate(
+            "() => getComputedStyle(document.getElementById('results')).gridTemplateColumns.split(' ').length"
+        )
         assert columns == (2 if width == 390 else 5), columns
         page.screenshot(path=str(tmp_path / f"results-{width}.png"), full_page=True)
 
@@ -354,7 +373,9 @@ def test_missing_file_shows_a_placeholder_and_dates_show_on_results(library, chr
         assert page.locator('.card[data-path$="/car-street.jpg"] .date').inner_text() == "file date 5 Jan 2021"
         # Sorted by date, the dates the cards show go newest first.
         names = _tile_names(page, ".card")
-        assert GONE in names and [name for name in names if name in NEWEST] == [name for name in NEWEST if name in names]
+        assert GONE in names and [name for name in names if name in NEWEST] == [
+            name for name in NEWEST if name in names
+        ]
         _fits_the_width(page)
         page.screenshot(path=str(tmp_path / "missing-390.png"), full_page=True)
 
@@ -370,7 +391,9 @@ def test_missing_file_shows_a_placeholder_and_dates_show_on_results(library, chr
 
         page.locator('.card[data-path$="/car-street.jpg"]').click()
         page.locator("#viewer[open]").wait_for()
-        page.wait_for_function("() => document.getElementById('viewer-date').textContent.startsWith('file date 5 January 2021')")
+        page.wait_for_function(
+            "() => document.getElementById('viewer-date').textContent.startsWith('file date 5 January 2021')"
+        )
         assert page.locator("#viewer-missing").inner_text() == "" and page.locator("#viewer-image").is_visible()
         page.close()
     # The only failed request is the deleted picture's thumbnail, which the placeholder stands for.

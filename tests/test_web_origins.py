@@ -27,7 +27,11 @@ def serving(served, *, folders=None, allow_hosts=()):
     from imgsearch.web.run import build_server
 
     server = build_server(
-        served.settings, host="127.0.0.1", port=0, engine=served.engine, allow_hosts=allow_hosts,
+        served.settings,
+        host="127.0.0.1",
+        port=0,
+        engine=served.engine,
+        allow_hosts=allow_hosts,
         folders=[served.coco_images, served.extra] if folders is None else folders,
     )
     server.start_in_thread()
@@ -68,11 +72,16 @@ def _port(server) -> int:
 
 
 def test_a_foreign_host_is_refused_and_the_server_names_answer(served_index):
-    with serving(served_index, allow_hosts=["photos.lan"]) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        serving(served_index, allow_hosts=["photos.lan"]) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         port = _port(server)
-        hit = next(h for h in client.get("/api/search", params={"q": "a giraffe", "k": 20}).json()["results"]
-                   if h["path"].endswith(GIRAFFE))
+        hit = next(
+            h
+            for h in client.get("/api/search", params={"q": "a giraffe", "k": 20}).json()["results"]
+            if h["path"].endswith(GIRAFFE)
+        )
         foreign = {"Host": f"{EVIL}:{port}", "Origin": f"http://{EVIL}:{port}"}
         for path in ("/", "/api/search?q=dog", hit["file"], hit["thumbnail"], hit["record"], "/api/status"):
             refused = client.get(path, headers=foreign)
@@ -82,8 +91,15 @@ def test_a_foreign_host_is_refused_and_the_server_names_answer(served_index):
         for host in (EVIL, f"localhost.{EVIL}", f"127.0.0.1.{EVIL}:{port}", "", "localhost:80@evil", "[::1"):
             assert client.get("/api/status", headers={"Host": host}).status_code in (400, 421), host
 
-        for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}",
-                     "photos.lan", f"photos.lan:{port}"):
+        for host in (
+            f"127.0.0.1:{port}",
+            "127.0.0.1",
+            f"localhost:{port}",
+            "LOCALHOST",
+            f"[::1]:{port}",
+            "photos.lan",
+            f"photos.lan:{port}",
+        ):
             assert client.get("/api/status", headers={"Host": host}).status_code == 200, host
         photo = client.get(hit["file"], headers={"Host": f"photos.lan:{port}"})
         assert photo.status_code == 200 and photo.content[:3] == b"\xff\xd8\xff"
@@ -105,7 +121,9 @@ def test_changes_from_another_sites_page_are_refused(served_index):
             {"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"},
         ]
         for headers in attempts:
-            refused = client.post("/api/index", headers=headers, content=b"{}" if "json" in headers["Content-Type"] else b"")
+            refused = client.post(
+                "/api/index", headers=headers, content=b"{}" if "json" in headers["Content-Type"] else b""
+            )
             assert refused.status_code == 403, (headers, refused.status_code, refused.text)
             assert "another site" in refused.json()["error"]
         # No Origin (an old browser, a form), but a body only a page would send unasked: refused too.
@@ -118,7 +136,10 @@ def test_changes_from_another_sites_page_are_refused(served_index):
         for headers in ({"Origin": own}, {}):
             found = client.post("/api/search", json={"text": "a giraffe", "k": 3}, headers=headers)
             assert found.status_code == 200 and len(found.json()["results"]) == 3
-        assert client.post("/api/search", json={"text": "a giraffe"}, headers={"Origin": f"http://{EVIL}"}).status_code == 403
+        assert (
+            client.post("/api/search", json={"text": "a giraffe"}, headers={"Origin": f"http://{EVIL}"}).status_code
+            == 403
+        )
 
     # `curl -X POST .../api/index` (no type, no body) still reaches the route.
     with serving(served_index, folders=[]) as server:
@@ -128,7 +149,15 @@ def test_changes_from_another_sites_page_are_refused(served_index):
 
 def test_allowed_hosts_for_a_server_bound_to_every_interface():
     everywhere = AllowedHosts.for_server("0.0.0.0", ["Photos.LAN:8000"])
-    for host in ("192.168.1.20:8000", "10.0.0.5", "[fe80::1]:8000", "[::1]", "localhost:8000", "photos.lan", "PHOTOS.lan:9"):
+    for host in (
+        "192.168.1.20:8000",
+        "10.0.0.5",
+        "[fe80::1]:8000",
+        "[::1]",
+        "localhost:8000",
+        "photos.lan",
+        "PHOTOS.lan:9",
+    ):
         assert everywhere.accepts(host), host
     for host in (EVIL, f"{EVIL}:8000", "192.168.1.20.nip.io", "", "[nonsense]", "localhost:http"):
         assert not everywhere.accepts(host), host
@@ -155,7 +184,8 @@ def test_chromium_cannot_read_or_change_the_server_from_another_site(served_inde
     with serving(served_index) as server, sync_playwright() as playwright:
         port = _port(server)
         browser = playwright.chromium.launch(
-            executable_path=executable, headless=True,
+            executable_path=executable,
+            headless=True,
             args=[*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"],
         )
         try:
@@ -194,18 +224,25 @@ def test_a_name_that_is_no_host_is_refused_before_the_server_starts(served_index
     from imgsearch.web.run import build_server
 
     with pytest.raises(ConfigError, match="not a host name"):
-        build_server(served_index.settings, host="127.0.0.1", port=0, engine=served_index.engine,
-                     allow_hosts=["http://photos.lan/"])
+        build_server(
+            served_index.settings,
+            host="127.0.0.1",
+            port=0,
+            engine=served_index.engine,
+            allow_hosts=["http://photos.lan/"],
+        )
 
 
 def test_the_serve_command_takes_allowed_hosts_from_its_option_and_the_environment():
     helped = run_imgsearch("serve", "--help", check_code=0, env_extra={"COLUMNS": "300"})
     assert "--allow-host" in helped.stdout and "IMGSEARCH_SERVE_ALLOW_HOSTS" in helped.stdout
     # Refused before any model loads or port is taken: one line, exit 2.
-    given = run_imgsearch("serve", "--port", "8123", "--allow-host", "photos.lan", "--allow-host", "http://photos.lan/",
-                          timeout=120)
-    from_env = run_imgsearch("serve", "--port", "8123", env_extra={"IMGSEARCH_SERVE_ALLOW_HOSTS": "photos.lan http://x/"},
-                             timeout=120)
+    given = run_imgsearch(
+        "serve", "--port", "8123", "--allow-host", "photos.lan", "--allow-host", "http://photos.lan/", timeout=120
+    )
+    from_env = run_imgsearch(
+        "serve", "--port", "8123", env_extra={"IMGSEARCH_SERVE_ALLOW_HOSTS": "photos.lan http://x/"}, timeout=120
+    )
     for refused, name in ((given, "http://photos.lan/"), (from_env, "http://x/")):
         assert refused.returncode == 2, refused.stderr
         assert f"'{name}' is not a host name" in refused.stderr and "Traceback" not in refused.stderr

@@ -10,8 +10,13 @@ from served_coco import GIRAFFE, running_server
 from served_visual import PHOTOS, clip_indexed_engine, indexed_engine, photo_folder, serving
 
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-    "--disable-background-networking", "--disable-component-update",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
 ]
 
 
@@ -33,7 +38,9 @@ def test_search_shows_the_photo_and_opens_it(served_index, chromium, tmp_path):
         page = chromium.new_page(viewport={"width": 1200, "height": 900})
         requested, problems = [], []
         page.on("request", lambda request: requested.append(request.url))
-        page.on("response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}"))
+        page.on(
+            "response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}")
+        )
         page.on("console", lambda message: message.type == "error" and problems.append(message.text))
         page.on("pageerror", lambda error: problems.append(str(error)))
 
@@ -84,7 +91,9 @@ def picture_engine(page_photos, embedder, tmp_path_factory):
 def _watched_page(chromium, problems, requested):
     page = chromium.new_page(viewport={"width": 1200, "height": 900})
     page.on("request", lambda request: requested.append(request.url))
-    page.on("response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}"))
+    page.on(
+        "response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}")
+    )
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
     page.on("pageerror", lambda error: problems.append(str(error)))
     return page
@@ -162,7 +171,9 @@ def test_without_image_vectors_the_page_offers_no_picture_search(page_photos, em
             page.goto(server.url)
             page.wait_for_selector(f"text={PHOTOS} pictures indexed")
             assert page.locator("#picture-search").is_hidden()
-            page.dispatch_event("main", "drop", {"dataTransfer": _dropped_file(page, sorted(page_photos.glob("*.jpg"))[0])})
+            page.dispatch_event(
+                "main", "drop", {"dataTransfer": _dropped_file(page, sorted(page_photos.glob("*.jpg"))[0])}
+            )
             page.wait_for_selector("text=searching by picture needs an index built with --visual-model")
             assert page.locator(".card").count() == 0
             page.close()
@@ -173,7 +184,9 @@ def test_without_image_vectors_the_page_offers_no_picture_search(page_photos, em
 
 
 def _card_names(page):
-    return page.evaluate("() => [...document.querySelectorAll('.card')].map((card) => card.dataset.path.split('/').pop())")
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.card')].map((card) => card.dataset.path.split('/').pop())"
+    )
 
 
 def _cards_become(page, expected):

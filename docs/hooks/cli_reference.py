@@ -36,14 +36,18 @@ def cli_reference() -> str:
 
 
 def _section(name: str, command: Any) -> str:
-    usage = " ".join(["[OPTIONS]", *(_usage_of(param) for param in command.params if param.param_type_name == "argument")])
+    usage = " ".join(
+        ["[OPTIONS]", *(_usage_of(param) for param in command.params if param.param_type_name == "argument")]
+    )
     lines = [f"## `imgsearch {name}`", "", "```text", f"imgsearch {name} {usage}".rstrip(), "```", ""]
     lines += [_plain(command.help or ""), ""]
     arguments = [param for param in command.params if param.param_type_name == "argument"]
     options = [param for param in command.params if param.param_type_name == "option" and not param.hidden]
     if arguments:
         lines += ["| argument | |", "|---|---|"]
-        lines += [f"| `{(param.name or '').upper()}` | {_cell(getattr(param, 'help', '') or '')} |" for param in arguments]
+        lines += [
+            f"| `{(param.name or '').upper()}` | {_cell(getattr(param, 'help', '') or '')} |" for param in arguments
+        ]
         lines.append("")
     if options:
         lines += ["| option | |", "|---|---|"]

@@ -112,7 +112,7 @@ class CaptionCache:
         anywhere: dict[str, str] = {}
         for digest, _, prompt, caption, _ in self._entries({h for h, _ in wanted}, captioner):
             if prompt.startswith(FOR_FILE):
-                own[(digest, prompt[len(FOR_FILE):])] = caption
+                own[(digest, prompt[len(FOR_FILE) :])] = caption
             anywhere[digest] = caption  # entries come oldest first: the newest wins
         found = {pair: own[pair] for pair in wanted if pair in own}
         found.update({pair: anywhere[pair[0]] for pair in wanted if pair not in own and pair[0] in anywhere})
@@ -133,7 +133,7 @@ class CaptionCache:
             if captioner in skipped:
                 continue
             if prompt.startswith(FOR_FILE):
-                own[(digest, prompt[len(FOR_FILE):])] = (created, caption)
+                own[(digest, prompt[len(FOR_FILE) :])] = (created, caption)
                 elsewhere[digest] = caption
             else:
                 general[digest] = (created, caption)

@@ -223,9 +223,7 @@ class ApiCaptioner(Captioner):
 
         key = given or (os.environ.get(self.key_env, "") if self.key_env else "")
         if not key and self.needs_key and not self.base_url:
-            raise ConfigError(
-                f"the {self.name} captioner needs an API key: set {self.key_env} or IMGSEARCH_API_KEY"
-            )
+            raise ConfigError(f"the {self.name} captioner needs an API key: set {self.key_env} or IMGSEARCH_API_KEY")
         return key
 
     @property
@@ -319,7 +317,9 @@ class ApiCaptioner(Captioner):
             except Exception as exc:
                 self._tally_request(retried=False)
                 problem = self._problem(exc)
-                if problem.kind in ("auth", "fatal") or (problem.kind == "unreachable" and attempt >= self.max_attempts):
+                if problem.kind in ("auth", "fatal") or (
+                    problem.kind == "unreachable" and attempt >= self.max_attempts
+                ):
                     stop.set()
                 if problem.kind == "auth":
                     raise ApiAuthError(

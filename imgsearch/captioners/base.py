@@ -110,9 +110,7 @@ class Captioner(ABC):
             finally:
                 self._usage_tally().seconds += time.monotonic() - started
             if len(raw) != len(batch):
-                raise CaptionerError(
-                    f"{self.id} returned {len(raw)} captions for {len(batch)} images"
-                )
+                raise CaptionerError(f"{self.id} returned {len(raw)} captions for {len(batch)} images")
             checked = [self._checked(text) for text in raw]
             captions.extend(checked)
             if keep is not None:

@@ -90,9 +90,7 @@ class ExistingCaptions(Captioner):
                 if not isinstance(captions, list):
                     raise TypeError("captions must be a list")
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise CaptionerError(
-                    f"{path}:{number}: not a caption record ({type(exc).__name__}: {exc})"
-                ) from None
+                raise CaptionerError(f"{path}:{number}: not a caption record ({type(exc).__name__}: {exc})") from None
             if self.caption_index < len(captions):
                 self._by_name[name] = str(captions[self.caption_index])
 

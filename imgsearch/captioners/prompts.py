@@ -20,8 +20,7 @@ PRESETS = {
     # Several sentences: each is embedded on its own and the caption's vector is their mean
     # (embedders/sentences.py), so a description past 256 word pieces is still read whole.
     "detailed": (
-        "Describe this image in detail for search indexing. Include objects, actions, setting, "
-        "colors, and mood."
+        "Describe this image in detail for search indexing. Include objects, actions, setting, colors, and mood."
     ),
 }
 DEFAULT_PRESET = "search"

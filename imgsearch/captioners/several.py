@@ -21,6 +21,7 @@ from .base import Captioner, CaptionFailure, CaptionInput
 if TYPE_CHECKING:
     from ..cache.captions import CaptionCache
 
+
 class SeveralCaptioners(Captioner):
     """Captions each picture with every one of parts; the caption is all of theirs, one per line.
 

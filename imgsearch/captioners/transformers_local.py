@@ -175,9 +175,7 @@ class TransformersCaptioner(Captioner):
             # e.g. Qwen2-VL's and SmolVLM2's processors need torchvision, SmolVLM2's num2words.
             raise MissingDependencyError(_missing_package_hint(self.model_id, exc, "its processor")) from None
         self._uses_chat = getattr(processor, "chat_template", None) is not None
-        self._decoder_only = not getattr(config, "is_encoder_decoder", False) and config.model_type not in (
-            "blip",
-        )
+        self._decoder_only = not getattr(config, "is_encoder_decoder", False) and config.model_type not in ("blip",)
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is not None and self._decoder_only:
             # Batched generation with a decoder-only model needs the padding on the left.
@@ -198,9 +196,7 @@ class TransformersCaptioner(Captioner):
     def prompt_texts(self, count: int) -> list[str] | None:
         """The text the processor gets beside count pictures; None when the pictures go in alone."""
         if self._uses_chat:
-            messages = [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self._prompt}]}
-            ]
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self._prompt}]}]
             text = self._processor.apply_chat_template(messages, add_generation_prompt=True)
             return [text] * count
         return [self._prompt] * count if self._prompt else None

@@ -32,6 +32,7 @@ EXIT_INTERRUPTED = 130
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 class PlainFlags:
     """Flags listed in --help as flags: Typer (0.29 at least) shows every option with its type,
     so `--json` read `--json <bool>` as if it took a value. An empty metavar hides the type."""

@@ -24,8 +24,19 @@ if TYPE_CHECKING:
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (recursively).", show_default=False)],
     options: Options,
-    keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them).")] = False,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the index anew beside the current one, which answers until the new one is complete (then kept as index.db.replaced-TIME); cached captions are reused.")] = False,
+    keep_missing: Annotated[
+        bool,
+        typer.Option(
+            "--keep-missing", help="Keep the rows of pictures that are gone from PATHS (default: remove them)."
+        ),
+    ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Build the index anew beside the current one, which answers until the new one is complete (then kept as index.db.replaced-TIME); cached captions are reused.",
+        ),
+    ] = False,
     as_json: JsonOut = False,
 ) -> None:
     """Caption, embed and store every picture under PATHS. Unchanged pictures are skipped.
@@ -43,7 +54,11 @@ def index(
     with engine, RichIndexProgress(err) as progress, stop_on_signals(_stopping_notice) as stop:
         print_notes(engine.follow_recorded_models(captioning=True))
         report = engine.index(
-            paths, progress=progress, stop=stop, keep_missing=keep_missing, rebuild=rebuild,
+            paths,
+            progress=progress,
+            stop=stop,
+            keep_missing=keep_missing,
+            rebuild=rebuild,
         )
     print_warnings(report.warnings)
     if as_json:
@@ -65,7 +80,9 @@ def index(
 def watch(
     paths: Annotated[list[Path], typer.Argument(help="Folders to watch (recursively).", show_default=False)],
     options: Options,
-    debounce: Annotated[float, typer.Option("--debounce", help="Seconds of quiet before a batch of changes is indexed.", min=0.05)] = 1.0,
+    debounce: Annotated[
+        float, typer.Option("--debounce", help="Seconds of quiet before a batch of changes is indexed.", min=0.05)
+    ] = 1.0,
     as_json: JsonOut = False,
 ) -> None:
     """Index PATHS, then keep the index current as pictures appear, change, move and vanish.
@@ -92,7 +109,12 @@ def watch(
         print_notes(engine.follow_recorded_models(captioning=True))
         err.print(f"watching {escape(', '.join(str(p) for p in paths))} (Ctrl-C to stop)", highlight=False)
         engine.watch(
-            paths, stop, show, progress=lambda: RichIndexProgress(err), on_busy=busy, debounce=debounce,
+            paths,
+            stop,
+            show,
+            progress=lambda: RichIndexProgress(err),
+            on_busy=busy,
+            debounce=debounce,
         )
     err.print("stopped watching")
 
@@ -100,8 +122,18 @@ def watch(
 # One picture and no index: no options for batches, parallel requests or Milvus.
 @with_options(
     CAPTIONER.only(
-        "captioner", "caption_model", "caption_preset", "caption_prompt", "captions_file", "max_new_tokens",
-        "num_beams", "dtype", "api_base_url", "request_timeout", "ocr", "also_caption",
+        "captioner",
+        "caption_model",
+        "caption_preset",
+        "caption_prompt",
+        "captions_file",
+        "max_new_tokens",
+        "num_beams",
+        "dtype",
+        "api_base_url",
+        "request_timeout",
+        "ocr",
+        "also_caption",
     ),
     EMBEDDER.only("device"),
     STORE.only("data_dir"),
@@ -207,7 +239,11 @@ def _print_report(report: "IndexReport") -> None:
     )
     if report.findable_seconds:
         caption_seconds = report.seconds - report.findable_seconds
-        rate = f" ({report.captioned / caption_seconds:.2f} pictures/s)" if report.captioned and caption_seconds > 0 else ""
+        rate = (
+            f" ({report.captioned / caption_seconds:.2f} pictures/s)"
+            if report.captioned and caption_seconds > 0
+            else ""
+        )
         err.print(
             f"every picture was stored and findable after {report.findable_seconds:.1f}s; "
             f"the caption stage took {caption_seconds:.1f}s{rate}"

@@ -19,11 +19,30 @@ from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, settings_from
 
 @with_options(EMBEDDER, CAPTIONER, STORE, CONFIG)
 def mcp(
-    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")] = False,
-    host: Annotated[str | None, typer.Option("--host", help="With --http: address to listen on (default: 127.0.0.1).", show_default=False)] = None,
-    port: Annotated[int | None, typer.Option("--port", help="With --http: port to listen on (default: 8001).", show_default=False, min=0, max=65535)] = None,
-    new_token: Annotated[bool, typer.Option("--new-token", help="With --http: require a freshly made access token, printed on stderr.")] = False,
-    folders: Annotated[list[Path] | None, typer.Option("--folder", help="A folder the index_folder tool may index, and whose pictures are shown (repeatable).", show_default=False)] = None,
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")
+    ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="With --http: address to listen on (default: 127.0.0.1).", show_default=False),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", help="With --http: port to listen on (default: 8001).", show_default=False, min=0, max=65535
+        ),
+    ] = None,
+    new_token: Annotated[
+        bool, typer.Option("--new-token", help="With --http: require a freshly made access token, printed on stderr.")
+    ] = False,
+    folders: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--folder",
+            help="A folder the index_folder tool may index, and whose pictures are shown (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     *,
     options: Options,
 ) -> None:
@@ -32,7 +51,9 @@ def mcp(
     Over stdio by default: an MCP client starts this command. With --http, every request needs IMGSEARCH_SERVE_TOKEN (or the --new-token token) as a bearer token when one is set. Pictures are shown only from the index, and with --folder only from those folders; the index_folder tool exists only with --folder.
     """
     if not http and (host is not None or port is not None or new_token):
-        fail("--host, --port and --new-token are for --http; over stdio the client starts the server itself", EXIT_USAGE)
+        fail(
+            "--host, --port and --new-token are for --http; over stdio the client starts the server itself", EXIT_USAGE
+        )
     import secrets
 
     from ..mcp_server import DEFAULT_HOST, DEFAULT_PORT, ImageSearchMcp, require_sdk, stdout_on_stderr
@@ -63,7 +84,9 @@ def mcp(
                 if new_token:
                     err.print(f"access token: {escape(token)}")
                 if not is_loopback(bound_host) and not token:
-                    err.print("[yellow]warning:[/] listening beyond this machine with no access token; set IMGSEARCH_SERVE_TOKEN")
+                    err.print(
+                        "[yellow]warning:[/] listening beyond this machine with no access token; set IMGSEARCH_SERVE_TOKEN"
+                    )
                 listening.run()
             finally:
                 server.stop()

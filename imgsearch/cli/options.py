@@ -25,7 +25,9 @@ def _option(kind: type, *names: str, help: str, **details: Any) -> Any:
 # Where the index lives: every command that opens it.
 STORE = OptionGroup(
     data_dir=_option(Path, "--data-dir", help="Where the index and caption cache live (env IMGSEARCH_DATA_DIR)."),
-    milvus_uri=_option(str, "--uri", help="Milvus server/cluster URI instead of the embedded file (env IMGSEARCH_MILVUS_URI)."),
+    milvus_uri=_option(
+        str, "--uri", help="Milvus server/cluster URI instead of the embedded file (env IMGSEARCH_MILVUS_URI)."
+    ),
     milvus_token=_option(str, "--token", help="Milvus token (env IMGSEARCH_MILVUS_TOKEN)."),
     collection=_option(str, "--collection", help="Milvus collection name (default: images)."),
 )
@@ -33,33 +35,81 @@ STORE = OptionGroup(
 # The text embedder, and the device every local model runs on (the captioner's too).
 EMBEDDER = OptionGroup(
     embed_model=_option(str, "--embed-model", help="Sentence-transformers model id or folder."),
-    visual_model=_option(str, "--visual-model", help="Image–text model (CLIP, SigLIP, SigLIP 2, MetaCLIP 2; id or folder): image vectors beside captions, search by picture (opt-in)."),
+    visual_model=_option(
+        str,
+        "--visual-model",
+        help="Image–text model (CLIP, SigLIP, SigLIP 2, MetaCLIP 2; id or folder): image vectors beside captions, search by picture (opt-in).",
+    ),
     device=_option(str, "--device", help="auto, cpu, cuda, cuda:1, mps."),
 )
 
 # Captioning: index, watch, describe and eval.
 CAPTIONER = OptionGroup(
-    captioner=_option(str, "--captioner", help="Captioner: transformers (default), openai, anthropic, ollama, captions, or a plugin's name."),
-    caption_model=_option(str, "--caption-model", "-m", help="Captioning model: a transformers id or folder, or the API's model name."),
+    captioner=_option(
+        str,
+        "--captioner",
+        help="Captioner: transformers (default), openai, anthropic, ollama, captions, or a plugin's name.",
+    ),
+    caption_model=_option(
+        str, "--caption-model", "-m", help="Captioning model: a transformers id or folder, or the API's model name."
+    ),
     caption_prompt=_option(str, "--prompt", help="Custom instruction (or a BLIP text prefix); overrides --preset."),
-    caption_preset=_option(str, "--preset", help="Prompt preset for instruction models: search (one or two sentences, default), detailed (a paragraph, up to 200 tokens) or alt-text (one sentence)."),
+    caption_preset=_option(
+        str,
+        "--preset",
+        help="Prompt preset for instruction models: search (one or two sentences, default), detailed (a paragraph, up to 200 tokens) or alt-text (one sentence).",
+    ),
     captions_file=_option(Path, "--captions-file", help="JSONL of existing captions (captions captioner)."),
-    also_caption=_option(str, "--also-caption", metavar="NAME[,key=value...]", help="Another captioner whose captions each picture gets too, e.g. 'transformers,model=HuggingFaceTB/SmolVLM-256M-Instruct,preset=detailed' (keys: model, preset, prompt (last), max_new_tokens, captions_file, api_base_url, beams; several separated by ';'; '' for none). Each captioner's captions are cached on their own: adding one captions with it only."),
+    also_caption=_option(
+        str,
+        "--also-caption",
+        metavar="NAME[,key=value...]",
+        help="Another captioner whose captions each picture gets too, e.g. 'transformers,model=HuggingFaceTB/SmolVLM-256M-Instruct,preset=detailed' (keys: model, preset, prompt (last), max_new_tokens, captions_file, api_base_url, beams; several separated by ';'; '' for none). Each captioner's captions are cached on their own: adding one captions with it only.",
+    ),
     batch_size=_option(int, "--batch-size", help="Images per captioning batch."),
-    caption_order=_option(str, "--caption-order", help="Which pictures are captioned first, once every picture is stored and findable: newest (by date taken, else file date; default), oldest, or path (env IMGSEARCH_CAPTION_ORDER)."),
-    max_new_tokens=_option(int, "--max-new-tokens", help="Longest caption, in tokens (default 60; 200 with --preset detailed)."),
+    caption_order=_option(
+        str,
+        "--caption-order",
+        help="Which pictures are captioned first, once every picture is stored and findable: newest (by date taken, else file date; default), oldest, or path (env IMGSEARCH_CAPTION_ORDER).",
+    ),
+    max_new_tokens=_option(
+        int, "--max-new-tokens", help="Longest caption, in tokens (default 60; 200 with --preset detailed)."
+    ),
     num_beams=_option(int, "--beams", help="Beam search width for local models (1 = greedy)."),
-    dtype=_option(str, "--dtype", help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations)."),
-    caption_runtime=_option(str, "--caption-runtime", help="How BLIP runs on a CPU: torch (default), onnx-int8-vision or onnx-int8-vision+int8-decoder (2-3.5x float32 at batch 8, quality with real weights unmeasured; env IMGSEARCH_CAPTION_RUNTIME)."),
-    api_base_url=_option(str, "--api-base-url", help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL."),
-    concurrency=_option(int, "--concurrency", help="API requests in flight at once, and with --ray the most captioning actors (default 4)."),
+    dtype=_option(
+        str,
+        "--dtype",
+        help="Local model precision: auto, float32, float16, bfloat16, int8 (CPU: int8 weights, float32 activations).",
+    ),
+    caption_runtime=_option(
+        str,
+        "--caption-runtime",
+        help="How BLIP runs on a CPU: torch (default), onnx-int8-vision or onnx-int8-vision+int8-decoder (2-3.5x float32 at batch 8, quality with real weights unmeasured; env IMGSEARCH_CAPTION_RUNTIME).",
+    ),
+    api_base_url=_option(
+        str,
+        "--api-base-url",
+        help="API endpoint (vLLM, LM Studio, a proxy, an Ollama host); env IMGSEARCH_API_BASE_URL.",
+    ),
+    concurrency=_option(
+        int,
+        "--concurrency",
+        help="API requests in flight at once, and with --ray the most captioning actors (default 4).",
+    ),
     request_timeout=_option(float, "--timeout", help="Seconds to wait for one API answer (default 60)."),
-    ocr=_option(bool, "--ocr/--no-ocr", help="Read text inside pictures and make it searchable (needs the 'ocr' extra)."),
+    ocr=_option(
+        bool, "--ocr/--no-ocr", help="Read text inside pictures and make it searchable (needs the 'ocr' extra)."
+    ),
 )
 
 # Past one machine: index and watch. Alone, --ray starts a Ray instance here (see BareOptionCommand).
 RAY = OptionGroup(
-    ray=_option(str, "--ray", metavar="[ADDRESS]", help="Caption and embed on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or alone for a Ray instance on this machine (needs the 'ray' extra; env IMGSEARCH_RAY). Pictures must be at the same paths on every node."),
+    ray=_option(
+        str,
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Caption and embed on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or alone for a Ray instance on this machine (needs the 'ray' extra; env IMGSEARCH_RAY). Pictures must be at the same paths on every node.",
+    ),
 )
 
 # Every command.

@@ -26,23 +26,38 @@ def query(
     text: Annotated[str | None, typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1, max=1000)] = 10,
     mode: Annotated[
-        str | None, typer.Option(help="dense (meaning), keyword (words, file and folder names), hybrid (default), or visual (image vectors only).")
+        str | None,
+        typer.Option(
+            help="dense (meaning), keyword (words, file and folder names), hybrid (default), or visual (image vectors only)."
+        ),
     ] = None,
     min_score: Annotated[
-        float | None, typer.Option(help="Drop results scoring below this (default: the search mode's relevance floor; 0 keeps every result); none left means no good match.")
+        float | None,
+        typer.Option(
+            help="Drop results scoring below this (default: the search mode's relevance floor; 0 keeps every result); none left means no good match."
+        ),
     ] = None,
     like: Annotated[
-        Path | None, typer.Option(help="More like this: pictures closest to this indexed picture (its image vector where the index has them, else its caption).")
+        Path | None,
+        typer.Option(
+            help="More like this: pictures closest to this indexed picture (its image vector where the index has them, else its caption)."
+        ),
     ] = None,
     image: Annotated[
-        Path | None, typer.Option(help="Search by picture: any picture file, indexed or not (needs an index built with --visual-model).")
+        Path | None,
+        typer.Option(
+            help="Search by picture: any picture file, indexed or not (needs an index built with --visual-model)."
+        ),
     ] = None,
     sort: Annotated[
         str, typer.Option(help="score (best match first) or date (the same results, newest taken first).")
     ] = "score",
-    folder: Annotated[str | None, typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")] = None,
+    folder: Annotated[
+        str | None, typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")
+    ] = None,
     file_type: Annotated[
-        list[str] | None, typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters")
+        list[str] | None,
+        typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters"),
     ] = None,
     taken_after: Annotated[
         str | None, typer.Option(help="Taken on or after this date (YYYY-MM-DD).", rich_help_panel="Filters")
@@ -50,7 +65,9 @@ def query(
     taken_before: Annotated[
         str | None, typer.Option(help="Taken before this date (YYYY-MM-DD).", rich_help_panel="Filters")
     ] = None,
-    camera: Annotated[str | None, typer.Option(help="Only this camera (EXIF make and model).", rich_help_panel="Filters")] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="Only this camera (EXIF make and model).", rich_help_panel="Filters")
+    ] = None,
     min_width: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
     max_width: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
     min_height: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
@@ -68,16 +85,28 @@ def query(
 
     check_sort(sort)
     filters = SearchFilters(
-        folder=folder, file_types=tuple(file_type or ()), taken_after=taken_after, taken_before=taken_before,
-        camera=camera, min_width=min_width, max_width=max_width, min_height=min_height, max_height=max_height,
+        folder=folder,
+        file_types=tuple(file_type or ()),
+        taken_after=taken_after,
+        taken_before=taken_before,
+        camera=camera,
+        min_width=min_width,
+        max_width=max_width,
+        min_height=min_height,
+        max_height=max_height,
     )
     settings = settings_from(options)
     # Answered by the process keeping an embedded index loaded where one can, else searched here;
     # either way filtered, floored and ordered by the engine.
     request = {
-        "text": text, "like": str(like) if like is not None else None,
-        "image": str(image.expanduser().absolute()) if image is not None else None, "k": k, "mode": mode,
-        "min_score": min_score, "filters": dataclasses.asdict(filters), "sort": sort,
+        "text": text,
+        "like": str(like) if like is not None else None,
+        "image": str(image.expanduser().absolute()) if image is not None else None,
+        "k": k,
+        "mode": mode,
+        "min_score": min_score,
+        "filters": dataclasses.asdict(filters),
+        "sort": sort,
     }
     hits = search(settings, request)
     facts = hits.floor_facts()
@@ -113,7 +142,8 @@ def _no_match(filters: "SearchFilters") -> str:
 def duplicates(
     folder: Annotated[Path | None, typer.Argument(help="Only pictures under this folder.", show_default=False)] = None,
     threshold: Annotated[
-        float, typer.Option(help="How alike two image vectors must be (cosine) to count as one picture.", min=0.0, max=1.0)
+        float,
+        typer.Option(help="How alike two image vectors must be (cosine) to count as one picture.", min=0.0, max=1.0),
     ] = 0.95,
     *,
     options: Options,
@@ -131,7 +161,9 @@ def duplicates(
         out.print_json(json.dumps(groups))
         return
     if not by_vectors:
-        err.print("the index has no image vectors: only copies with the same bytes are found (index with --visual-model for near-copies)")
+        err.print(
+            "the index has no image vectors: only copies with the same bytes are found (index with --visual-model for near-copies)"
+        )
     if not groups:
         err.print("no duplicates found")
         return
@@ -148,11 +180,15 @@ def evaluate(
     live: Annotated[
         bool, typer.Option("--live", help="Caption with the configured captioner instead of indexing human caption 0.")
     ] = False,
-    modes: Annotated[list[str] | None, typer.Option("--mode", help="Search modes to compare (repeat) (default: all, visual too with --visual-model).")] = None,
+    modes: Annotated[
+        list[str] | None,
+        typer.Option("--mode", help="Search modes to compare (repeat) (default: all, visual too with --visual-model)."),
+    ] = None,
     captions_per_picture: Annotated[
         int,
         typer.Option(
-            "--captions-per-picture", min=1,
+            "--captions-per-picture",
+            min=1,
             help="Index N human captions per picture joined as one description and query with the rest; "
             "N > 1 is reported beside the one-caption protocol.",
         ),
@@ -173,7 +209,11 @@ def evaluate(
     chosen = [check_mode(m) for m in modes] if modes else None
     with err.status("evaluating…") as spinner:
         report = run_eval(
-            dataset, settings, live=live, modes=chosen, progress=lambda text: spinner.update(text),
+            dataset,
+            settings,
+            live=live,
+            modes=chosen,
+            progress=lambda text: spinner.update(text),
             captions_per_picture=captions_per_picture,
         )
     if as_json:
@@ -191,7 +231,14 @@ def _print_eval(report: "EvalReport", dataset: Path, live: bool) -> None:
         table.add_column(column, justify="left" if column in ("queries", "mode") else "right")
     for row in report.scores:
         table.add_row(
-            row.protocol, row.query_set, row.mode, str(row.queries), *(f"{row.recall[c]:.1f}" for c in (1, 5, 10)),
-            f"{row.mrr:.3f}", f"{row.ndcg10:.3f}", f"{row.latency_p50_ms:.1f}", f"{row.latency_p95_ms:.1f}",
+            row.protocol,
+            row.query_set,
+            row.mode,
+            str(row.queries),
+            *(f"{row.recall[c]:.1f}" for c in (1, 5, 10)),
+            f"{row.mrr:.3f}",
+            f"{row.ndcg10:.3f}",
+            f"{row.latency_p50_ms:.1f}",
+            f"{row.latency_p95_ms:.1f}",
         )
     out.print(table)

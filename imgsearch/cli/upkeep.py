@@ -55,7 +55,9 @@ def unload(
     if as_json:
         out.print_json(json.dumps({"unloaded": stopped, "keeper": keeper.to_dict() if keeper else None}))
     elif stopped and keeper is not None:
-        err.print(f"unloaded: stopped process {keeper.pid}{_memory(keeper.memory_bytes, ', freeing ')}", highlight=False)
+        err.print(
+            f"unloaded: stopped process {keeper.pid}{_memory(keeper.memory_bytes, ', freeing ')}", highlight=False
+        )
     else:
         err.print("nothing to unload: no process keeps this index loaded")
 
@@ -77,8 +79,16 @@ def _keeper_line(keeper: "KeeperState | None") -> str:
 
 @with_options(EMBEDDER, STORE, CONFIG)
 def check(
-    repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index from the caption cache (nothing is captioned; the damaged copy is kept aside).")] = False,
-    sample: Annotated[int, typer.Option("--sample", help="Rows whose vector is compared with a fresh embedding of their caption.")] = 200,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Rebuild a damaged index from the caption cache (nothing is captioned; the damaged copy is kept aside).",
+        ),
+    ] = False,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Rows whose vector is compared with a fresh embedding of their caption.")
+    ] = 200,
     *,
     options: Options,
     as_json: JsonOut = False,
@@ -142,7 +152,9 @@ def _repair_hint(problems: list[str]) -> str:
 
     does = []
     if any(problem.startswith(CACHE_PROBLEM) for problem in problems):
-        does.append("mends the caption cache (a damaged one is set aside and what it still holds carried into a fresh one)")
+        does.append(
+            "mends the caption cache (a damaged one is set aside and what it still holds carried into a fresh one)"
+        )
     if any(not problem.startswith(CACHE_PROBLEM) for problem in problems):
         does.append("rebuilds the index from the caption cache (nothing is captioned)")
     return f"run `imgsearch check --repair`: it {' and '.join(does)}"
@@ -151,7 +163,12 @@ def _repair_hint(problems: list[str]) -> str:
 @with_options(STORE, CONFIG)
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
-    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE (created when complete) instead of stdout.", show_default=False)] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write to FILE (created when complete) instead of stdout.", show_default=False
+        ),
+    ] = None,
     *,
     options: Options,
     as_json: JsonOut = False,
@@ -180,6 +197,7 @@ def export(
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise typer.Exit(0) from None
         else:
+
             def write_file() -> int:
                 with atomic_output(out_file) as stream:
                     return write(stream)
@@ -194,7 +212,10 @@ def export(
 
 @with_options(STORE, CONFIG)
 def prune(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Only check rows under these folders (default: every row).", show_default=False)] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Only check rows under these folders (default: every row).", show_default=False),
+    ] = None,
     *,
     options: Options,
     as_json: JsonOut = False,

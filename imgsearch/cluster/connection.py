@@ -188,8 +188,11 @@ def _without_log_level_notice() -> Iterator[None]:
             os.dup2(saved, stderr_fd)
             os.close(saved)
             caught.seek(0)
-            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True)
-                    if not _LOG_LEVEL_NOTICE.search(line)]
+            kept = [
+                line
+                for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                if not _LOG_LEVEL_NOTICE.search(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

@@ -94,16 +94,18 @@ class RayCaptionService:
         visual_side = self.visual.image_side if self.visual is not None and any(encode) else 0
         rows: list[dict[str, Any]] = [
             {
-                INDEX: i, PATH: str(picture.file.path), CONTENT_HASH: picture.content_hash,
-                CAPTION: picture.caption or "", KNOWN: picture.caption is not None, ENCODE: encode[i],
+                INDEX: i,
+                PATH: str(picture.file.path),
+                CONTENT_HASH: picture.content_hash,
+                CAPTION: picture.caption or "",
+                KNOWN: picture.caption is not None,
+                ENCODE: encode[i],
                 SIDE: max(caption_side if picture.caption is None else 0, visual_side if encode[i] else 0),
             }
             for i, picture in enumerate(pictures)
         ]
         wants_gpu = (to_caption and self._wants_gpu) or (any(encode) and self._visual_wants_gpu)
-        plan = plan_pipeline(
-            shape, self.settings, self.captioner.batch_size, max(row[SIDE] for row in rows), wants_gpu
-        )
+        plan = plan_pipeline(shape, self.settings, self.captioner.batch_size, max(row[SIDE] for row in rows), wants_gpu)
         dataset = build_pipeline(ray, rows, self.settings, plan, captions=to_caption, visual=any(encode))
         batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
         try:

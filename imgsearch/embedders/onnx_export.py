@@ -110,8 +110,12 @@ def export_text_tower(
         raise UnsupportedModelError(f"the tokenizer produces inputs {sorted(sample.keys())}")
     reference = _float32_cpu(model)
     _export_graph(
-        reference, {name: sample[name] for name in input_names}, folder / MODEL_FILE,
-        run=_text_features, output_name="text_vectors", output_axes={0: "batch"},
+        reference,
+        {name: sample[name] for name in input_names},
+        folder / MODEL_FILE,
+        run=_text_features,
+        output_name="text_vectors",
+        output_axes={0: "batch"},
     )
     _save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
 

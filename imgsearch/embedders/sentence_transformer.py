@@ -141,7 +141,5 @@ class SentenceTransformerEmbedder(Embedder):
         encoder = self._fast_encoder() if self._model is None else None
         if encoder is not None:
             return encoder.encode(texts).tolist()  # it picks its own length-sorted batches
-        vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
         return vectors.tolist()

@@ -11,7 +11,47 @@ import re
 
 # Words whose trailing period does not end a sentence.
 _ABBREVIATIONS = frozenset(
-    ["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e", "approx", "no", "fig", "inc", "ltd", "co", "corp", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "a.m", "p.m"]
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "ft",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "approx",
+        "no",
+        "fig",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "est",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "u.s",
+        "u.k",
+        "a.m",
+        "p.m",
+    ]
 )
 # A sentence ends at . ! ? (and any closing quotes or brackets) followed by space; the period
 # of "3.5" has no space after it. Captions often start lower-case, so case is no clue.
@@ -36,7 +76,9 @@ def _split_line(text: str) -> list[str]:
         candidate = text[start : end.start()]
         last_word = candidate.rstrip("\"')]").rsplit(None, 1)[-1].rstrip(".!?").lower() if candidate.strip() else ""
         # "Mr. Smith", "e.g. Paris", a lone initial "J. Smith": the period is not an ending.
-        if candidate.rstrip("\"')]").endswith(".") and (last_word in _ABBREVIATIONS or re.fullmatch(r"[a-z]", last_word)):
+        if candidate.rstrip("\"')]").endswith(".") and (
+            last_word in _ABBREVIATIONS or re.fullmatch(r"[a-z]", last_word)
+        ):
             continue
         pieces.append(text[start : end.end()])
         start = end.end()

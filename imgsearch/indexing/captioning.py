@@ -132,9 +132,7 @@ class LocalCaptioning:
 
         inputs = [CaptionInput(group[0].file.path, group[0].image, group[0].content_hash) for group in groups]
         try:
-            return self.captioner.caption(
-                inputs, on_batch=lambda n: self.tally.stage(CAPTIONING, done=n), keep=keep
-            )
+            return self.captioner.caption(inputs, on_batch=lambda n: self.tally.stage(CAPTIONING, done=n), keep=keep)
         finally:
             self.tally.report.usage.add(self.captioner.take_usage())
 
@@ -186,10 +184,14 @@ class ServiceCaptioning:
         """Cache the captions that came back (before their rows are written); the pictures to store."""
         ready = self._encoded([item for item in finished if item[0].caption is not None and item[0].key not in groups])
         finished = [item for item in finished if item[0].caption is None or item[0].key in groups]
-        self.captions.remember([
-            (picture, caption) for sent, caption, _ in finished if isinstance(caption, str)
-            for picture in groups.get(sent.key, [sent])
-        ])
+        self.captions.remember(
+            [
+                (picture, caption)
+                for sent, caption, _ in finished
+                if isinstance(caption, str)
+                for picture in groups.get(sent.key, [sent])
+            ]
+        )
         self.tally.captioned(sum(isinstance(caption, str) for _, caption, _ in finished))
         self.tally.stage(CAPTIONING, done=len(finished))
         for sent, caption, vector in finished:

@@ -107,8 +107,14 @@ class Indexer:
                 tally.kept.close()
 
     def _run(
-        self, given: Iterable[str | Path], stop: threading.Event | None, remove_missing: bool,
-        gone: Iterable[str | Path], report: IndexReport, tally: RunTally, started: float,
+        self,
+        given: Iterable[str | Path],
+        stop: threading.Event | None,
+        remove_missing: bool,
+        gone: Iterable[str | Path],
+        report: IndexReport,
+        tally: RunTally,
+        started: float,
     ) -> IndexReport:
         roots = [root_path(root) for root in given]
         index_is_new = not self.store.exists()
@@ -118,7 +124,8 @@ class Indexer:
             self._check_captioner_available()
         visual = self.visual
         self.store.open(
-            self.embedder.id, lambda: self.embedder.dimension,
+            self.embedder.id,
+            lambda: self.embedder.dimension,
             visual=(visual.id, lambda: visual.dimension) if visual is not None else None,
         )
         self._captioner_recorded = False
@@ -174,11 +181,27 @@ class Indexer:
             self._index_changed(fresh, tally, stop, stage)
         # Stored in this pass: their caption completes a row counted already.
         return [
-            *(Picture(picture.file, picture.key, replaces_row=True, written_caption=picture.written_caption,
-                      taken_at=picture.taken_at) for picture in waiting),
-            *(Picture(picture.file, picture.key, replaces_row=True, written_caption=picture.written_caption,
-                      completes_pending=True, taken_at=picture.taken_at or _taken_at(picture))
-              for picture in stage.deferred),
+            *(
+                Picture(
+                    picture.file,
+                    picture.key,
+                    replaces_row=True,
+                    written_caption=picture.written_caption,
+                    taken_at=picture.taken_at,
+                )
+                for picture in waiting
+            ),
+            *(
+                Picture(
+                    picture.file,
+                    picture.key,
+                    replaces_row=True,
+                    written_caption=picture.written_caption,
+                    completes_pending=True,
+                    taken_at=picture.taken_at or _taken_at(picture),
+                )
+                for picture in stage.deferred
+            ),
         ]
 
     def _in_caption_order(self, pictures: list[Picture]) -> list[Picture]:
@@ -216,8 +239,10 @@ class Indexer:
                 row: dict[str, Any] = existing.get(key) or {}
                 written = written_caption(file.path) if written_caption else None
                 # A file whose source gives no caption (now) keeps the one its row has.
-                current = bool(row) and row["captioner"] == self.row_captioner and (
-                    written is None or stored_caption(written) == row["caption"]
+                current = (
+                    bool(row)
+                    and row["captioner"] == self.row_captioner
+                    and (written is None or stored_caption(written) == row["caption"])
                 )
                 same_file = bool(row) and row["size"] == file.size and row["mtime"] == file.mtime
                 if current and same_file:
@@ -227,10 +252,16 @@ class Indexer:
                     # Stored by an earlier run that did not caption it (stopped, or its caption
                     # failed), or captioned by other captioners: captioned now, not stored again
                     # first (a row with a caption keeps it meanwhile); its row is then updated.
-                    changed.append(Picture(
-                        file, key, replaces_row=True, written_caption=written, pending=True,
-                        taken_at=float(row.get("taken_at") or file.mtime),
-                    ))
+                    changed.append(
+                        Picture(
+                            file,
+                            key,
+                            replaces_row=True,
+                            written_caption=written,
+                            pending=True,
+                            taken_at=float(row.get("taken_at") or file.mtime),
+                        )
+                    )
                     continue
                 picture = Picture(file, key, replaces_row=bool(row), written_caption=written)
                 if current:
@@ -240,7 +271,10 @@ class Indexer:
         return changed
 
     def _index_changed(
-        self, changed: list[Picture], tally: RunTally, stop: threading.Event | None,
+        self,
+        changed: list[Picture],
+        tally: RunTally,
+        stop: threading.Event | None,
         first_pass: DeferredCaptioning | None = None,
         completing: bool = False,
     ) -> None:
@@ -254,8 +288,15 @@ class Indexer:
         # Vectors come back from a cluster: the embedder here then loads only if OCR adds words.
         # The first pass stores rows without caption vectors: the embedder loads if a cached caption needs it.
         writer = RowWriter(
-            self.embedder, self.store, self.cache, self.row_captioner, tally.report,
-            self._stored_by(tally), self.text_reader, warm_up=local and first_pass is None, visual=self.visual,
+            self.embedder,
+            self.store,
+            self.cache,
+            self.row_captioner,
+            tally.report,
+            self._stored_by(tally),
+            self.text_reader,
+            warm_up=local and first_pass is None,
+            visual=self.visual,
         )
         if first_pass is not None:
             tally.stage(READING, total=len(changed))
@@ -263,15 +304,19 @@ class Indexer:
         elif not completing:
             tally.stages_sized(len(changed))
         stage: CaptioningStage = (
-            first_pass if first_pass is not None
-            else LocalCaptioning(self.captioner, self.captions, tally, writer.wait_until_ready) if local
+            first_pass
+            if first_pass is not None
+            else LocalCaptioning(self.captioner, self.captions, tally, writer.wait_until_ready)
+            if local
             else ServiceCaptioning(self.caption_service, self.captions, tally)  # type: ignore[arg-type]
         )
         # The first pass decodes only to check a picture is whole (and for its image vector).
         need_side = (lambda: 0) if first_pass is not None else self.captions.image_side
         on_read = (lambda: None) if completing else (lambda: tally.stage(READING, done=1))
         reader = PictureReader(
-            self.captions.cached_one, need_side, on_read,
+            self.captions.cached_one,
+            need_side,
+            on_read,
             decode=stage.decodes,
             visual=RunImageVectors(self.visual, self.cache) if self.visual is not None else None,
         )
@@ -352,7 +397,8 @@ class Indexer:
         # in separate batches).
         known = {row["id"] for row in missing}
         missing += [
-            row for row in self.store.rows_with_hashes(self._added_hashes)
+            row
+            for row in self.store.rows_with_hashes(self._added_hashes)
             if row["id"] not in present_keys and row["id"] not in known and _moved_away(row)
         ]
         if not missing:

@@ -59,9 +59,16 @@ class RunProgressFile:
         rate = self.caption_rate()
         left = max(self.to_caption - self.captioned, 0)
         return {
-            "pid": os.getpid(), "started_at": self.started_at, "stage": self.stage, "found": self.found,
-            "stored": self.stored, "to_caption": self.to_caption, "captioned": self.captioned,
-            "caption_rate": rate, "eta_seconds": left / rate if rate else None, "updated_at": time.time(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "stage": self.stage,
+            "found": self.found,
+            "stored": self.stored,
+            "to_caption": self.to_caption,
+            "captioned": self.captioned,
+            "caption_rate": rate,
+            "eta_seconds": left / rate if rate else None,
+            "updated_at": time.time(),
         }
 
     def close(self) -> None:

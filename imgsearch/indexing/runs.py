@@ -59,18 +59,28 @@ def run_indexer(
     from .pipeline import Indexer
 
     indexer = Indexer(
-        captioner, embedder, store, cache, options.progress, text_reader,
-        reuse_any_caption=options.cached_captions_only, caption_service=caption_service,
-        visual=visual, caption_order=caption_order,
+        captioner,
+        embedder,
+        store,
+        cache,
+        options.progress,
+        text_reader,
+        reuse_any_caption=options.cached_captions_only,
+        caption_service=caption_service,
+        visual=visual,
+        caption_order=caption_order,
     )
     report = indexer.run(roots, stop=options.stop, remove_missing=not options.keep_missing, gone=options.gone)
     if added is not None:
         deleted = added.deleted
         left_out = f"; {deleted} row{'s' if deleted > 1 else ''} of deleted pictures left out" if deleted else ""
-        report.warnings.insert(0, (
-            f"adding image vectors: the index was rebuilt from its stored captions ({added.rows} pictures, "
-            f"nothing captioned{left_out})"
-        ))
+        report.warnings.insert(
+            0,
+            (
+                f"adding image vectors: the index was rebuilt from its stored captions ({added.rows} pictures, "
+                f"nothing captioned{left_out})"
+            ),
+        )
     remember_folders(data_dir, [root for root in roots if root.is_dir()])
     return report
 

@@ -163,7 +163,8 @@ class RowWriter:
                 picture.visual_vector = picture.visual_vector or encoded.get(picture.content_hash)
         # Those made elsewhere (on a cluster) are kept in the cache the same way, before their rows.
         came_made = {
-            p.content_hash: p.visual_vector for p in ready
+            p.content_hash: p.visual_vector
+            for p in ready
             if p.needs_visual and p.visual_vector is not None and p.content_hash not in to_encode
         }
         if came_made:

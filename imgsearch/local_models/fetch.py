@@ -53,8 +53,7 @@ def ensure_model_available(model_id: str, kind: str, error: type[ImgsearchError]
     if constants.HF_HUB_OFFLINE:
         raise error(
             f"{what}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1) forbids downloading it; "
-            f"fetch it once while online ({fetch}), or give a local model folder instead of the id"
-            + _offline_way(kind)
+            f"fetch it once while online ({fetch}), or give a local model folder instead of the id" + _offline_way(kind)
         )
     problem = _hub_problem(model_id, constants.ENDPOINT)
     if problem is not None:

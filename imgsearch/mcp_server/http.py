@@ -27,16 +27,20 @@ class TokenGate:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.token and not self._carries_token(scope):
-            body = json.dumps({"error": "this MCP server needs its access token: send Authorization: Bearer TOKEN"}).encode()
-            await send({
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="imgsearch"'),
-                ],
-            })
+            body = json.dumps(
+                {"error": "this MCP server needs its access token: send Authorization: Bearer TOKEN"}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b'Bearer realm="imgsearch"'),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
@@ -60,7 +64,10 @@ class HttpMcpServer(ListeningServer):
         # The host given lets the SDK turn on its DNS-rebinding checks for loopback addresses.
         app = mcp_server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
         config = uvicorn.Config(
-            TokenGate(app, check_token(token)), log_level="warning", access_log=False, server_header=False,
+            TokenGate(app, check_token(token)),
+            log_level="warning",
+            access_log=False,
+            server_header=False,
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         )
         super().__init__(uvicorn.Server(config), sock, url_of(sock, MCP_PATH))

@@ -23,22 +23,32 @@ Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, descripti
 TopK = Annotated[int, Field(ge=1, le=MAX_K, description=f"How many results, best first (at most {MAX_K}).")]
 Mode = Annotated[
     Literal["dense", "keyword", "hybrid", "visual"] | None,
-    Field(description="dense (caption meaning), keyword (words, text in the picture, file and folder names), "
-          "hybrid (both; the usual default), visual (image vectors only, for an index built with one)."),
+    Field(
+        description="dense (caption meaning), keyword (words, text in the picture, file and folder names), "
+        "hybrid (both; the usual default), visual (image vectors only, for an index built with one)."
+    ),
 ]
-MinScore = Annotated[Finite | None, Field(
-    description="Drop results scoring below this (default: the search mode's calibrated floor; 0 keeps every "
-    "result); none left means no good match."
-)]
+MinScore = Annotated[
+    Finite | None,
+    Field(
+        description="Drop results scoring below this (default: the search mode's calibrated floor; 0 keeps every "
+        "result); none left means no good match."
+    ),
+]
 Sort = Annotated[
     Literal["score", "date"],
-    Field(description="score (best match first) or date (the same results, newest taken first; "
-          "the file's modification time where no date taken is known)."),
+    Field(
+        description="score (best match first) or date (the same results, newest taken first; "
+        "the file's modification time where no date taken is known)."
+    ),
 ]
 Picture = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_PATH_CHARS,
-          description="An indexed picture: the id a search returned, or the picture's path."),
+    Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="An indexed picture: the id a search returned, or the picture's path.",
+    ),
 ]
 Thumbnails = Annotated[int, Field(ge=0, le=20, description="How many of the best results come with a thumbnail.")]
 ThumbnailSize = Annotated[Literal[160, 320, 640], Field(description="Longest side of each thumbnail, in pixels.")]
@@ -49,7 +59,9 @@ class Filters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    folder: str | None = Field(None, max_length=MAX_PATH_CHARS, description="Only pictures under this folder (at any depth).")
+    folder: str | None = Field(
+        None, max_length=MAX_PATH_CHARS, description="Only pictures under this folder (at any depth)."
+    )
     file_types: list[Annotated[str, Field(max_length=16)]] = Field(
         default_factory=list, max_length=20, description="Only these file types: jpeg, png, webp, heic, ..."
     )

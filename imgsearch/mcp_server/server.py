@@ -54,7 +54,10 @@ class ImageSearchMcp:
         self.engine = engine
         self.tools = PictureTools(engine, folders)
         self.server = PlainRefusalsServer(
-            "imgsearch", title="imgsearch picture search", version=__version__, instructions=INSTRUCTIONS,
+            "imgsearch",
+            title="imgsearch picture search",
+            version=__version__,
+            instructions=INSTRUCTIONS,
             # The SDK logs every refused argument at INFO; stderr is the host's log, keep it for problems.
             log_level="WARNING",
         )

@@ -80,11 +80,17 @@ class PictureTools:
             server.add_tool(tool, description=_description(tool), annotations=_READ_ONLY)
         if self.folders:
             server.add_tool(
-                self.index_folder, description=_description(self.index_folder),
-                annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False),
+                self.index_folder,
+                description=_description(self.index_folder),
+                annotations=ToolAnnotations(
+                    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+                ),
             )
         server.resource(
-            PICTURE_URI, name="picture", title="An indexed picture", mime_type="image/jpeg",
+            PICTURE_URI,
+            name="picture",
+            title="An indexed picture",
+            mime_type="image/jpeg",
             description=f"An indexed picture by id, as a JPEG of at most {RESOURCE_SIZE} pixels on its longest side.",
         )(self.picture)
 
@@ -107,7 +113,11 @@ class PictureTools:
         """
         with _library_errors():
             hits = self.engine.query(
-                query, k=k, mode=mode, filters=filters.search_filters() if filters else None, min_score=min_score,
+                query,
+                k=k,
+                mode=mode,
+                filters=filters.search_filters() if filters else None,
+                min_score=min_score,
                 sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
@@ -130,7 +140,10 @@ class PictureTools:
         with _library_errors():
             picture_id, row = self.pictures.find(picture)
             hits = self.engine.similar(
-                row["path"], k=k, filters=filters.search_filters() if filters else None, min_score=min_score,
+                row["path"],
+                k=k,
+                filters=filters.search_filters() if filters else None,
+                min_score=min_score,
                 sort=sort,
             )
         found, images = self._hits(hits, thumbnails, thumbnail_size)
@@ -138,22 +151,32 @@ class PictureTools:
         result = SimilarResults(like_id=picture_id, like_path=row["path"], sort=sort, results=found, **facts)
         return _answer(result, images, _pending_note(found) + _floor_note(f"pictures like {row['path']}", facts))
 
-    def describe_picture(self, picture: Picture, thumbnail_size: ThumbnailSize = 320) -> Annotated[CallToolResult, PictureDescription]:
+    def describe_picture(
+        self, picture: Picture, thumbnail_size: ThumbnailSize = 320
+    ) -> Annotated[CallToolResult, PictureDescription]:
         """Caption an indexed picture (by id or path) anew with the server's captioner; the index is not changed."""
         with _library_errors():
             picture_id, row = self.pictures.find(picture)
         source = self.pictures.source(row)
         if source is None:
-            raise ToolError(f"{row['path']}: this picture's file cannot be read here (moved, changed, or outside the served folders)")
+            raise ToolError(
+                f"{row['path']}: this picture's file cannot be read here (moved, changed, or outside the served folders)"
+            )
         if self.job.running:
             raise ToolError("an indexing run is using the captioner: describe the picture once it has finished")
         with self._captioning, _library_errors():
             described = self.engine.describe(source)
         jpeg = self.pictures.jpeg(picture_id, row, thumbnail_size)
         result = PictureDescription(
-            id=picture_id, uri=picture_uri(picture_id), path=row["path"], text=described.text,
-            captioner=described.captioner, prompt=described.prompt, truncated=described.truncated,
-            ocr_text=described.ocr_text, thumbnail=jpeg is not None,
+            id=picture_id,
+            uri=picture_uri(picture_id),
+            path=row["path"],
+            text=described.text,
+            captioner=described.captioner,
+            prompt=described.prompt,
+            truncated=described.truncated,
+            ocr_text=described.ocr_text,
+            thumbnail=jpeg is not None,
         )
         return _answer(result, [(f"{row['path']} (id {picture_id})", jpeg)] if jpeg else [])
 
@@ -169,7 +192,9 @@ class PictureTools:
         )
         return _answer(status, [], status_lines(info))
 
-    async def index_folder(self, folder: FolderToIndex = None, wait_seconds: WaitSeconds = 60) -> Annotated[CallToolResult, IndexRun]:
+    async def index_folder(
+        self, folder: FolderToIndex = None, wait_seconds: WaitSeconds = 60
+    ) -> Annotated[CallToolResult, IndexRun]:
         """Index the server's folders (or one of them): new and changed pictures are captioned and embedded,
         pictures gone from them are dropped from the index. Answers when the run ends or after wait_seconds,
         whichever is first; index_status follows a longer run."""
@@ -196,7 +221,9 @@ class PictureTools:
             raise ResourceNotFoundError(str(exc)) from None
         jpeg = self.pictures.jpeg(picture_id, row, RESOURCE_SIZE)
         if jpeg is None:
-            raise ResourceError(f"{row['path']}: this picture's file cannot be shown (moved, changed, or outside the served folders)")
+            raise ResourceError(
+                f"{row['path']}: this picture's file cannot be shown (moved, changed, or outside the served folders)"
+            )
         return jpeg
 
     def stop(self) -> None:
@@ -210,16 +237,26 @@ class PictureTools:
         images: list[tuple[str, bytes]] = []
         for rank, hit in enumerate(hits):
             picture_id = path_key(hit.path)
-            jpeg = self.pictures.jpeg(picture_id, {"path": hit.path, **hit.metadata}, size) if rank < thumbnails else None
+            jpeg = (
+                self.pictures.jpeg(picture_id, {"path": hit.path, **hit.metadata}, size) if rank < thumbnails else None
+            )
             if jpeg is not None:
                 pending = ", caption pending" if hit.caption_pending else ""
                 images.append((f"{hit.path} (id {picture_id}{pending})", jpeg))
-            found.append(PictureHit(
-                id=picture_id, uri=picture_uri(picture_id), path=hit.path, caption=hit.caption,
-                caption_pending=hit.caption_pending, ocr_text=hit.ocr_text,
-                captions=_several_captions(hit), score=hit.score, metadata=hit.metadata,
-                thumbnail=jpeg is not None,
-            ))
+            found.append(
+                PictureHit(
+                    id=picture_id,
+                    uri=picture_uri(picture_id),
+                    path=hit.path,
+                    caption=hit.caption,
+                    caption_pending=hit.caption_pending,
+                    ocr_text=hit.ocr_text,
+                    captions=_several_captions(hit),
+                    score=hit.score,
+                    metadata=hit.metadata,
+                    thumbnail=jpeg is not None,
+                )
+            )
         return found, images
 
 

@@ -49,9 +49,7 @@ class TextReader:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError:
-            raise MissingDependencyError(
-                f"--ocr needs rapidocr-onnxruntime: {install_hint('ocr')}"
-            ) from None
+            raise MissingDependencyError(f"--ocr needs rapidocr-onnxruntime: {install_hint('ocr')}") from None
         self._engine = RapidOCR()
 
     def read(self, image: Image.Image) -> str:

@@ -1,7 +1,7 @@
 """Retrievers that put imgsearch inside RAG frameworks; each imports only its own framework.
 
-    from imgsearch.retrievers.langchain import ImageSearchRetriever     # pip install 'imgsearch[langchain]'
-    from imgsearch.retrievers.llamaindex import ImageSearchRetriever    # pip install 'imgsearch[llamaindex]'
+from imgsearch.retrievers.langchain import ImageSearchRetriever     # pip install 'imgsearch[langchain]'
+from imgsearch.retrievers.llamaindex import ImageSearchRetriever    # pip install 'imgsearch[llamaindex]'
 """
 
 from __future__ import annotations

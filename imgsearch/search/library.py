@@ -36,7 +36,7 @@ class LibraryPicture:
 
     @property
     def date_source(self) -> str:
-        """"taken" (the picture's own date), "file" (its file's modification time) or "" (no date)."""
+        """ "taken" (the picture's own date), "file" (its file's modification time) or "" (no date)."""
         return picture_date(self.metadata)[1]
 
     @property

@@ -75,8 +75,10 @@ class SearchFilters:
         if self.camera:
             parts.append(f"camera == {quote(self.camera)}")
         for name, op, field in (
-            ("min_width", ">=", "width"), ("max_width", "<=", "width"),
-            ("min_height", ">=", "height"), ("max_height", "<=", "height"),
+            ("min_width", ">=", "width"),
+            ("max_width", "<=", "width"),
+            ("min_height", ">=", "height"),
+            ("max_height", "<=", "height"),
         ):
             value = getattr(self, name)
             if value is not None:
@@ -121,9 +123,7 @@ def query_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise ConfigError(f"the query must be text, got {type(text).__name__}")
-    kept = "".join(
-        char for char in text if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf")
-    ).strip()
+    kept = "".join(char for char in text if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf")).strip()
     if not kept:
         raise ConfigError("the query is empty: give some words to search for")
     return kept
@@ -230,7 +230,9 @@ def plan_query(
         return QueryPlan(mode, 0.0, k, visual_weight=1.0)
     if mode != "dense" and not keyword_search:
         if mode == "keyword":
-            raise ConfigError(f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {uri} has none: use --mode dense")
+            raise ConfigError(
+                f"keyword search needs Milvus Lite or a Milvus 2.5+ server; {uri} has none: use --mode dense"
+            )
         mode = "dense"  # older servers: hybrid quietly means dense
     if mode == "dense":
         weight = 0.0

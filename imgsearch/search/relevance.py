@@ -52,10 +52,7 @@ def with_evidence(
     cosines = {hit["id"]: hit["score"] for hit in captions}
     lowest = min(cosines.values()) if cosines else None
     words = {hit["id"] for hit in keyword}
-    return [
-        {**row, CAPTION_SCORE: cosines.get(row["id"], lowest), WORD_MATCH: row["id"] in words}
-        for row in rows
-    ]
+    return [{**row, CAPTION_SCORE: cosines.get(row["id"], lowest), WORD_MATCH: row["id"] in words} for row in rows]
 
 
 def passes_floor(row: dict[str, Any], floor: float) -> bool:

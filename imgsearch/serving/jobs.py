@@ -91,7 +91,9 @@ class IndexJob:
                 return False
             self.state, self.done, self.total, self.failures = "running", 0, 0, 0
             self.started_at, self.finished_at, self.report, self.error = time.time(), None, None, None
-            self._thread = threading.Thread(target=self._run, args=(list(folders),), name="imgsearch-index", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(list(folders),), name="imgsearch-index", daemon=True
+            )
             self._thread.start()
             return True
 

@@ -175,7 +175,9 @@ class QueryAnswerer:
 
             facts = floor_facts(hits)
             return {
-                "hits": [hit.to_dict() for hit in hits], "floor": facts["floor"], "below_floor": facts["below_floor"],
+                "hits": [hit.to_dict() for hit in hits],
+                "floor": facts["floor"],
+                "below_floor": facts["below_floor"],
                 "sort": check_sort(request.get("sort")),
             }
 

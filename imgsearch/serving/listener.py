@@ -22,7 +22,9 @@ def bind(host: str, port: int) -> socket.socket:
         # Room for a burst of connections while the event loop is busy; the protocol caps how many stay open.
         sock.listen(1024)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port"
+        ) from None
     sock.setblocking(False)
     return sock
 

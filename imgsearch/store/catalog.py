@@ -41,7 +41,9 @@ class Catalog:
     def all(self) -> dict[str, dict[str, Any]]:
         if not self._open(create=False):
             return {}
-        rows = self.link.call("read catalog", self.client.query, CATALOG, filter='name != ""', output_fields=["name", "facts"])
+        rows = self.link.call(
+            "read catalog", self.client.query, CATALOG, filter='name != ""', output_fields=["name", "facts"]
+        )
         return {str(row["name"]): facts for row in rows if (facts := _parse(row["facts"])) is not None}
 
     def put(self, name: str, facts: dict[str, Any]) -> None:
@@ -102,8 +104,12 @@ class Catalog:
         index_params = self.client.prepare_index_params()
         index_params.add_index("vector", index_type="FLAT", metric_type="L2")
         self.link.write(
-            "create catalog", self.client.create_collection, CATALOG, schema=schema,
-            index_params=index_params, consistency_level="Strong",
+            "create catalog",
+            self.client.create_collection,
+            CATALOG,
+            schema=schema,
+            index_params=index_params,
+            consistency_level="Strong",
         )
 
 
@@ -118,7 +124,11 @@ def read_catalog_copy(uri: str) -> dict[str, dict[str, Any]]:
         copied = json.loads(catalog_copy_path(uri).read_text())
     except (OSError, ValueError):
         return {}
-    return {str(name): facts for name, facts in copied.items() if isinstance(facts, dict)} if isinstance(copied, dict) else {}
+    return (
+        {str(name): facts for name, facts in copied.items() if isinstance(facts, dict)}
+        if isinstance(copied, dict)
+        else {}
+    )
 
 
 class CatalogLink(Protocol):

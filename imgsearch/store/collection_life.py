@@ -190,14 +190,20 @@ class CollectionLife:
         visual_facts = (visual[0], visual[1]()) if visual else None
         facts = new_index_facts(embedder_id, dimension(), keyword_search, visual_facts)
         schema = build_schema(
-            int(facts[PROP_DIMENSION]), keyword_search, description=json.dumps(facts),
+            int(facts[PROP_DIMENSION]),
+            keyword_search,
+            description=json.dumps(facts),
             visual_dimension=visual_facts[1] if visual_facts else 0,
         )
         client = self.link.client
         index_params = build_index_params(client, self.link.is_embedded, keyword_search, visual=visual is not None)
         # Strong: a query right after an index run sees every row it wrote, with no flush.
         self.link.write(
-            "create collection", client.create_collection, physical, schema=schema, index_params=index_params,
+            "create collection",
+            client.create_collection,
+            physical,
+            schema=schema,
+            index_params=index_params,
             consistency_level="Strong",
         )
         facts = {**facts, PROP_CAPTIONERS: "[]", COLLECTION_KEY: physical}
@@ -271,8 +277,10 @@ class CollectionLife:
         names = self.link.call("list collections", self.link.client.list_collections)
         prefix = self.collection + "__"
         left = [
-            name for name in names
-            if (name == self.collection or name.startswith(prefix)) and name not in claimed
+            name
+            for name in names
+            if (name == self.collection or name.startswith(prefix))
+            and name not in claimed
             and self._facts_in_collection(name).get(PROP_EMBEDDER)
         ]
         for name in left:

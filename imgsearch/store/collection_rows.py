@@ -57,7 +57,10 @@ class CollectionRows:
 
     def iter_rows(self, fields: Sequence[str] = ROW_FIELDS, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         iterator = self.link.call(
-            "query", self.link.client.query_iterator, self.life.physical, batch_size=batch_size,
+            "query",
+            self.link.client.query_iterator,
+            self.life.physical,
+            batch_size=batch_size,
             output_fields=["id", *fields],
         )
         try:
@@ -81,7 +84,10 @@ class CollectionRows:
         for chunk in _chunks(wanted, _GET_CHUNK):
             listed = ", ".join(f'"{h}"' for h in chunk)
             found += self.link.call(
-                "query", self.link.client.query, self.life.physical, filter=f"content_hash in [{listed}]",
+                "query",
+                self.link.client.query,
+                self.life.physical,
+                filter=f"content_hash in [{listed}]",
                 output_fields=["id", "path", "content_hash"],
             )
         return [dict(row) for row in found]
@@ -104,9 +110,7 @@ class CollectionRows:
         return [float(x) for x in rows[0][field]] if rows else None
 
     def stored_fields(self) -> list[str]:
-        described = self.link.call(
-            "describe collection", self.link.client.describe_collection, self.life.physical
-        )
+        described = self.link.call("describe collection", self.link.client.describe_collection, self.life.physical)
         return [
             field["name"]
             for field in described.get("fields", [])
@@ -173,7 +177,6 @@ class CollectionRows:
                 f"the index holds {dimension}-d vectors but the embedder gave {length}-d ones; "
                 "use the embedding model that built the index, or another --collection"
             )
-
 
     def _check_visual(self, length: int) -> None:
         if not self.life.visual_dimension:

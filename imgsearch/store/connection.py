@@ -20,9 +20,7 @@ from .lite.server import quiet_lite_import
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 # Said when a Milvus Lite file cannot be loaded as a damaged file does.
-DAMAGE_HINT = (
-    "; if the index file is damaged, `imgsearch check --repair` rebuilds it from the caption cache"
-)
+DAMAGE_HINT = "; if the index file is damaged, `imgsearch check --repair` rebuilds it from the caption cache"
 # What Milvus Lite accepts as a file name.
 _LITE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,33}\.db$")
 # Hosts tried in turn when the one found stops answering as it is reached (a keeper killed).

@@ -104,10 +104,7 @@ def check_embedder(facts: dict[str, Any], embedder_id: str, collection: str, uri
     built_with = facts.get(PROP_EMBEDDER)
     built_dim = facts.get(PROP_DIMENSION)
     if built_with is None:
-        raise StoreError(
-            f"collection {collection!r} at {uri} was not made by imgsearch; "
-            "pick another --collection"
-        )
+        raise StoreError(f"collection {collection!r} at {uri} was not made by imgsearch; pick another --collection")
     if facts.get(PROP_SCHEMA) != SCHEMA_VERSION:
         raise StoreError(
             f"collection {collection!r} at {uri} has the layout of an older imgsearch "

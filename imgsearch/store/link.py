@@ -19,7 +19,11 @@ class StoreLink:
     """One URI's connection and catalog; a link lent to a sibling index never closes them."""
 
     def __init__(
-        self, uri: str, token: str = "", keep_loaded: float = 0.0, hosted_at: str = "",
+        self,
+        uri: str,
+        token: str = "",
+        keep_loaded: float = 0.0,
+        hosted_at: str = "",
         lender: StoreLink | None = None,
     ):
         self.uri = uri

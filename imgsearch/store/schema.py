@@ -25,7 +25,46 @@ MAX_FOLDERS = 64
 MAX_KEYWORDS = 16384
 MAX_CAMERA = 256
 # Lower-cased words minus the glue words every caption has, which only add noise to BM25.
-STOP_WORDS = ["a", "an", "the", "of", "in", "on", "at", "to", "with", "and", "or", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "there", "some", "for", "by", "from", "as", "into", "onto", "while", "his", "her", "their", "has", "have", "very"]
+STOP_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "with",
+    "and",
+    "or",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "it",
+    "its",
+    "this",
+    "that",
+    "these",
+    "those",
+    "there",
+    "some",
+    "for",
+    "by",
+    "from",
+    "as",
+    "into",
+    "onto",
+    "while",
+    "his",
+    "her",
+    "their",
+    "has",
+    "have",
+    "very",
+]
 # The English stemmer makes word forms one word ("giraffes" finds "giraffe", "runs" finds "running");
 # queries go through the same analyzer. A collection keeps the analyzer it was made with: an index
 # made before the stemmer matches exact forms until `imgsearch index FOLDER --rebuild`.
@@ -35,16 +74,39 @@ KEYWORD_ANALYZER = {
 }
 # Scalar fields returned with every hit and every row lookup.
 ROW_FIELDS = [
-    "path", "caption", "captioner", "content_hash", "size", "mtime", "width", "height", "indexed_at",
-    "ocr_text", "file_name", "file_type", "taken_at", "camera",
+    "path",
+    "caption",
+    "captioner",
+    "content_hash",
+    "size",
+    "mtime",
+    "width",
+    "height",
+    "indexed_at",
+    "ocr_text",
+    "file_name",
+    "file_type",
+    "taken_at",
+    "camera",
 ]
 # Fields a caller may leave out of a row.
 ROW_DEFAULTS: dict[str, Any] = {
-    "ocr_text": "", "file_name": "", "file_type": "", "folders": [], "taken_at": 0.0, "camera": "", "keywords": "",
+    "ocr_text": "",
+    "file_name": "",
+    "file_type": "",
+    "folders": [],
+    "taken_at": 0.0,
+    "camera": "",
+    "keywords": "",
 }
 _TEXT_LIMITS = (
-    ("caption", MAX_CAPTION), ("captioner", MAX_CAPTIONER), ("path", MAX_PATH), ("ocr_text", MAX_CAPTION),
-    ("file_name", MAX_NAME), ("camera", MAX_CAMERA), ("keywords", MAX_KEYWORDS),
+    ("caption", MAX_CAPTION),
+    ("captioner", MAX_CAPTIONER),
+    ("path", MAX_PATH),
+    ("ocr_text", MAX_CAPTION),
+    ("file_name", MAX_NAME),
+    ("camera", MAX_CAMERA),
+    ("keywords", MAX_KEYWORDS),
 )
 
 # Milvus Lite 2.5.1 takes only FLAT, IVF_FLAT and AUTOINDEX, and ignores nlist and nprobe:
@@ -90,14 +152,19 @@ def build_schema(dimension: int, keyword_search: bool, description: str, visual_
     schema.add_field("camera", DataType.VARCHAR, max_length=MAX_CAMERA)
     if keyword_search:
         schema.add_field(
-            "keywords", DataType.VARCHAR, max_length=MAX_KEYWORDS, enable_analyzer=True,
+            "keywords",
+            DataType.VARCHAR,
+            max_length=MAX_KEYWORDS,
+            enable_analyzer=True,
             analyzer_params=KEYWORD_ANALYZER,
         )
         schema.add_field("keywords_bm25", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_function(
             Function(
-                name="keywords_bm25", function_type=FunctionType.BM25,
-                input_field_names=["keywords"], output_field_names=["keywords_bm25"],
+                name="keywords_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["keywords"],
+                output_field_names=["keywords_bm25"],
             )
         )
     return schema

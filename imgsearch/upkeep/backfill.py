@@ -136,7 +136,8 @@ def _copy(
         vectors.update(encoded)
     ready = [
         {**row, "vector": [float(x) for x in row["vector"]], "visual": vectors[hash_of[row["id"]]]}
-        for row in rows if row["id"] in hash_of
+        for row in rows
+        if row["id"] in hash_of
     ]
     target.upsert_rows(ready)
     _stage(progress, done=len(rows))

@@ -62,11 +62,15 @@ def _check_cache(path: Path) -> tuple[int, list[str]]:
 def _summary(damage: list[str]) -> str:
     """SQLite's findings (one per bad cell, a page of them for one bad page) as one short line."""
     findings = [
-        line.strip() for entry in damage for line in entry.splitlines()
+        line.strip()
+        for entry in damage
+        for line in entry.splitlines()
         if line.strip() and not _SQLITE_SECTION.fullmatch(line.strip())
     ] or ["SQLite's integrity check failed"]
     more = len(findings) - 1
-    return findings[0] + (f" (and {more} more finding{'s' if more > 1 else ''} of SQLite's integrity check)" if more else "")
+    return findings[0] + (
+        f" (and {more} more finding{'s' if more > 1 else ''} of SQLite's integrity check)" if more else ""
+    )
 
 
 def _check_index(parts: IndexParts, report: CheckReport, sample: int) -> None:
@@ -109,7 +113,8 @@ def _check_lost_rows(parts: IndexParts, report: CheckReport, stored: set[str]) -
 
     folders = indexed_folders(parts.settings.data_dir)
     absent = [
-        found.path for found in walk_images(folders)
+        found.path
+        for found in walk_images(folders)
         if isinstance(found, FoundFile) and display_path(found.path) not in stored
     ]
     if not absent:

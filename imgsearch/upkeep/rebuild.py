@@ -88,7 +88,14 @@ class Rebuild:
 
 def _remove_lite_file(path: Path) -> None:
     """A Milvus Lite file and what imgsearch and Milvus Lite keep beside it."""
-    for name in (path.name, f".{path.name}.lock", f".{path.name}.host", f".{path.name}.host-lock",
-                 f".{path.name}.catalog.json", f".{path.name}.damaged", f"{path.name}.imgsearch-lock"):
+    for name in (
+        path.name,
+        f".{path.name}.lock",
+        f".{path.name}.host",
+        f".{path.name}.host-lock",
+        f".{path.name}.catalog.json",
+        f".{path.name}.damaged",
+        f"{path.name}.imgsearch-lock",
+    ):
         with contextlib.suppress(OSError):
             path.with_name(name).unlink()

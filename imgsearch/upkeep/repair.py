@@ -82,8 +82,11 @@ def rebuild_index(
         report.repairs.append(f"the damaged index was kept aside as {report.rebuilt.replaced}")
     report.repairs.append(
         f"the index was rebuilt from the caption cache: {report.rebuilt.new} pictures, nothing captioned"
-        + (f", {len(report.rebuilt.failed)} without a cached caption (`imgsearch index` captions them)"
-           if report.rebuilt.failed else "")
+        + (
+            f", {len(report.rebuilt.failed)} without a cached caption (`imgsearch index` captions them)"
+            if report.rebuilt.failed
+            else ""
+        )
     )
     report.repairs.extend(report.rebuilt.warnings)
     return report

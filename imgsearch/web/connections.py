@@ -64,8 +64,9 @@ class BoundedH11Protocol(H11Protocol):
         """h11 refused the request: too long a head without its end, or not HTTP at all."""
         buffered = len(self.conn.trailing_data[0])
         if buffered > (self.config.h11_max_incomplete_event_size or self.limits.max_head_bytes):
-            self._answer_and_close(431, f"request head too large (at most {self.limits.max_head_bytes} bytes "
-                                   "of request line and headers)")
+            self._answer_and_close(
+                431, f"request head too large (at most {self.limits.max_head_bytes} bytes of request line and headers)"
+            )
         else:
             self._answer_and_close(400, "invalid HTTP request")
 
@@ -85,8 +86,11 @@ class BoundedH11Protocol(H11Protocol):
 
     def _timed_out(self) -> None:
         self._deadline = None
-        self._give_up_waiting(408, "the request did not arrive in time: send the whole request within "
-                              f"{self.limits.request_timeout:g} seconds of starting it")
+        self._give_up_waiting(
+            408,
+            "the request did not arrive in time: send the whole request within "
+            f"{self.limits.request_timeout:g} seconds of starting it",
+        )
 
     def _give_up_waiting(self, status: int, message: str) -> None:
         """Close a connection whose client has not sent a whole request; answer if it began one."""
@@ -110,8 +114,9 @@ class BoundedH11Protocol(H11Protocol):
         waiting = sorted((c for c in mine if c._reading_request()), key=lambda c: c.waiting_since)
         for connection in waiting[:excess]:
             connection._stop_deadline()
-            connection._give_up_waiting(503, "the server has too many open connections and closed this waiting one; "
-                                        "try again")
+            connection._give_up_waiting(
+                503, "the server has too many open connections and closed this waiting one; try again"
+            )
 
     def _answer_and_close(self, status: int, message: str) -> None:
         """Write a JSON error outside h11's bookkeeping (the request may be half read) and close."""

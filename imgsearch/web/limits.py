@@ -86,22 +86,34 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if _head_bytes(scope) > self.limits.max_head_bytes:
-            await send_json_error(send, 431, f"request head too large (at most {self.limits.max_head_bytes} bytes "
-                        "of request line and headers)", [(b"connection", b"close")])
+            await send_json_error(
+                send,
+                431,
+                f"request head too large (at most {self.limits.max_head_bytes} bytes of request line and headers)",
+                [(b"connection", b"close")],
+            )
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
         if self.token and not self._authorized(headers):
             if scope.get("path") == "/" and self._matches(_query_token(scope)):
                 await _redirect_with_cookie(send, self.token)
             else:
-                await send_json_error(send, 401, "this server needs its access token: send the X-Imgsearch-Token header, "
-                            "or open /?token=TOKEN in a browser")
+                await send_json_error(
+                    send,
+                    401,
+                    "this server needs its access token: send the X-Imgsearch-Token header, "
+                    "or open /?token=TOKEN in a browser",
+                )
             return
         upload = _is_upload(scope, headers)
         if upload:
             if self.uploads_in_flight >= self.limits.max_uploads_in_flight:
-                await send_json_error(send, 503, "the server is busy with other picture uploads; try again in a moment",
-                            [(b"retry-after", b"1")])
+                await send_json_error(
+                    send,
+                    503,
+                    "the server is busy with other picture uploads; try again in a moment",
+                    [(b"retry-after", b"1")],
+                )
                 return
             # Counted from the first byte read: the memory is held while the body arrives.
             self.uploads_in_flight += 1
@@ -114,8 +126,11 @@ class RequestLimits:
     async def _limited(self, scope: Scope, receive: Any, send: Any, headers: dict[str, bytes], upload: bool) -> None:
         if scope.get("method") in _BODY_METHODS:
             limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
-            too_large = (f"uploaded picture too large (at most {limit} bytes)" if upload
-                         else f"request body too large (at most {limit} bytes)")
+            too_large = (
+                f"uploaded picture too large (at most {limit} bytes)"
+                if upload
+                else f"request body too large (at most {limit} bytes)"
+            )
             declared = headers.get("content-length", b"0")
             if not declared.isdigit() or int(declared) > limit:
                 await send_json_error(send, 413, too_large)
@@ -130,8 +145,9 @@ class RequestLimits:
             receive = _replay(body, receive)
         if self.in_flight >= self.limits.max_in_flight:
             # Refused at once: a queue would only make every waiting client slower.
-            await send_json_error(send, 503, "the server is busy with other requests; try again in a moment",
-                        [(b"retry-after", b"1")])
+            await send_json_error(
+                send, 503, "the server is busy with other requests; try again in a moment", [(b"retry-after", b"1")]
+            )
             return
         self.in_flight += 1
         try:
@@ -212,22 +228,32 @@ def _with_security_headers(send: Any) -> Any:
     return sending
 
 
-async def send_json_error(send: Any, status: int, message: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+async def send_json_error(
+    send: Any, status: int, message: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    *extra_headers, *SECURITY_HEADERS],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra_headers,
+                *SECURITY_HEADERS,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _redirect_with_cookie(send: Any, token: bytes) -> None:
     cookie = TOKEN_COOKIE.encode() + b"=" + token + b"; Path=/; HttpOnly; SameSite=Strict"
-    await send({
-        "type": "http.response.start",
-        "status": 303,
-        "headers": [(b"location", b"/"), (b"set-cookie", cookie), (b"content-length", b"0"), *SECURITY_HEADERS],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", b"/"), (b"set-cookie", cookie), (b"content-length", b"0"), *SECURITY_HEADERS],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})

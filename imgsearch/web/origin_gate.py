@@ -47,7 +47,9 @@ class AllowedHosts:
             if name != "*":
                 name = host_name(name) or ""
             if not name:
-                raise ConfigError(f"{given!r} is not a host name: give a name such as photos.example.org (or * for any)")
+                raise ConfigError(
+                    f"{given!r} is not a host name: give a name such as photos.example.org (or * for any)"
+                )
             names.add(name)
         return cls(bound=bound.strip().strip("[]").lower(), names=frozenset(names))
 
@@ -126,8 +128,10 @@ class OriginGate:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
         host = headers.get("host", "")
         if not self.hosts.accepts(host):
-            return 421, (f"this server does not answer to the host {host!r}: open it by its address, "
-                         "or start it with --allow-host NAME for a name of your own")
+            return 421, (
+                f"this server does not answer to the host {host!r}: open it by its address, "
+                "or start it with --allow-host NAME for a name of your own"
+            )
         if scope.get("method") not in _STATE_CHANGING:
             return None
         origin = headers.get("origin")

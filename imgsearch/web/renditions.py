@@ -17,8 +17,13 @@ DEFAULT_VIEW_SIZE = 2048
 # Pillow's format names as rows store them (a file's suffix for rows without one), by the
 # Content-Type a browser shows them as. MPO is the JPEG that some cameras write, a stereo pair.
 _BROWSER_TYPES = {
-    "jpeg": "image/jpeg", "jpg": "image/jpeg", "jpe": "image/jpeg", "mpo": "image/jpeg",
-    "png": "image/png", "gif": "image/gif", "webp": "image/webp",
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "jpe": "image/jpeg",
+    "mpo": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
 }
 
 

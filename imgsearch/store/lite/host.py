@@ -122,7 +122,13 @@ def _found_host(db_path: Path) -> HostUse | None:
         mark_used(db_path)
         return HostUse(db_path, uri, "keeper", read_note(db_path))
     note = read_note(db_path, host_note_path(db_path))
-    if note is not None and note.pid != os.getpid() and note.serves(db_path) and note.process_alive() and note.socket_answers():
+    if (
+        note is not None
+        and note.pid != os.getpid()
+        and note.serves(db_path)
+        and note.process_alive()
+        and note.socket_answers()
+    ):
         return HostUse(db_path, note.uri, "other", note)
     return None
 

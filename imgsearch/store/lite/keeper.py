@@ -141,9 +141,12 @@ def ensure_keeper(db_path: Path, idle_seconds: float) -> str | None:
     retire_stale_keeper(db_path)
     process = subprocess.Popen(
         [sys.executable, "-m", _MODULE, str(db_path), str(idle_seconds)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         # Its own session: a Ctrl-C or a kill of the command's process group leaves it serving.
-        start_new_session=True, close_fds=True,
+        start_new_session=True,
+        close_fds=True,
     )
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
@@ -209,7 +212,9 @@ def unload_keeper(db_path: Path) -> bool:
         lock = EmbeddedIndexLock.acquire(db_path, wait=False)
     except IndexBusyError as exc:
         in_use = str(exc).split("; ")[0]  # "the index PATH is in use by WHOM"
-        raise IndexBusyError(f"not unloaded: {in_use}, which it serves; run `imgsearch unload` once that finishes") from None
+        raise IndexBusyError(
+            f"not unloaded: {in_use}, which it serves; run `imgsearch unload` once that finishes"
+        ) from None
     try:
         return stop_keeper(db_path)
     finally:
@@ -399,7 +404,9 @@ def _idle_for(db_path: Path) -> float:
         return float("inf")
 
 
-def _stop_serving(db_path: Path, note: KeeperNote | None, stop_answering: Callable[[], None], server: LiteServer) -> None:
+def _stop_serving(
+    db_path: Path, note: KeeperNote | None, stop_answering: Callable[[], None], server: LiteServer
+) -> None:
     with contextlib.suppress(OSError):
         if note is not None and read_note(db_path) == note:
             info_path(db_path).unlink()

@@ -120,7 +120,9 @@ class _QuietProcesses:
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:  # noqa: N802 - subprocess's name
         kwargs.update(
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             preexec_fn=_private_and_deaf_to_stops,
         )
         return subprocess.Popen(*args, **kwargs)

@@ -56,7 +56,8 @@ def router(served: Served) -> APIRouter:
         return cached_jpeg(served.thumbnails, image_id, row_for(image_id), size)
 
     @routes.get(
-        "/api/images/{image_id}/view", summary="The picture as a browser shows it",
+        "/api/images/{image_id}/view",
+        summary="The picture as a browser shows it",
         description="JPEG, PNG, GIF and WebP pictures come as they are; others (HEIC, AVIF, TIFF, RAW) "
         "as an upright JPEG at most size pixels on its longest side.",
     )
@@ -97,7 +98,8 @@ def router(served: Served) -> APIRouter:
         if not media_type.startswith("image/"):
             media_type = "application/octet-stream"
         return StreamingResponse(
-            opened.chunks(), media_type=media_type,
+            opened.chunks(),
+            media_type=media_type,
             headers={"Content-Length": str(opened.size), "Content-Disposition": "inline", "Cache-Control": "private"},
         )
 

@@ -64,13 +64,19 @@ def router(served: Served) -> APIRouter:
         hits = served.engine.query_image(pixels, k=k, filters=filters, min_score=min_score, sort=sort)
         served.searches += 1
         return {
-            "image": picture.filename or "", "k": k, "sort": sort, "results": [hit_json(hit) for hit in hits],
+            "image": picture.filename or "",
+            "k": k,
+            "sort": sort,
+            "results": [hit_json(hit) for hit in hits],
             **floor_facts(hits),
         }
 
     # Before the JSON search route: the first route that matches a request serves it.
     routes.add_api_route(
-        "/api/search", search_by_picture, methods=["POST"], route_class_override=FormRoute,
+        "/api/search",
+        search_by_picture,
+        methods=["POST"],
+        route_class_override=FormRoute,
         include_in_schema=False,  # the JSON route's schema documents the form too
     )
     return routes

@@ -21,7 +21,8 @@ def router(served: Served) -> APIRouter:
     def pictures(
         limit: int = Query(60, ge=1, le=MAX_PAGE, description="How many pictures on this page."),
         before: str | None = Query(
-            None, max_length=200,
+            None,
+            max_length=200,
             description="The next_before of the page before, or a date (2024-06-30) to start at the pictures taken before it.",
         ),
     ) -> dict[str, Any]:

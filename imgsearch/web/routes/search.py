@@ -25,16 +25,22 @@ MAX_PIXELS = 2**31 - 1
 
 # The picture upload (routes/picture_search.py) shares this path and method; documented here.
 PICTURE_FORM = {
-    "requestBody": {"content": {"multipart/form-data": {"schema": {
-        "type": "object",
-        "required": ["image"],
-        "properties": {
-            "image": {"type": "string", "format": "binary", "description": "The picture to search by."},
-            "k": {"type": "integer", "minimum": 1, "default": 12, "description": "How many results."},
-            "min_score": {"type": "number", "description": "Drop results scoring below this."},
-        },
-        "additionalProperties": {"type": "string", "description": "A search filter, by name."},
-    }}}},
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "The picture to search by."},
+                        "k": {"type": "integer", "minimum": 1, "default": 12, "description": "How many results."},
+                        "min_score": {"type": "number", "description": "Drop results scoring below this."},
+                    },
+                    "additionalProperties": {"type": "string", "description": "A search filter, by name."},
+                }
+            }
+        }
+    },
 }
 
 
@@ -46,7 +52,9 @@ class SearchRequest(BaseModel):
     mode: str | None = Field(default=None, max_length=20)
     min_score: float | None = Field(default=None, allow_inf_nan=False)
     filters: dict[str, Any] = Field(default_factory=dict, description="Any of the engine's search filters, by name.")
-    sort: str | None = Field(default=None, max_length=20, description="score (best first, the default) or date (newest first).")
+    sort: str | None = Field(
+        default=None, max_length=20, description="score (best first, the default) or date (newest first)."
+    )
 
 
 def router(served: Served) -> APIRouter:
@@ -79,17 +87,21 @@ def router(served: Served) -> APIRouter:
         k: int = Query(12, ge=1, description="How many results (bounded by the server)."),
         mode: str | None = Query(None, max_length=20, description="Search mode, when the engine has several."),
         min_score: float | None = Query(
-            None, allow_inf_nan=False,
+            None,
+            allow_inf_nan=False,
             description="Drop results scoring below this (default: the mode's relevance floor; 0 keeps every result).",
         ),
-        sort: str | None = Query(None, max_length=20, description="score (best first, the default) or date (newest first)."),
+        sort: str | None = Query(
+            None, max_length=20, description="score (best first, the default) or date (newest first)."
+        ),
     ) -> dict[str, Any]:
         """Ranked pictures for q. Other query parameters are search filters, by name."""
         filters = {name: value for name, value in request.query_params.items() if name not in named}
         return search(q, k, mode, min_score, filters, sort)
 
-    @routes.post("/api/search", summary="Search with words (JSON body) or by picture (form upload)",
-                 openapi_extra=PICTURE_FORM)
+    @routes.post(
+        "/api/search", summary="Search with words (JSON body) or by picture (form upload)", openapi_extra=PICTURE_FORM
+    )
     def search_post(body: SearchRequest) -> dict[str, Any]:
         """A JSON body searches with words. A multipart/form-data body with a picture in the field
         `image` searches by picture (an index built with --visual-model); its other fields are
