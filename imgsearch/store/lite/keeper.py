@@ -41,6 +41,14 @@ _POLL = 0.02
 # How often a keeper checks that its file is still the one it serves.
 _WATCH = 0.5
 _MODULE = "imgsearch.serving.kept_index"
+# The modules a keeper has been started as (`python -m MODULE DB IDLE`), by this version and the
+# earlier ones whose keepers may still run when this one is installed.
+_KEEPER_MODULES = (
+    _MODULE.encode(),
+    b"imgsearch.store.lite.keeper",
+    b"imgsearch.kept_index",
+    b"imgsearch.store.lite_keeper",
+)
 
 
 @dataclass(frozen=True)
@@ -318,7 +326,8 @@ def _runs_keeper_of(pid: int, db_path: Path) -> bool:
             arguments = handle.read().split(b"\0")
     except OSError:
         return False
-    return b"lite_keeper" in b" ".join(arguments) and os.fsencode(str(db_path.absolute())) in arguments
+    started_as_keeper = any(module in arguments for module in _KEEPER_MODULES)
+    return started_as_keeper and os.fsencode(str(db_path.absolute())) in arguments
 
 
 def start_time(pid: int) -> str:
