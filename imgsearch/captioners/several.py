@@ -12,7 +12,7 @@ captioner to an index captions with the new one only, and removing one re-captio
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..results import CaptionUsage, join_captions, several_id
@@ -66,29 +66,17 @@ class SeveralCaptioners(Captioner):
         self.cache = cache
 
     def caption_batch(self, items: list[CaptionInput]) -> list[str | CaptionFailure]:
-        return self.caption(items)
+        """Every part's caption of each item, one per line; parts clean and check their own."""
+        by_part = [self._part_captions(index, part, items) for index, part in enumerate(self.parts)]
+        joined: list[str | CaptionFailure] = []
+        for made in zip(*by_part):
+            failed = [text for text in made if isinstance(text, CaptionFailure)]
+            joined.append(failed[0] if failed else join_captions([str(text) for text in made]))
+        return joined
 
-    def caption(
-        self,
-        items: list[CaptionInput],
-        on_batch: Callable[[int], None] | None = None,
-        keep: Callable[[dict[int, str]], None] | None = None,
-    ) -> list[str | CaptionFailure]:
-        """Every part's caption of each item; parts clean and check their own (see Captioner.caption)."""
-        captions: list[str | CaptionFailure] = []
-        for start in range(0, len(items), max(1, self.batch_size)):
-            batch = items[start : start + self.batch_size]
-            by_part = [self._part_captions(index, part, batch) for index, part in enumerate(self.parts)]
-            joined: list[str | CaptionFailure] = []
-            for made in zip(*by_part):
-                failed = [text for text in made if isinstance(text, CaptionFailure)]
-                joined.append(failed[0] if failed else join_captions([str(text) for text in made]))
-            captions.extend(joined)
-            if keep is not None:
-                keep({start + i: text for i, text in enumerate(joined) if isinstance(text, str)})
-            if on_batch:
-                on_batch(len(batch))
-        return captions
+    def _checked(self, raw: str | CaptionFailure) -> str | CaptionFailure:
+        # Each part checked its own caption; the line breaks between them must stay.
+        return raw
 
     def take_usage(self) -> CaptionUsage:
         usage = CaptionUsage()
