@@ -17,7 +17,7 @@ from .embedders.base import Embedder
 from .errors import ConfigError, ImageLoadError, StoreError
 from .factory import build_captioner, build_embedder, build_store
 from .indexing.runs import RunOptions
-from .pictures.files import display_path, path_key, root_path
+from .pictures.files import display_path, root_path
 from .pictures.ocr import TextReader
 from .results import (
     CheckReport,
@@ -26,12 +26,11 @@ from .results import (
     IndexStatus,
     PruneReport,
     ReembedReport,
-    SearchHit,
-    is_pending_row,
 )
 from .search.duplicates import DUPLICATE_THRESHOLD
-from .search.plan import SearchFilters, as_filters, check_mode, plan_query, run_plan
-from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, ROW_FIELDS, MilvusStore
+from .search.plan import SearchFilters
+from .search.searching import Searcher
+from .store import PROP_DIMENSION, PROP_EMBEDDER, PROP_VISUAL_MODEL, MilvusStore
 
 if TYPE_CHECKING:
     # The indexer pulls in Pillow and the caption cache sqlite3; a query needs neither.
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
     from .search.library import LibraryPage
     from .search.relevance import SearchHits
     from .upkeep.backfill import ImageVectorsAdded
-
-MAX_K = 1000
 
 
 class ImageSearch:
@@ -499,31 +496,7 @@ class ImageSearch:
         sort: "score" (best first) or "date": the same hits, newest taken first (date taken,
         else the file's modification time; hits with neither last).
         """
-        from .search.plan import check_min_score, check_sort, query_text
-
-        # NUL and other control characters are no words; a query of nothing else is empty.
-        text = query_text(text or "")
-        min_score = check_min_score(min_score)
-        sort = check_sort(sort)
-        self._check_k(k)
-        mode = check_mode(mode or self.settings.search_mode)
-        filters = as_filters(filters)
-        expression = filters.expression() if filters else ""
-        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        visual = self._visual_of_index()
-        plan = plan_query(
-            text, k, mode, self.settings, self.store.keyword_search_enabled, self.store.uri, visual is not None
-        )
-        rows = run_plan(
-            self.store,
-            plan,
-            text,
-            lambda: self.embedder.embed_query(text),
-            k,
-            expression,
-            visual_vector=(lambda: visual.encode_query(text)) if visual is not None else None,
-        )
-        return self._above(rows, min_score, sort, plan.mode)
+        return self._searcher().query(text, k, mode, filters, min_score, sort)
 
     def query_image(
         self,
@@ -537,40 +510,14 @@ class ImageSearch:
         """Search by picture: the k indexed pictures whose image vectors are closest to image's
         (a file, indexed or not, or a PIL image). Needs an index built with a visual model.
         sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
-        from .pictures.images import load_rgb
-        from .search.plan import check_min_score, check_sort
-
-        min_score = check_min_score(min_score)
-        sort = check_sort(sort)
-        self._check_k(k)
-        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        visual = self._visual_of_index()
-        if visual is None:
-            raise ConfigError(
-                f"the index at {self.store.uri} has no image vectors: build it with --visual-model to search by picture"
-            )
-        if isinstance(image, (str, Path)):
-            path = root_path(image)
-            try:
-                pixels = load_rgb(path)
-            except ImageLoadError as exc:
-                raise ImageLoadError(f"{display_path(path)}: {exc}") from None
-        else:
-            pixels = image.convert("RGB")
-        [vector] = visual.encode_images([pixels])
-        filters = as_filters(filters)
-        expression = filters.expression() if filters else ""
-        return self._above(self.store.search(vector, k, expression, field="visual"), min_score, sort)
+        return self._searcher().query_image(image, k, filters, min_score, sort)
 
     def duplicates(self, threshold: float = DUPLICATE_THRESHOLD, folder: str | Path | None = None) -> list[list[str]]:
         """Groups of indexed pictures that are the same picture: the same bytes, or (in an index
         with image vectors) near-copies whose image vectors are at least threshold alike
         (resized, recompressed, lightly edited). Paths, each group's and the groups sorted;
         nothing is deleted."""
-        from .search.duplicates import find_duplicates
-
-        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        return find_duplicates(self.store, threshold, folder)
+        return self._searcher().duplicates(threshold, folder)
 
     def similar(
         self,
@@ -583,32 +530,7 @@ class ImageSearch:
     ) -> SearchHits:
         """More like this: the k indexed pictures whose captions are closest to path's caption.
         sort: "score" (closest first) or "date" (the same hits, newest taken first)."""
-        from .search.plan import check_min_score, check_sort
-
-        min_score = check_min_score(min_score)
-        sort = check_sort(sort)
-        self._check_k(k)
-        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        target = root_path(path)
-        row_id = path_key(target)
-        # The picture's own image vector where the index has them, else its caption's.
-        field = "visual" if self.store.visual_model else "vector"
-        vector = self.store.get_vector(row_id, field)
-        if vector is None:
-            raise ConfigError(f"{display_path(target)} is not in the index: run `imgsearch index` on its folder first")
-        if field == "vector" and is_pending_row(self.store.get_rows([row_id]).get(row_id) or {}):
-            raise ConfigError(
-                f"{display_path(target)} is waiting for its caption (the index run captions it); "
-                "more like it once it has one"
-            )
-        filters = as_filters(filters)
-        expression = filters.expression() if filters else ""
-        if field == "vector":
-            from .search.plan import captioned_only
-
-            expression = captioned_only(expression)  # a picture waiting for its caption has no caption vector
-        rows = [row for row in self.store.search(vector, k + 1, expression, field) if row["id"] != row_id][:k]
-        return self._above(rows, min_score, sort)
+        return self._searcher().similar(path, k, filters, min_score, sort)
 
     def browse(self, limit: int = 50, *, before: Any = None) -> LibraryPage:
         """The library, newest first: limit pictures (date taken, else the file's modification
@@ -617,33 +539,11 @@ class ImageSearch:
         before: an earlier page's next_before for the page after it, or a date ("2024-06-30",
         a datetime, a Unix time) to start at the pictures taken before it.
         """
-        from .search.library import library_page
+        return self._searcher().browse(limit, before)
 
-        self.store.open(self.embedder.id, lambda: self.embedder.dimension, create=False)
-        return library_page(self.store, limit, before)
-
-    def _above(
-        self, rows: list[dict[str, Any]], min_score: float | None, sort: str, mode: str | None = None
-    ) -> SearchHits:
-        """rows that pass the floor, as hits in sort's order: min_score (else the setting) on the
-        score shown, or when neither is set the calibrated floor of mode (search/relevance.py)."""
-        from .search.plan import ordered_hits
-        from .search.relevance import SearchHits, default_floor, passes_floor
-
-        chosen = self.settings.min_score if min_score is None else min_score
-        if chosen is not None:
-            kept = [row for row in rows if row["score"] >= chosen]
-        else:
-            chosen = default_floor(mode, self.embedder.id)
-            kept = rows if chosen is None else [row for row in rows if passes_floor(row, chosen)]
-        return SearchHits(
-            ordered_hits([_hit(row) for row in kept], sort), floor=chosen, below_floor=len(rows) - len(kept)
-        )
-
-    @staticmethod
-    def _check_k(k: int) -> None:
-        if not 1 <= k <= MAX_K:
-            raise ConfigError(f"k must be between 1 and {MAX_K}, got {k}")
+    def _searcher(self) -> Searcher:
+        """The query side over this engine's index and models as they are now."""
+        return Searcher(self.settings, self.store, self.embedder, self._visual_of_index)
 
     def status(self) -> IndexStatus:
         """Where the index lives, which models built it and how many pictures it holds."""
@@ -712,11 +612,6 @@ class ImageSearch:
 
 def _roots(paths: Iterable[str | Path] | str | Path) -> list[Path]:
     return [root_path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-
-
-def _hit(row: dict[str, Any]) -> SearchHit:
-    metadata = {name: row[name] for name in ROW_FIELDS if name in row and name not in ("path", "caption")}
-    return SearchHit(path=row["path"], caption=row["caption"], score=row["score"], metadata=metadata)
 
 
 def _captions_by_captioner(store: MilvusStore, makers: list[str]) -> dict[str, int]:

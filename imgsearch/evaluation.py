@@ -293,7 +293,7 @@ class _BatchEmbeddedSearch:
     def __init__(
         self, engine: ImageSearch, texts: list[str], depth: int, modes: Sequence[str], say: Callable[[str], None]
     ):
-        from .engine import MAX_K
+        from .search.searching import MAX_K
 
         self.texts = [query_text(text or "") for text in texts]
         if not 1 <= depth <= MAX_K:

@@ -1,1 +1,2 @@
-"""The query side: planning and running a search, the relevance floor, browsing the library, near-copies."""
+"""The query side: the Searcher an engine asks (searching.py), planning and running a search, the
+relevance floor, browsing the library, near-copies."""
