@@ -2,7 +2,8 @@
 
 A command decorated with `@with_options(GROUP, ...)` lists the groups' options in --help where
 its `options` parameter stands, and is called with their values gathered into that one parameter,
-so it forwards them in one step however many it takes.
+so it forwards them in one step however many it takes. A group made with `into="NAME"` gathers
+its values into the command's parameter NAME instead (the search filters into `filters`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ class OptionGroup:
     """Options that go together, each a Typer-annotated type by parameter name, in --help order.
 
     Every option defaults to None, meaning "not given", so what lies underneath it stands.
+    into: the command parameter their values are gathered into.
     """
 
-    def __init__(self, **annotations: Any) -> None:
+    def __init__(self, *, into: str = "options", **annotations: Any) -> None:
+        self.into = into
         self.parameters = tuple(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
             for name, annotation in annotations.items()
@@ -33,7 +36,7 @@ class OptionGroup:
     def only(self, *names: str) -> OptionGroup:
         """The part of this group a command takes: the named options, listed in that order."""
         by_name = {parameter.name: parameter.annotation for parameter in self.parameters}
-        return OptionGroup(**{name: by_name[name] for name in names})
+        return OptionGroup(into=self.into, **{name: by_name[name] for name in names})
 
 
 def with_options(*layout: OptionGroup | str) -> Callable[[Command], Command]:
@@ -47,13 +50,17 @@ def with_options(*layout: OptionGroup | str) -> Callable[[Command], Command]:
         if "options" not in own:
             raise TypeError(f"{command.__name__} takes shared options but has no `options` parameter")
         listed: list[inspect.Parameter] = []
-        shared_names: list[str] = []
+        # The shared options' names, by the command parameter their values go into.
+        gathered: dict[str, list[str]] = {"options": []}
         for entry in layout:
             if isinstance(entry, str):
                 listed.append(own.pop(entry))
             else:
                 listed.extend(entry.parameters)
-                shared_names.extend(parameter.name for parameter in entry.parameters)
+                gathered.setdefault(entry.into, []).extend(parameter.name for parameter in entry.parameters)
+        for into in gathered:
+            if into != "options" and own.pop(into, None) is None:
+                raise TypeError(f"{command.__name__} takes options into `{into}` but has no such parameter")
         names = list(own)
         cut = names.index("options")
         in_order = [own[name] for name in names[:cut]] + listed + [own[name] for name in names[cut + 1 :]]
@@ -63,8 +70,8 @@ def with_options(*layout: OptionGroup | str) -> Callable[[Command], Command]:
 
         @functools.wraps(command)
         def run_with_options(**values: Any) -> Any:
-            options = {name: values.pop(name) for name in shared_names}
-            return command(options=options, **values)
+            groups = {into: {name: values.pop(name) for name in names} for into, names in gathered.items()}
+            return command(**groups, **values)
 
         # Typer reads a command's parameters from its signature and its annotations.
         run_with_options.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -112,6 +112,25 @@ RAY = OptionGroup(
     ),
 )
 
+# What every hit of a query must be; gathered into the command's `filters`, not settings.
+FILTERS = OptionGroup(
+    into="filters",
+    folder=_option(str, help="Only pictures under this folder.", rich_help_panel="Filters"),
+    file_type=Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type", metavar="TYPE", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters"
+        ),
+    ],
+    taken_after=_option(str, help="Taken on or after this date (YYYY-MM-DD).", rich_help_panel="Filters"),
+    taken_before=_option(str, help="Taken before this date (YYYY-MM-DD).", rich_help_panel="Filters"),
+    camera=_option(str, help="Only this camera (EXIF make and model).", rich_help_panel="Filters"),
+    min_width=_option(int, help="At least this many pixels wide.", rich_help_panel="Filters", min=0),
+    max_width=_option(int, help="At most this many pixels wide.", rich_help_panel="Filters", min=0),
+    min_height=_option(int, help="At least this many pixels high.", rich_help_panel="Filters", min=0),
+    max_height=_option(int, help="At most this many pixels high.", rich_help_panel="Filters", min=0),
+)
+
 # Every command.
 CONFIG = OptionGroup(
     config_file=_option(Path, "--config", help="TOML config file (env IMGSEARCH_CONFIG)."),

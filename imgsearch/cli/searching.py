@@ -14,14 +14,14 @@ from rich.markup import escape
 from .application import EXIT_USAGE, err, fail, out
 from .hit_lines import print_hits
 from .option_groups import Options, with_options
-from .options import CAPTIONER, CONFIG, EMBEDDER, STORE, JsonOut, settings_from
+from .options import CAPTIONER, CONFIG, EMBEDDER, FILTERS, STORE, JsonOut, settings_from
 
 if TYPE_CHECKING:
     from ..evaluation import EvalReport
     from ..search.plan import SearchFilters
 
 
-@with_options(EMBEDDER, STORE, CONFIG)
+@with_options(FILTERS, EMBEDDER, STORE, CONFIG)
 def query(
     text: Annotated[str | None, typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1, max=1000)] = 10,
@@ -52,28 +52,9 @@ def query(
     sort: Annotated[
         str, typer.Option(help="score (best match first) or date (the same results, newest taken first).")
     ] = "score",
-    folder: Annotated[
-        str | None, typer.Option(help="Only pictures under this folder.", rich_help_panel="Filters")
-    ] = None,
-    file_type: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="Only these file types (jpeg, png, ...; repeat).", rich_help_panel="Filters"),
-    ] = None,
-    taken_after: Annotated[
-        str | None, typer.Option(help="Taken on or after this date (YYYY-MM-DD).", rich_help_panel="Filters")
-    ] = None,
-    taken_before: Annotated[
-        str | None, typer.Option(help="Taken before this date (YYYY-MM-DD).", rich_help_panel="Filters")
-    ] = None,
-    camera: Annotated[
-        str | None, typer.Option(help="Only this camera (EXIF make and model).", rich_help_panel="Filters")
-    ] = None,
-    min_width: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
-    max_width: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
-    min_height: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
-    max_height: Annotated[int | None, typer.Option(rich_help_panel="Filters", min=0)] = None,
     *,
     options: Options,
+    filters: Options,
     as_json: JsonOut = False,
 ) -> None:
     """Show the pictures that best match TEXT (or are most like --like PATH or --image FILE), best first
@@ -84,17 +65,9 @@ def query(
     from ..serving.kept_index import search
 
     check_sort(sort)
-    filters = SearchFilters(
-        folder=folder,
-        file_types=tuple(file_type or ()),
-        taken_after=taken_after,
-        taken_before=taken_before,
-        camera=camera,
-        min_width=min_width,
-        max_width=max_width,
-        min_height=min_height,
-        max_height=max_height,
-    )
+    given = dict(filters)
+    file_types = tuple(given.pop("file_type") or ())
+    conditions = SearchFilters(**given, file_types=file_types)
     settings = settings_from(options)
     # Answered by the process keeping an embedded index loaded where one can, else searched here;
     # either way filtered, floored and ordered by the engine.
@@ -105,7 +78,7 @@ def query(
         "k": k,
         "mode": mode,
         "min_score": min_score,
-        "filters": dataclasses.asdict(filters),
+        "filters": dataclasses.asdict(conditions),
         "sort": sort,
     }
     hits = search(settings, request)
@@ -117,7 +90,7 @@ def query(
             err.print(escape(_no_good_match(text, like, image, facts)))
         return
     if not hits:
-        err.print(escape(_no_good_match(text, like, image, facts)) if facts["no_good_match"] else _no_match(filters))
+        err.print(escape(_no_good_match(text, like, image, facts)) if facts["no_good_match"] else _no_match(conditions))
         return
     print_hits(hits, with_dates=sort == "date")
 
