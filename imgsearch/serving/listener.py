@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -48,12 +49,25 @@ class ListeningServer:
         self.socket = sock
         self.url = url
         self._thread: threading.Thread | None = None
+        # The signals that stopped the server, noted as uvicorn takes them (it looks its handler up on itself).
+        self._stopped_by: list[int] = []
+        handle_exit = uvicorn_server.handle_exit
+
+        def note_and_handle_exit(signum: int, frame: Any) -> None:
+            self._stopped_by.append(signum)
+            handle_exit(signum, frame)
+
+        uvicorn_server.handle_exit = note_and_handle_exit
 
     def run(self) -> None:
         try:
             self.uvicorn.run(sockets=[self.socket])
             if not self.uvicorn.started:
                 raise ConfigError(f"the {self.what} at {self.url} could not start (see the lines above)")
+            # uvicorn passes a Ctrl-C on once stopped, but asyncio drops it when the serving task
+            # ends first (now and then): a Ctrl-C is an interrupt however the shutdown went.
+            if signal.SIGINT in self._stopped_by:
+                raise KeyboardInterrupt
         finally:
             self.socket.close()
             self._release()

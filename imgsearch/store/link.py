@@ -14,6 +14,10 @@ from .lite.disk import make_folders, unwritable_index_error
 from .lite.lock import EmbeddedIndexLock
 from .lite.writes import with_damage_hint, write
 
+# How many Milvus Lite hosts one call is tried on: a host that goes away under a call (a keeper
+# killed, the hosting process ended) is replaced by the next, which may go away in turn.
+HOSTS_TRIED = 3
+
 
 class StoreLink:
     """One URI's connection and catalog; a link lent to a sibling index never closes them."""
@@ -162,20 +166,22 @@ class StoreLink:
 
     def _retrying(self, run: Callable[..., Any], what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         """run the call; when a Milvus Lite host went away under it (a keeper stopped or killed,
-        the process hosting the file ended), once more through the next host."""
-        try:
-            return run(self.uri, what, func, *args, **kwargs)
-        except StoreError:
-            connection = self.connection
-            if not self.is_embedded or not connection.host_lost():
-                raise
-            connection.reconnect()
-            lender = self._lender or self
-            if lender._catalog is not None:
-                lender._catalog.reopen()
-            for callback in lender._on_reconnect:
-                callback()
-            return run(self.uri, what, _rebound(func, connection.client), *args, **kwargs)
+        the process hosting the file ended), again through the next host, up to HOSTS_TRIED hosts."""
+        for tried in range(1, HOSTS_TRIED + 1):
+            try:
+                return run(self.uri, what, func, *args, **kwargs)
+            except StoreError:
+                connection = self.connection
+                if tried == HOSTS_TRIED or not self.is_embedded or not connection.host_lost():
+                    raise
+                connection.reconnect()
+                lender = self._lender or self
+                if lender._catalog is not None:
+                    lender._catalog.reopen()
+                for callback in lender._on_reconnect:
+                    callback()
+                func = _rebound(func, connection.client)
+        raise AssertionError("unreachable")  # the last try returned or raised
 
 
 def _rebound(func: Any, client: Any) -> Any:
