@@ -299,6 +299,7 @@ class ImageSearch:
         """One index run over this engine's parts (the cluster's, when run.ray asks for one)."""
         from .captioners.cached_only import CachedCaptionsOnly
         from .indexing.runs import run_indexer
+        from .recorded_models import asks_another_prompt
 
         if recorded is None:
             recorded = self._recorded_captioning()
@@ -313,6 +314,10 @@ class ImageSearch:
             captioner: Captioner = CachedCaptionsOnly(self._recorded_captioner())
         else:
             captioner = cluster.captioner if cluster else self.captioner
+        # Another preset or prompt for the same captioner: every caption is out of date.
+        recaption = not (run.cached_captions_only or self._captioner_given) and asks_another_prompt(
+            recorded, self.settings
+        )
         report = run_indexer(
             roots,
             run,
@@ -327,8 +332,12 @@ class ImageSearch:
             caption_order=self.settings.caption_order,
             added=added,
             data_dir=self.settings.data_dir,
+            recaption=recaption,
         )
-        self._record_models(recorded if run.cached_captions_only or self._captioner_given else None)
+        # A switch of prompt stopped part-way stays to be finished: the next run asking the new
+        # prompt again re-captions what is left (the captions already made come from the cache).
+        keep_recorded = run.cached_captions_only or self._captioner_given or (recaption and report.interrupted)
+        self._record_models(recorded if keep_recorded else None)
         return report
 
     def _recorded_captioner(self) -> Captioner | None:

@@ -41,6 +41,8 @@ CAPTIONING_SETTINGS = (
     "api_base_url",
     "also_caption",
 )
+# What a captioner is asked: the same captioner asked otherwise writes other captions.
+PROMPT_SETTINGS = ("caption_prompt", "caption_preset")
 # The built-in embedder records its model's name as the index's embedder: an index whose
 # embedding settings were never recorded (made before they were) is read back this way.
 _BUILT_IN_EMBEDDER = "sentence-transformers"
@@ -115,6 +117,27 @@ def captioning_of(settings: Settings) -> dict[str, Any]:
     if values["captions_file"]:
         values["captions_file"] = os.path.abspath(os.path.expanduser(values["captions_file"]))
     return values
+
+
+def asks_another_prompt(recorded: Mapping[str, Any], settings: Settings) -> bool:
+    """Whether settings ask the captioner the index's last run recorded (the same one, same model)
+    for other words than that run did: another preset or prompt. The rows name the captioner, not
+    what it was asked, so such a run must caption every picture again (the cache keeps both)."""
+    if not recorded or any(recorded.get(name) != getattr(settings, name) for name in ("captioner", "caption_model")):
+        return False
+    return _instruction(recorded) != _instruction(_values(settings, PROMPT_SETTINGS))
+
+
+def _instruction(values: Mapping[str, Any]) -> object:
+    """The words a preset and prompt ask for ("" and "search" are one), or the two as given when
+    they name no known preset."""
+    from .captioners.prompts import resolve_prompt
+
+    preset, prompt = values.get("caption_preset") or "", values.get("caption_prompt") or ""
+    try:
+        return resolve_prompt(preset, prompt)
+    except ConfigError:
+        return (preset, prompt)
 
 
 def recorded_captioning(facts: Mapping[str, Any]) -> dict[str, Any]:

@@ -200,3 +200,46 @@ def test_switching_preset_captions_afresh_and_switching_back_reuses_the_cache(se
     assert third == [] and back.captions_reused == 2
     again, fourth = index("detailed")
     assert fourth == [] and again.captions_reused == 2
+
+
+@pytest.mark.slow
+def test_a_plain_run_with_another_preset_captions_afresh_instead_of_saying_nothing_changed(servers, embedder, tmp_path):
+    server = servers["openai"]
+    server.reset()
+    folder = tmp_path / "pictures"
+    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30)}.items():
+        make_image(folder / f"{name}.png", color=rgb)
+
+    def index(**preset: str):
+        with ImageSearch(
+            captioner="openai",
+            embedder=embedder,
+            data_dir=tmp_path / "data",
+            api_base_url=server.base_url,
+            api_key=SECRET,
+            request_timeout=2.0,
+            **preset,
+        ) as engine:
+            report = engine.index([folder])
+            rows = {Path(row["path"]).name: row["caption"] for row in engine.records()}
+        assert report.ok
+        sent = [request.prompt for request in server.requests]
+        server.reset()
+        return report, sent, rows
+
+    first, sent, search_rows = index(caption_preset="search")
+    assert first.new == 2 and sent == [PRESETS["search"]] * 2
+    # No --rebuild: the rows name the captioner, not the prompt, yet every caption is redone.
+    detailed, sent, rows = index(caption_preset="detailed")
+    assert sent == [DETAILED] * 2
+    assert (detailed.updated, detailed.unchanged, detailed.captioned) == (2, 0, 2)
+    assert rows.keys() == search_rows.keys() and all(rows.values())
+    # A plain run keeps what the index records (now the detailed preset): nothing to do, truly.
+    plain, sent, _ = index()
+    assert sent == [] and (plain.updated, plain.unchanged) == (0, 2)
+    # Back to the short preset: its captions come from the cache, nothing is asked.
+    back, sent, _ = index(caption_preset="search")
+    assert sent == [] and (back.updated, back.captions_reused) == (2, 2)
+    # "" and "search" ask the same words: no re-captioning between them.
+    same, sent, _ = index(caption_preset="")
+    assert sent == [] and same.unchanged == 2

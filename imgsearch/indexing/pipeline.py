@@ -63,7 +63,10 @@ class Indexer:
         caption_service: CaptionService | None = None,
         visual: VisualEmbedder | None = None,
         caption_order: str = "newest",
+        recaption: bool = False,
     ):
+        """recaption: every picture's caption is out of date (the captioner is asked another
+        prompt than the rows' captions answer), not only those of new and changed files."""
         self.captioner = captioner
         # Captioning and embedding on a cluster; reading, the cache and the store stay here.
         self.caption_service = caption_service
@@ -83,6 +86,7 @@ class Indexer:
         self._captioner_recorded = False
         # Which pictures the caption stage takes first (CAPTION_ORDERS).
         self.caption_order = check_caption_order(caption_order)
+        self.recaption = recaption
 
     def run(
         self,
@@ -242,6 +246,7 @@ class Indexer:
                 current = (
                     bool(row)
                     and row["captioner"] == self.row_captioner
+                    and not self.recaption
                     and (written is None or stored_caption(written) == row["caption"])
                 )
                 same_file = bool(row) and row["size"] == file.size and row["mtime"] == file.mtime

@@ -53,8 +53,10 @@ def run_indexer(
     caption_order: str,
     added: ImageVectorsAdded | None,
     data_dir: Path,
+    recaption: bool = False,
 ) -> IndexReport:
-    """Index roots with these parts; the folders are recorded for a later repair."""
+    """Index roots with these parts; the folders are recorded for a later repair. recaption:
+    every picture is captioned again (see Indexer)."""
     from ..upkeep.folders_record import remember_folders
     from .pipeline import Indexer
 
@@ -69,6 +71,7 @@ def run_indexer(
         caption_service=caption_service,
         visual=visual,
         caption_order=caption_order,
+        recaption=recaption,
     )
     report = indexer.run(roots, stop=options.stop, remove_missing=not options.keep_missing, gone=options.gone)
     if added is not None:
