@@ -214,3 +214,35 @@ def test_second_process_on_embedded_file_gets_busy_error(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_milvus_lite_server_still_starting_is_asked_again_not_reported(tmp_path, monkeypatch):
+    """Milvus Lite answers before it is ready when just started: such a refusal is asked again,
+    for a while; any other failure is said at once."""
+    from pymilvus.exceptions import MilvusException
+
+    from imgsearch.store import link as store_link
+
+    link = store_link.StoreLink(str(tmp_path / "index.db"))
+    starting = 'Assert "init_flag_ == true" => Mmap manager has not been init. at MmapManager.h:96 : segcore error'
+    calls: list[float] = []
+
+    def load_while_starting(refusals: int, message: str = starting):
+        def load() -> str:
+            calls.append(time.monotonic())
+            if len(calls) <= refusals:
+                raise MilvusException(message=message)
+            return "loaded"
+
+        return load
+
+    assert link.call("load catalog", load_while_starting(3)) == "loaded" and len(calls) == 4
+    calls.clear()
+    with pytest.raises(StoreError, match="collection not found"):
+        link.call("load catalog", load_while_starting(1, "collection not found"))
+    assert len(calls) == 1
+    calls.clear()
+    monkeypatch.setattr(store_link, "STARTING_SECONDS", 0.5)
+    with pytest.raises(StoreError, match="Mmap manager has not been init"):
+        link.call("load catalog", load_while_starting(1000))
+    assert len(calls) >= 2 and calls[-1] - calls[0] < 5

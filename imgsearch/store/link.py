@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,11 @@ from .lite.writes import with_damage_hint, write
 # How many Milvus Lite hosts one call is tried on: a host that goes away under a call (a keeper
 # killed, the hosting process ended) is replaced by the next, which may go away in turn.
 HOSTS_TRIED = 3
+# A Milvus Lite server answers before it is ready when just started, loads refused with this (seen
+# with two processes starting at once on a busy machine): asked again after a pause, for a while.
+STILL_STARTING = "Mmap manager has not been init"
+STARTING_SECONDS = 15.0
+STARTING_PAUSE = 0.2
 
 
 class StoreLink:
@@ -166,14 +172,26 @@ class StoreLink:
 
     def _retrying(self, run: Callable[..., Any], what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         """run the call; when a Milvus Lite host went away under it (a keeper stopped or killed,
-        the process hosting the file ended), again through the next host, up to HOSTS_TRIED hosts."""
-        for tried in range(1, HOSTS_TRIED + 1):
+        the process hosting the file ended), again through the next host, up to HOSTS_TRIED hosts;
+        when the host is still starting, again after a pause, for up to STARTING_SECONDS."""
+        hosts_tried = 1
+        starting_until: float | None = None
+        while True:
             try:
                 return run(self.uri, what, func, *args, **kwargs)
-            except StoreError:
-                connection = self.connection
-                if tried == HOSTS_TRIED or not self.is_embedded or not connection.host_lost():
+            except StoreError as exc:
+                if not self.is_embedded:
                     raise
+                if STILL_STARTING in str(exc):
+                    starting_until = starting_until or time.monotonic() + STARTING_SECONDS
+                    if time.monotonic() >= starting_until:
+                        raise
+                    time.sleep(STARTING_PAUSE)
+                    continue
+                connection = self.connection
+                if hosts_tried == HOSTS_TRIED or not connection.host_lost():
+                    raise
+                hosts_tried += 1
                 connection.reconnect()
                 lender = self._lender or self
                 if lender._catalog is not None:
@@ -181,7 +199,6 @@ class StoreLink:
                 for callback in lender._on_reconnect:
                     callback()
                 func = _rebound(func, connection.client)
-        raise AssertionError("unreachable")  # the last try returned or raised
 
 
 def _rebound(func: Any, client: Any) -> Any:
