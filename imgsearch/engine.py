@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .captioners.base import Captioner
 from .config import Settings, load_settings
 from .embedders.base import Embedder
-from .errors import ConfigError, ImageLoadError, StoreError
+from .errors import ConfigError, StoreError
 from .factory import build_captioner, build_embedder, build_store
 from .indexing.runs import RunOptions
 from .pictures.files import display_path, root_path
@@ -199,14 +199,11 @@ class ImageSearch:
         captioner an index run would use (the index's recorded one where the settings name none)."""
         from .captioners.base import CaptionFailure, CaptionInput
         from .errors import CaptionerError
-        from .pictures.images import load_rgb
+        from .pictures.images import load_named_rgb
 
         self.follow_recorded_captioner()
         path = root_path(image)
-        try:
-            pixels = load_rgb(path)
-        except ImageLoadError as exc:
-            raise ImageLoadError(f"{display_path(path)}: {exc}") from None
+        pixels = load_named_rgb(path)
         captioner = self.captioner
         try:
             [text] = captioner.caption([CaptionInput(path, pixels)])

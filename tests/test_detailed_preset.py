@@ -169,20 +169,10 @@ def test_api_request_carries_the_preset_budget_unless_one_is_given(flavour, serv
 def test_switching_preset_captions_afresh_and_switching_back_reuses_the_cache(servers, embedder, tmp_path):
     server = servers["openai"]
     server.reset()
-    folder = tmp_path / "pictures"
-    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30)}.items():
-        make_image(folder / f"{name}.png", color=rgb)
+    folder = _red_and_green(tmp_path)
 
     def index(preset: str, rebuild: bool = True):
-        with ImageSearch(
-            captioner="openai",
-            embedder=embedder,
-            data_dir=tmp_path / "data",
-            api_base_url=server.base_url,
-            api_key=SECRET,
-            request_timeout=2.0,
-            caption_preset=preset,
-        ) as engine:
+        with _openai_engine(server, embedder, tmp_path, caption_preset=preset) as engine:
             # A rebuild captions every picture again, from the cache where it holds the caption.
             report = engine.index([folder], rebuild=rebuild)
         assert report.ok
@@ -206,20 +196,10 @@ def test_switching_preset_captions_afresh_and_switching_back_reuses_the_cache(se
 def test_a_plain_run_with_another_preset_captions_afresh_instead_of_saying_nothing_changed(servers, embedder, tmp_path):
     server = servers["openai"]
     server.reset()
-    folder = tmp_path / "pictures"
-    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30)}.items():
-        make_image(folder / f"{name}.png", color=rgb)
+    folder = _red_and_green(tmp_path)
 
     def index(**preset: str):
-        with ImageSearch(
-            captioner="openai",
-            embedder=embedder,
-            data_dir=tmp_path / "data",
-            api_base_url=server.base_url,
-            api_key=SECRET,
-            request_timeout=2.0,
-            **preset,
-        ) as engine:
+        with _openai_engine(server, embedder, tmp_path, **preset) as engine:
             report = engine.index([folder])
             rows = {Path(row["path"]).name: row["caption"] for row in engine.records()}
         assert report.ok
@@ -243,3 +223,24 @@ def test_a_plain_run_with_another_preset_captions_afresh_instead_of_saying_nothi
     # "" and "search" ask the same words: no re-captioning between them.
     same, sent, _ = index(caption_preset="")
     assert sent == [] and same.unchanged == 2
+
+
+def _red_and_green(tmp_path: Path) -> Path:
+    """A folder of two plain pictures, red and green."""
+    folder = tmp_path / "pictures"
+    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30)}.items():
+        make_image(folder / f"{name}.png", color=rgb)
+    return folder
+
+
+def _openai_engine(server, embedder, tmp_path: Path, **settings: str) -> ImageSearch:
+    """An engine captioning through server's OpenAI-compatible API, its index in tmp_path/data."""
+    return ImageSearch(
+        captioner="openai",
+        embedder=embedder,
+        data_dir=tmp_path / "data",
+        api_base_url=server.base_url,
+        api_key=SECRET,
+        request_timeout=2.0,
+        **settings,
+    )

@@ -54,6 +54,16 @@ def load_rgb(path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
         return _decoded(image, (max_side, max_side), max_side)
 
 
+def load_named_rgb(path: Path) -> Image.Image:
+    """load_rgb for a picture a user named (describe, search by picture): a failure names the file."""
+    from .files import display_path
+
+    try:
+        return load_rgb(path)
+    except ImageLoadError as exc:
+        raise ImageLoadError(f"{display_path(path)}: {exc}") from None
+
+
 def load_rgb_from(handle: BinaryIO, path: Path, max_side: int = MAX_DECODE_SIDE) -> Image.Image:
     """load_rgb for a file already opened (and checked) by the caller; path names it, for its kind."""
     with _open(path, handle=handle) as image:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, ImageLoadError
+from ..errors import ConfigError
 from ..pictures.files import display_path, path_key, root_path
 from ..results import SearchHit, is_pending_row
 from ..store import ROW_FIELDS
@@ -95,25 +95,15 @@ class Searcher:
         sort: str,
     ) -> SearchHits:
         """ImageSearch.query_image's hits."""
-        from ..pictures.images import load_rgb
+        from ..pictures.images import load_named_rgb
 
-        min_score = check_min_score(min_score)
-        sort = check_sort(sort)
-        check_k(k)
-        self._open()
+        min_score, sort = self._checked_and_open(k, min_score, sort)
         visual = self._visual_of_index()
         if visual is None:
             raise ConfigError(
                 f"the index at {self.store.uri} has no image vectors: build it with --visual-model to search by picture"
             )
-        if isinstance(image, (str, Path)):
-            path = root_path(image)
-            try:
-                pixels = load_rgb(path)
-            except ImageLoadError as exc:
-                raise ImageLoadError(f"{display_path(path)}: {exc}") from None
-        else:
-            pixels = image.convert("RGB")
+        pixels = load_named_rgb(root_path(image)) if isinstance(image, (str, Path)) else image.convert("RGB")
         [vector] = visual.encode_images([pixels])
         return self._above(self.store.search(vector, k, _expression(filters), field="visual"), min_score, sort)
 
@@ -126,10 +116,7 @@ class Searcher:
         sort: str,
     ) -> SearchHits:
         """ImageSearch.similar's hits."""
-        min_score = check_min_score(min_score)
-        sort = check_sort(sort)
-        check_k(k)
-        self._open()
+        min_score, sort = self._checked_and_open(k, min_score, sort)
         target = root_path(path)
         row_id = path_key(target)
         # The picture's own image vector where the index has them, else its caption's.
@@ -161,6 +148,14 @@ class Searcher:
 
         self._open()
         return find_duplicates(self.store, threshold, folder)
+
+    def _checked_and_open(self, k: int, min_score: float | None, sort: str) -> tuple[float | None, str]:
+        """min_score and sort as checked, k checked, and the index opened: in that order, so a
+        bad argument is said before the store is touched."""
+        min_score, sort = check_min_score(min_score), check_sort(sort)
+        check_k(k)
+        self._open()
+        return min_score, sort
 
     def _open(self) -> None:
         """Open the existing index (never create one) for the embedder's vectors."""
